@@ -1,0 +1,254 @@
+"""The senseindex command line: parses arguments, calls one library function, prints the result."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+import senseindex
+from indexer.encoder import PIECE_POOLINGS, SENTENCE_POOLINGS
+
+INDEX_OPTION = click.option(
+    "--index",
+    "index_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Index folder.",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line).")
+
+
+def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's own errors into click's one-line 'Error: ...' and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except senseindex.SenseIndexError as error:
+            raise click.ClickException(str(error)) from error
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(senseindex.__version__, prog_name="senseindex")
+def main() -> None:
+    """Semantic search over contextual embeddings: words in context, and sentences.
+
+    \b
+    Example:
+      senseindex build-index data/sample --index sample.idx
+      senseindex query --word "I sat on the [bank] of the river" --index sample.idx
+      senseindex query "a heron fishing in shallow water" --index sample.idx
+    """
+
+
+@main.command("build-index")
+@click.argument("sources", nargs=-1, required=True)
+@INDEX_OPTION
+@click.option(
+    "--model",
+    default=senseindex.DEFAULT_MODEL,
+    show_default=True,
+    help="Local sentence-transformers or Hugging Face model folder (the bundled default otherwise).",
+)
+@click.option(
+    "--layers",
+    default="last",
+    show_default=True,
+    help="Word-vector layers: last, mean-last-4, concat-last-4, mean-all or layer-N.",
+)
+@click.option(
+    "--piece-pooling",
+    type=click.Choice(PIECE_POOLINGS),
+    default="mean",
+    show_default=True,
+    help="How WordPiece vectors become a word vector.",
+)
+@click.option(
+    "--sentence-pooling",
+    type=click.Choice(SENTENCE_POOLINGS),
+    default="model",
+    show_default=True,
+    help="Sentence vector: the model's own pooling, mean of tokens, or [CLS].",
+)
+@click.option(
+    "--max-length",
+    type=click.IntRange(8, 512),
+    default=None,
+    help="Tokens per forward window (default: the model's maximum, 256 for the default model).",
+)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--skip-stopwords", is_flag=True, help="Give function words no word vector.")
+@click.option("--overwrite", is_flag=True, help="Replace an index already in the folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@JSON_OPTION
+@_one_line_errors
+def build_index_command(
+    sources: tuple[str, ...],
+    index_dir: str,
+    model: str,
+    layers: str,
+    piece_pooling: str,
+    sentence_pooling: str,
+    max_length: int | None,
+    batch_size: int,
+    skip_stopwords: bool,
+    overwrite: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Index documents at word and sentence level.
+
+    SOURCES are .txt/.md files (paragraphs split at blank lines), .jsonl files (a "text" field per
+    line; "id" and other fields kept as metadata), folders of them, or - for standard input.
+
+    \b
+    Example:
+      senseindex build-index data/sample --index sample.idx
+      senseindex build-index notes.jsonl --index notes.idx --layers mean-last-4
+      cat essay.txt | senseindex build-index - --index essay.idx
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="B", unit_scale=True, desc="indexing", disable=quiet, file=sys.stderr)
+
+    def show_progress(done: int, total: int | None) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        summary = senseindex.build_index(
+            list(sources),
+            index_dir,
+            senseindex.EncoderSettings(
+                model=model,
+                layers=layers,
+                piece_pooling=piece_pooling,
+                sentence_pooling=sentence_pooling,
+                max_length=max_length,
+                batch_size=batch_size,
+            ),
+            skip_stopwords=skip_stopwords,
+            overwrite=overwrite,
+            progress=show_progress,
+        )
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps({"index": index_dir, **summary.to_dict()}))
+        return
+    click.echo(
+        f"Indexed {summary.documents:,} documents, {summary.sentences:,} sentences, "
+        f"{summary.words:,} words ({summary.tokens:,} tokens) in {summary.seconds:.1f} s -> {index_dir}"
+    )
+    if summary.skipped_files:
+        click.echo(f"Skipped {len(summary.skipped_files):,} files that are not .txt, .md or .jsonl.")
+    if summary.empty_documents:
+        click.echo(f"Skipped {summary.empty_documents:,} empty documents.")
+    if summary.unaligned_words:
+        click.echo(f"{summary.unaligned_words:,} words got no token from the tokenizer and were left out.")
+
+
+@main.command("query")
+@click.argument("text", required=False)
+@INDEX_OPTION
+@click.option("--word", "word_text", help="Word query: a sentence with the target in [brackets].")
+@click.option("--target", help="Word query: the target word of a plain sentence.")
+@click.option("--any-word", is_flag=True, help="Other words used in the target's sense, by lemma.")
+@click.option("--exact-form", is_flag=True, help="Only occurrences with the target's surface form.")
+@click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@JSON_OPTION
+@_one_line_errors
+def query_command(
+    text: str | None,
+    index_dir: str,
+    word_text: str | None,
+    target: str | None,
+    any_word: bool,
+    exact_form: bool,
+    k: int,
+    model: str | None,
+    as_json: bool,
+) -> None:
+    """Search an index for similar sentences, or for a word used in a matching sense.
+
+    \b
+    Example:
+      senseindex query "the pitcher threw a fast ball" --index sample.idx
+      senseindex query --word "I sat on the [bank] of the river" --index sample.idx
+      senseindex query --word "I sat on the bank of the river" --target bank --index sample.idx
+      senseindex query --word "the [crane] lifted steel beams" --any-word --index sample.idx --json
+    """
+    is_word_query = word_text is not None or target is not None or any_word or exact_form
+    if word_text is not None and text is not None:
+        raise click.UsageError("give the query either as TEXT or with --word, not both")
+    query_text = word_text if word_text is not None else text
+    if query_text is None:
+        raise click.UsageError("give a query TEXT, or a word query with --word")
+    with senseindex.open_index(index_dir, model=model) as index:
+        if not is_word_query:
+            hits: list[Any] = index.search_sentences(query_text, k=k)
+        elif any_word:
+            hits = index.search_similar_words(query_text, target=target, k=k)
+        else:
+            hits = index.search_word(query_text, target=target, k=k, exact_form=exact_form)
+    if as_json:
+        for hit in hits:
+            click.echo(json.dumps(hit.to_dict(), ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("No matches.")
+    for rank, hit in enumerate(hits, start=1):
+        click.echo(_format_hit(rank, hit))
+
+
+def _format_hit(rank: int, hit: Any) -> str:
+    if isinstance(hit, senseindex.SentenceHit):
+        return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {hit.text}"
+    if isinstance(hit, senseindex.LemmaHit):
+        line = hit.best.context(width=50, marks=("\x00", "\x01"))
+        return f"{rank:3d}. {hit.score:.3f}  {hit.lemma:<14} {hit.best.doc_id}  {_highlight(line)}"
+    line = hit.context(width=60, marks=("\x00", "\x01"))
+    return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {_highlight(line)}"
+
+
+def _highlight(line: str) -> str:
+    before, rest = line.split("\x00", 1)
+    word, after = rest.split("\x01", 1)
+    # Brackets survive when output is not a terminal (click strips the styling there).
+    return before + click.style(f"[{word}]", bold=True, fg="yellow") + after
+
+
+@main.command("info")
+@INDEX_OPTION
+@JSON_OPTION
+@_one_line_errors
+def info_command(index_dir: str, as_json: bool) -> None:
+    """Show an index's settings and counts.
+
+    \b
+    Example:
+      senseindex info --index sample.idx
+    """
+    info = senseindex.index_info(index_dir)
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"index: {info['path']}")
+    for name, value in info["counts"].items():
+        click.echo(f"{name}: {value:,}")
+    for name, value in info["settings"].items():
+        click.echo(f"{name}: {value}")
+
+
+if __name__ == "__main__":
+    main()

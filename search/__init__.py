@@ -1,0 +1,17 @@
+"""senseindex query layer: open an index, search sentences and words in context, embed text."""
+
+from search.hits import EmbeddedSentence, EmbeddedWord, LemmaHit, SentenceHit, WordHit
+from search.index import SenseIndex, WordQuery, index_info, open_index, parse_word_query
+
+__all__ = [
+    "EmbeddedSentence",
+    "EmbeddedWord",
+    "LemmaHit",
+    "SenseIndex",
+    "SentenceHit",
+    "WordHit",
+    "WordQuery",
+    "index_info",
+    "open_index",
+    "parse_word_query",
+]

@@ -1,0 +1,407 @@
+"""Querying an index: sentences similar to a text, and word occurrences used in a matching sense."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.encoder import (
+    DEFAULT_MODEL,
+    Encoder,
+    EncoderSettings,
+    fingerprint_model,
+    load_encoder,
+    resolve_model_path,
+)
+from indexer.errors import ModelLoadError, ModelMismatch, QueryError
+from indexer.stopwords import is_stopword
+from indexer.storage import IndexStore
+from indexer.text import Span, lemmatize, split_paragraphs, split_sentences, split_words
+from search.hits import EmbeddedSentence, EmbeddedWord, LemmaHit, SentenceHit, WordHit
+
+_MARKED_TARGET = re.compile(r"\[([^\[\]]*)\]")
+MAX_K = 10_000
+
+
+@dataclass(frozen=True)
+class WordQuery:
+    """A word in context, ready to embed.
+
+    Attributes:
+        text: the query text with the target's brackets removed.
+        start: the target word's start offset in ``text``.
+        end: its end offset, exclusive.
+    """
+
+    text: str
+    start: int
+    end: int
+
+    @property
+    def form(self) -> str:
+        """The target word as written."""
+        return self.text[self.start : self.end]
+
+
+def parse_word_query(text: str, target: str | None = None) -> WordQuery:
+    """Find the target word of a word query.
+
+    Args:
+        text: a sentence with the target word in square brackets (``I sat on the [bank] of the
+            river``), or a plain sentence when ``target`` is given.
+        target: the target word, found as a whole word (case-insensitive, first occurrence).
+
+    Returns:
+        The query with its target located.
+
+    Raises:
+        QueryError: no target marked, more than one, an empty or multi-word target, or ``target`` not
+            in the sentence.
+    """
+    if not text or not text.strip():
+        raise QueryError("the query text is empty")
+    if target is not None:
+        target = target.strip()
+        if not target or len(split_words(target, Span(0, len(target)))) != 1:
+            raise QueryError(f"--target must be one word, not {target!r}")
+        match = re.search(rf"(?<![^\W_]){re.escape(target)}(?![^\W_])", text, re.IGNORECASE)
+        if match is None:
+            raise QueryError(f"the target word {target!r} does not occur in the query sentence")
+        return WordQuery(text, match.start(), match.end())
+    marked = list(_MARKED_TARGET.finditer(text))
+    if not marked:
+        raise QueryError(
+            "mark the target word with square brackets, e.g. 'I sat on the [bank] of the river', "
+            "or name it with --target"
+        )
+    if len(marked) > 1:
+        raise QueryError("mark exactly one target word with [brackets]")
+    inner = marked[0].group(1)
+    words = split_words(inner, Span(0, len(inner)))
+    if len(words) != 1 or words[0].form != inner.strip():
+        raise QueryError(f"the marked target must be a single word, not {inner!r}")
+    clean = text[: marked[0].start()] + inner + text[marked[0].end() :]
+    start = marked[0].start() + words[0].start
+    return WordQuery(clean, start, start + len(words[0].form))
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or k < 1 or k > MAX_K:
+        raise QueryError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
+
+
+class SenseIndex:
+    """An opened index: query it for similar sentences and for words used in a matching sense.
+
+    Open one with :func:`open_index`. Queries are embedded with the encoder settings stored in the
+    index, whatever the caller's defaults.
+    """
+
+    def __init__(self, store: IndexStore, encoder: Encoder) -> None:
+        self._store = store
+        self._encoder = encoder
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The index settings as stored (model, fingerprint, layer strategy, pooling, ...)."""
+        return dict(self._store.settings)
+
+    @property
+    def path(self) -> Path:
+        """The index folder."""
+        return self._store.folder
+
+    def info(self) -> dict[str, Any]:
+        """Settings and row counts: ``{"path", "settings", "counts"}``."""
+        return {"path": str(self.path), "settings": self.settings, "counts": self._store.counts()}
+
+    def close(self) -> None:
+        """Release the database connection."""
+        self._store.close()
+
+    def __enter__(self) -> SenseIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------- embedding
+
+    def embed(self, text: str) -> list[EmbeddedSentence]:
+        """Embed a text with the index's settings: its sentences and their words.
+
+        The text is split into paragraphs and sentences as documents are when indexed, so the vectors
+        equal those a document with this text would get.
+
+        Args:
+            text: any text.
+
+        Returns:
+            Its sentences, each with a ``(sentence_dimension,)`` float32 vector and its words with
+            ``(word_dimension,)`` float32 vectors; all offsets are into ``text``.
+        """
+        sentences = [s for p in split_paragraphs(text) for s in split_sentences(text, p)]
+        if not sentences:
+            return []
+        words = [split_words(text, s, bool(self._store.settings.get("skip_stopwords"))) for s in sentences]
+        encoded = self._encoder.encode(
+            [text[s.start : s.end] for s in sentences],
+            [
+                [(w.start - s.start, w.end - s.start) for w in ws]
+                for s, ws in zip(sentences, words, strict=True)
+            ],
+        )
+        result = []
+        flat = 0
+        for i, (sentence, sentence_words) in enumerate(zip(sentences, words, strict=True)):
+            embedded_words = []
+            for word in sentence_words:
+                if encoded.word_aligned[flat]:
+                    embedded_words.append(
+                        EmbeddedWord(word.form, word.lemma, word.start, word.end, encoded.word_vectors[flat])
+                    )
+                flat += 1
+            result.append(
+                EmbeddedSentence(
+                    text[sentence.start : sentence.end],
+                    sentence.start,
+                    sentence.end,
+                    encoded.sentence_vectors[i],
+                    tuple(embedded_words),
+                )
+            )
+        return result
+
+    def embed_query_sentence(self, text: str) -> np.ndarray:
+        """The vector of a sentence query: the whole text as one sequence.
+
+        Returns:
+            ``(sentence_dimension,)`` float32, L2-normalised.
+        """
+        if not text or not text.strip():
+            raise QueryError("the query text is empty")
+        return self._encoder.encode([text], [[]]).sentence_vectors[0]
+
+    def embed_query_word(self, query: WordQuery) -> np.ndarray:
+        """The contextual vector of a query's target word, from the sentence that holds it.
+
+        Returns:
+            ``(word_dimension,)`` float32, L2-normalised.
+        """
+        text = query.text
+        sentence = next(
+            (
+                s
+                for p in split_paragraphs(text)
+                for s in split_sentences(text, p)
+                if s.start <= query.start and query.end <= s.end
+            ),
+            Span(0, len(text)),
+        )
+        encoded = self._encoder.encode(
+            [text[sentence.start : sentence.end]],
+            [[(query.start - sentence.start, query.end - sentence.start)]],
+        )
+        if not encoded.word_aligned[0]:
+            raise QueryError(f"the model's tokenizer gives no token for {query.form!r}")
+        return encoded.word_vectors[0]
+
+    # --------------------------------------------------------------------------------------- queries
+
+    def search_sentences(self, text: str, k: int = 10) -> list[SentenceHit]:
+        """The sentences most similar to a text.
+
+        Args:
+            text: the query.
+            k: number of hits.
+
+        Returns:
+            Up to ``k`` hits, best first.
+        """
+        _check_k(k)
+        ids, scores = self._store.search_sentences(self.embed_query_sentence(text), k)
+        rows = self._store.sentence_rows(ids)
+        return [
+            SentenceHit(
+                score=float(score),
+                doc_id=rows[i]["doc_id"],
+                sentence_id=int(i),
+                start=rows[i]["start"],
+                end=rows[i]["end"],
+                text=rows[i]["text"],
+                metadata=rows[i]["metadata"],
+            )
+            for i, score in zip(ids.tolist(), scores.tolist(), strict=True)
+        ]
+
+    def search_word(
+        self, text: str, target: str | None = None, k: int = 10, exact_form: bool = False
+    ) -> list[WordHit]:
+        """Occurrences of the same word, ranked by how closely their sense matches the query's.
+
+        Only occurrences of the target's lemma are scored (``banks`` and ``Bank`` count for
+        ``bank``), by reading their vectors by id: the cost follows the word's frequency, not the
+        index size.
+
+        Args:
+            text: the query sentence, the target in [brackets] unless ``target`` is given.
+            target: the target word in a plain sentence.
+            k: number of hits.
+            exact_form: only occurrences with the target's surface form (case-insensitive).
+
+        Returns:
+            Up to ``k`` hits, best first.
+
+        Raises:
+            QueryError: a malformed query.
+        """
+        _check_k(k)
+        query = parse_word_query(text, target)
+        vector = self.embed_query_word(query)
+        ids, forms = self._store.word_ids_for_lemma(lemmatize(query.form))
+        if exact_form:
+            wanted = query.form.lower()
+            keep = np.asarray([form.lower() == wanted for form in forms], dtype=bool)
+            ids = ids[keep] if len(ids) else ids
+        if not len(ids):
+            return []
+        scores = self._store.word_vectors(ids) @ vector
+        order = np.argsort(-scores, kind="stable")[:k]
+        return self._word_hits(ids[order], scores[order])
+
+    def search_similar_words(self, text: str, target: str | None = None, k: int = 10) -> list[LemmaHit]:
+        """Other words used in the target's sense: nearest occurrences of other lemmas, by lemma.
+
+        Stop-words are left out of the answer.
+
+        Args:
+            text: the query sentence, the target in [brackets] unless ``target`` is given.
+            target: the target word in a plain sentence.
+            k: number of lemmas.
+
+        Returns:
+            Up to ``k`` lemmas, each with its best-matching occurrence, best first.
+        """
+        _check_k(k)
+        query = parse_word_query(text, target)
+        vector = self.embed_query_word(query)
+        own_lemma = lemmatize(query.form)
+        depth = max(200, 50 * k)
+        while True:
+            ids, scores = self._store.search_words(vector, depth)
+            rows = self._store.word_rows(ids)
+            by_lemma: dict[str, list[tuple[int, float]]] = {}
+            for word_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
+                lemma = rows[word_id]["lemma"]
+                # Function words sit next to the target and share its context, but are never
+                # "another word for" it.
+                if lemma != own_lemma and not is_stopword(rows[word_id]["form"].lower()):
+                    by_lemma.setdefault(lemma, []).append((word_id, score))
+            # Search deeper until k other lemmas turn up or the whole index has been seen.
+            if len(by_lemma) >= k or len(ids) < depth:
+                break
+            depth *= 4
+        ranked = sorted(by_lemma.items(), key=lambda item: -item[1][0][1])[:k]
+        best = self._word_hits(
+            np.asarray([hits[0][0] for _, hits in ranked], dtype=np.int64),
+            np.asarray([hits[0][1] for _, hits in ranked], dtype=np.float32),
+        )
+        return [
+            LemmaHit(lemma=lemma, score=hit.score, occurrences=len(hits), best=hit)
+            for (lemma, hits), hit in zip(ranked, best, strict=True)
+        ]
+
+    def _word_hits(self, ids: np.ndarray, scores: np.ndarray) -> list[WordHit]:
+        rows = self._store.word_rows(ids)
+        return [
+            WordHit(
+                score=float(score),
+                doc_id=rows[i]["doc_id"],
+                word_id=int(i),
+                form=rows[i]["form"],
+                lemma=rows[i]["lemma"],
+                start=rows[i]["start"],
+                end=rows[i]["end"],
+                sentence_id=rows[i]["sentence_id"],
+                sentence_start=rows[i]["sentence_start"],
+                sentence=rows[i]["sentence_text"],
+                metadata=rows[i]["metadata"],
+            )
+            for i, score in zip(ids.tolist(), scores.tolist(), strict=True)
+        ]
+
+
+def open_index(path: str | Path, model: str | None = None) -> SenseIndex:
+    """Open an index for querying, loading the model it was built with.
+
+    Args:
+        path: the index folder.
+        model: a model folder to use instead of the stored one (e.g. the index was moved to another
+            machine); its weights must have the stored fingerprint.
+
+    Returns:
+        The opened index.
+
+    Raises:
+        IndexNotFound: no finished index in ``path``.
+        SchemaMismatch: the index was written by a newer format.
+        ModelMismatch: ``model`` (or the stored model folder) is not the model the index was built
+            with.
+        ModelLoadError: the model cannot be loaded.
+    """
+    store = IndexStore.open(Path(path))
+    try:
+        stored = store.settings
+        chosen = model or stored["model"]
+        try:
+            folder = resolve_model_path(chosen)
+        except ModelLoadError:
+            if model is None and stored["model"] != DEFAULT_MODEL:
+                raise ModelLoadError(
+                    f"the index's model folder {stored['model']} is gone; pass --model with a copy "
+                    "of that model"
+                ) from None
+            raise
+        fingerprint = fingerprint_model(folder)
+        if fingerprint != stored["model_fingerprint"]:
+            raise ModelMismatch(
+                f"the index was built with model {stored['model']} ({stored['model_fingerprint'][:19]}…) "
+                f"but {chosen} has different weights ({fingerprint[:19]}…)"
+            )
+        encoder = load_encoder(
+            EncoderSettings(
+                model=str(folder) if chosen != DEFAULT_MODEL else DEFAULT_MODEL,
+                layers=stored["layers"],
+                piece_pooling=stored["piece_pooling"],
+                sentence_pooling=stored["sentence_pooling"],
+                max_length=stored["max_length"],
+                batch_size=stored["batch_size"],
+            )
+        )
+    except BaseException:
+        store.close()
+        raise
+    return SenseIndex(store, encoder)
+
+
+def index_info(path: str | Path) -> dict[str, Any]:
+    """An index's settings and row counts, without loading its model.
+
+    Args:
+        path: the index folder.
+
+    Returns:
+        ``{"path", "settings", "counts"}``.
+
+    Raises:
+        IndexNotFound, SchemaMismatch, IndexCorrupted: as :func:`open_index`.
+    """
+    store = IndexStore.open(Path(path))
+    try:
+        return {"path": str(store.folder), "settings": dict(store.settings), "counts": store.counts()}
+    finally:
+        store.close()

@@ -1,0 +1,57 @@
+"""Shared fixtures: the bundled sample corpus indexed once per test session, with the real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import senseindex
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CORPUS = ROOT / "data" / "sample"
+LABELS_FILE = Path(__file__).resolve().parent / "data" / "sense_labels.json"
+
+
+@pytest.fixture(scope="session")
+def labels() -> dict:
+    """Sense labels of every ambiguous-word occurrence in the sample corpus, and labelled queries."""
+    return json.loads(LABELS_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def sense_of(labels) -> dict[tuple[str, int], str]:
+    """(document, start offset) -> sense label."""
+    return {(o["document"], o["start"]): o["sense"] for o in labels["occurrences"]}
+
+
+@pytest.fixture(scope="session")
+def sample_index_dir(tmp_path_factory) -> Path:
+    """The sample corpus indexed with the default settings."""
+    folder = tmp_path_factory.mktemp("sample") / "sample.idx"
+    senseindex.build_index([str(SAMPLE_CORPUS)], folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_index(sample_index_dir):
+    """The sample index, opened."""
+    with senseindex.open_index(sample_index_dir) as index:
+        yield index
+
+
+@pytest.fixture(scope="session")
+def sample_documents() -> dict[str, str]:
+    """Document id -> text of the sample corpus, read straight from the files."""
+    return {
+        path.relative_to(SAMPLE_CORPUS).as_posix(): path.read_text(encoding="utf-8")
+        for path in sorted(SAMPLE_CORPUS.rglob("*"))
+        if path.suffix in (".md", ".txt")
+    }
+
+
+@pytest.fixture(scope="session")
+def sample_corpus() -> Path:
+    """The bundled sample corpus folder."""
+    return SAMPLE_CORPUS

@@ -1,0 +1,75 @@
+"""Sources: JSONL with metadata, standard input, folders, malformed input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import senseindex
+from cli import main
+
+
+def test_jsonl_keeps_ids_and_metadata(tmp_path):
+    source = tmp_path / "notes.jsonl"
+    rows = [
+        {"id": "n1", "text": "The seal slept on the warm rock.", "author": "ana"},
+        {"id": 2, "text": "Press the wax seal onto the envelope.", "tags": ["post"]},
+        {"text": "A third note without an id."},
+    ]
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    senseindex.build_index([str(source)], tmp_path / "idx")
+    with senseindex.open_index(tmp_path / "idx") as index:
+        hits = index.search_word("A [seal] basked on the beach.", k=2)
+        assert [h.doc_id for h in hits] == ["n1", "2"]
+        assert hits[0].metadata == {"author": "ana"}
+        assert hits[1].metadata == {"tags": ["post"]}
+        third = index.search_sentences("a note with no identifier", k=1)[0]
+        assert third.doc_id == "notes.jsonl:3"
+
+
+def test_stdin_is_one_document(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["build-index", "-", "--index", str(tmp_path / "idx"), "-q", "--json"],
+        input="The pitcher threw a curveball.\n\nShe filled the pitcher with water.",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert (summary["documents"], summary["sentences"], summary["words"]) == (1, 2, 11)
+    with senseindex.open_index(tmp_path / "idx") as index:
+        assert {h.doc_id for h in index.search_sentences("baseball", k=2)} == {"stdin"}
+
+
+def test_folders_are_walked_and_other_files_counted(tmp_path):
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "docs" / "a.md").write_text("# Bats\n\nA bat hung from the barn roof.", encoding="utf-8")
+    (tmp_path / "docs" / "sub" / "b.txt").write_text("He swung the bat and missed.", encoding="utf-8")
+    (tmp_path / "docs" / "image.png").write_bytes(b"\x89PNG\x00\x00")
+    (tmp_path / "docs" / ".hidden.txt").write_text("secret", encoding="utf-8")
+    summary = senseindex.build_index([str(tmp_path / "docs")], tmp_path / "idx")
+    assert summary.documents == 2
+    assert len(summary.skipped_files) == 1
+    with senseindex.open_index(tmp_path / "idx") as index:
+        assert {h.doc_id for h in index.search_word("the [bat] flew", k=5)} == {"a.md", "sub/b.txt"}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.jsonl", b'{"text": "fine"}\n{not json}\n', "bad.jsonl:2: not valid JSON"),
+        ("notext.jsonl", b'{"title": "no text field"}\n', "notext.jsonl:1: each line must be a JSON object"),
+        ("dupes.jsonl", b'{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "document id '1' occurs twice"),
+        ("latin1.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "is not UTF-8"),
+        ("binary.txt", b"\x00\x01\x02binary", "binary file"),
+    ],
+)
+def test_malformed_sources_are_one_line_errors(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    result = CliRunner().invoke(
+        main, ["build-index", str(tmp_path / name), "--index", str(tmp_path / "idx"), "-q"]
+    )
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
