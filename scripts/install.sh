@@ -13,8 +13,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.senseindex-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]"
+    # (pip's notes about this machine's missing local index folders are noise, filtered out)
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev]" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     touch "$stamp"
 fi
 export HF_HUB_OFFLINE=1
