@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 import senseindex
-from indexer.encoder import PIECE_POOLINGS, SENTENCE_POOLINGS
 
 INDEX_OPTION = click.option(
     "--index",
@@ -36,7 +35,29 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrorGroup(click.Group):
+    """A click group whose every error, usage errors included, is one line on stderr and exit 1."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        standalone = kwargs.pop("standalone_mode", True)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as error:
+            if not standalone:
+                raise
+            hint = ""
+            if isinstance(error, click.UsageError) and error.ctx is not None:
+                hint = f" (see '{error.ctx.command_path} --help')"
+            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            sys.exit(1)
+        except click.Abort:
+            if not standalone:
+                raise
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(senseindex.__version__, prog_name="senseindex")
 def main() -> None:
     """Semantic search over contextual embeddings: words in context, and sentences.
@@ -66,14 +87,14 @@ def main() -> None:
 )
 @click.option(
     "--piece-pooling",
-    type=click.Choice(PIECE_POOLINGS),
+    type=click.Choice(senseindex.PIECE_POOLINGS),
     default="mean",
     show_default=True,
     help="How WordPiece vectors become a word vector.",
 )
 @click.option(
     "--sentence-pooling",
-    type=click.Choice(SENTENCE_POOLINGS),
+    type=click.Choice(senseindex.SENTENCE_POOLINGS),
     default="model",
     show_default=True,
     help="Sentence vector: the model's own pooling, mean of tokens, or [CLS].",
@@ -85,6 +106,23 @@ def main() -> None:
     help="Tokens per forward window (default: the model's maximum, 256 for the default model).",
 )
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option(
+    "--passages",
+    type=click.Choice(senseindex.PASSAGE_MODES),
+    default="pooled",
+    show_default=True,
+    help="Passage vectors (runs of sentences up to the model's window) for document ranking: pooled "
+    "from the sentences' tokens (free), encoded by another forward pass, or none.",
+)
+@click.option(
+    "--sentences",
+    "sentence_splitting",
+    type=click.Choice(senseindex.SENTENCE_MODES),
+    default="auto",
+    show_default=True,
+    help="Sentence splitting: auto, or take each paragraph / JSONL text (paragraph) or each line "
+    "(line) as one sentence, for corpora already split into sentences.",
+)
 @click.option("--skip-stopwords", is_flag=True, help="Give function words no word vector.")
 @click.option("--overwrite", is_flag=True, help="Replace an index already in the folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -99,6 +137,8 @@ def build_index_command(
     sentence_pooling: str,
     max_length: int | None,
     batch_size: int,
+    passages: str,
+    sentence_splitting: str,
     skip_stopwords: bool,
     overwrite: bool,
     quiet: bool,
@@ -117,7 +157,9 @@ def build_index_command(
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=None, unit="B", unit_scale=True, desc="indexing", disable=quiet, file=sys.stderr)
+    bar = tqdm(
+        total=None, unit="B", unit_scale=True, desc="indexing", disable=quiet, file=sys.stderr, leave=False
+    )
 
     def show_progress(done: int, total: int | None) -> None:
         if total is not None and bar.total != total:
@@ -139,6 +181,8 @@ def build_index_command(
             skip_stopwords=skip_stopwords,
             overwrite=overwrite,
             progress=show_progress,
+            passages=passages,
+            sentence_splitting=sentence_splitting,
         )
     finally:
         bar.close()
@@ -164,6 +208,14 @@ def build_index_command(
 @click.option("--target", help="Word query: the target word of a plain sentence.")
 @click.option("--any-word", is_flag=True, help="Other words used in the target's sense, by lemma.")
 @click.option("--exact-form", is_flag=True, help="Only occurrences with the target's surface form.")
+@click.option("--documents", is_flag=True, help="Rank documents instead of sentences.")
+@click.option(
+    "--scoring",
+    type=click.Choice(senseindex.DOCUMENT_SCORINGS),
+    default=senseindex.DEFAULT_DOCUMENT_SCORING,
+    show_default=True,
+    help="With --documents: score a document by its best sentence, best passage, or both.",
+)
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 @JSON_OPTION
@@ -175,6 +227,8 @@ def query_command(
     target: str | None,
     any_word: bool,
     exact_form: bool,
+    documents: bool,
+    scoring: str,
     k: int,
     model: str | None,
     as_json: bool,
@@ -184,6 +238,7 @@ def query_command(
     \b
     Example:
       senseindex query "the pitcher threw a fast ball" --index sample.idx
+      senseindex query "a day at the zoo" --documents --index sample.idx
       senseindex query --word "I sat on the [bank] of the river" --index sample.idx
       senseindex query --word "I sat on the bank of the river" --target bank --index sample.idx
       senseindex query --word "the [crane] lifted steel beams" --any-word --index sample.idx --json
@@ -195,8 +250,10 @@ def query_command(
     if query_text is None:
         raise click.UsageError("give a query TEXT, or a word query with --word")
     with senseindex.open_index(index_dir, model=model) as index:
-        if not is_word_query:
-            hits: list[Any] = index.search_sentences(query_text, k=k)
+        if documents and not is_word_query:
+            hits: list[Any] = index.search_documents(query_text, k=k, scoring=scoring)
+        elif not is_word_query:
+            hits = index.search_sentences(query_text, k=k)
         elif any_word:
             hits = index.search_similar_words(query_text, target=target, k=k)
         else:
@@ -212,18 +269,17 @@ def query_command(
 
 
 def _format_hit(rank: int, hit: Any) -> str:
+    if isinstance(hit, senseindex.DocumentHit):
+        return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {hit.best_sentence.text}"
     if isinstance(hit, senseindex.SentenceHit):
         return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {hit.text}"
     if isinstance(hit, senseindex.LemmaHit):
-        line = hit.best.context(width=50, marks=("\x00", "\x01"))
-        return f"{rank:3d}. {hit.score:.3f}  {hit.lemma:<14} {hit.best.doc_id}  {_highlight(line)}"
-    line = hit.context(width=60, marks=("\x00", "\x01"))
-    return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {_highlight(line)}"
+        return f"{rank:3d}. {hit.score:.3f}  {hit.lemma:<14} {hit.best.doc_id}  {_highlight(hit.best, 50)}"
+    return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {_highlight(hit, 60)}"
 
 
-def _highlight(line: str) -> str:
-    before, rest = line.split("\x00", 1)
-    word, after = rest.split("\x01", 1)
+def _highlight(hit: senseindex.WordHit, width: int) -> str:
+    before, word, after = hit.context_parts(width)
     # Brackets survive when output is not a terminal (click strips the styling there).
     return before + click.style(f"[{word}]", bold=True, fg="yellow") + after
 

@@ -98,12 +98,16 @@ class EncodedBatch:
         word_aligned: ``(n_words_total,)`` bool; False for a word that no WordPiece covered (its vector
             is all zeros and must not be stored).
         piece_counts: ``(n_sentences,)`` int64, WordPiece tokens per sentence (specials excluded).
+        sentence_weights: ``(n_sentences,)`` float32: for mean pooling the norm of the sentence's
+            summed token vectors, so that ``normalise(sum(w_i * v_i))`` over consecutive sentences is
+            the mean of all their tokens (a passage vector pooled from its sentences); 1 otherwise.
     """
 
     sentence_vectors: np.ndarray
     word_vectors: np.ndarray
     word_aligned: np.ndarray
     piece_counts: np.ndarray
+    sentence_weights: np.ndarray
 
 
 def resolve_model_path(model: str) -> Path:
@@ -308,6 +312,26 @@ class Encoder:
         offsets = [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in encoded["offset_mapping"]]
         return encoded["input_ids"], offsets
 
+    def word_pieces(self, text: str, word_spans: Sequence[tuple[int, int]]) -> list[list[str]]:
+        """The WordPiece tokens of each word of a sentence, as the model sees them.
+
+        Args:
+            text: a sentence.
+            word_spans: ``(start, end)`` character spans of its words, in order.
+
+        Returns:
+            Per word, its pieces (e.g. ``["un", "##believ", "##ably"]``); empty for a word no piece covers.
+        """
+        ids, offsets = self.tokenize([text])
+        tokens = self.tokenizer.convert_ids_to_tokens(ids[0])
+        pieces: list[list[str]] = [[] for _ in word_spans]
+        starts = np.asarray([span[0] for span in word_spans], dtype=np.int64)
+        for token, (start, end) in zip(tokens, offsets[0].tolist(), strict=True):
+            index = int(np.searchsorted(starts, start, side="right")) - 1
+            if index >= 0 and end > start and start < word_spans[index][1]:
+                pieces[index].append(token)
+        return pieces
+
     def _windows(self, n_pieces: int) -> list[tuple[int, int, int, int]]:
         """Windows over a sentence's pieces: (window start, window end, owned start, owned end).
 
@@ -349,6 +373,29 @@ class Encoder:
         Returns:
             The vectors, in input order.
         """
+        return self._encode(texts, word_spans, all_layers=False)
+
+    def encode_word_layers(
+        self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Word vectors of every layer at once, for comparing layer strategies in one forward pass.
+
+        Args:
+            texts: sentences.
+            word_spans: per sentence, the character spans of its words, relative to the sentence.
+
+        Returns:
+            ``(layers, aligned)``: ``(n_words, num_layers + 1, hidden_size)`` float32 piece-pooled
+            (with this encoder's piece pooling) and *not* normalised, layer 0 being the embedding
+            output; and ``(n_words,)`` bool as :attr:`EncodedBatch.word_aligned`. Turn them into the
+            vectors of a strategy with :func:`combine_layers`.
+        """
+        encoded = self._encode(texts, word_spans, all_layers=True)
+        return encoded.word_vectors, encoded.word_aligned
+
+    def _encode(
+        self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]], all_layers: bool
+    ) -> EncodedBatch:
         if len(texts) != len(word_spans):
             raise ValueError("texts and word_spans differ in length")
         piece_ids, piece_offsets = self.tokenize(texts)
@@ -377,13 +424,14 @@ class Encoder:
                 items.append((window[1] - window[0] + 2, s, *window))
         items.sort(key=lambda item: item[0])
 
-        word_sum = torch.zeros((n_words, self.word_dimension), dtype=torch.float32)
+        word_dimension = self.hidden_size * (self.num_layers + 1) if all_layers else self.word_dimension
+        word_sum = torch.zeros((n_words, word_dimension), dtype=torch.float32)
         word_hits = torch.zeros(n_words, dtype=torch.float32)
         sentence_sum = torch.zeros((n_sentences, self.sentence_dimension), dtype=torch.float32)
         if self.sentence_pooling == "max":
             sentence_sum.fill_(-torch.inf)
         sentence_hits = torch.zeros(n_sentences, dtype=torch.float32)
-        need_all_layers = self._layer_indices != [self.num_layers]
+        need_all_layers = all_layers or self._layer_indices != [self.num_layers]
         batch_size = self.settings.batch_size
 
         with torch.inference_mode():
@@ -424,8 +472,11 @@ class Encoder:
                     attention_mask=attention,
                     output_hidden_states=need_all_layers,
                 )
+                word_layer = (
+                    torch.cat(output.hidden_states, dim=-1) if all_layers else self._word_layer(output)
+                )
                 self._accumulate(
-                    self._word_layer(output),
+                    word_layer,
                     word_rows,
                     word_cols,
                     word_targets,
@@ -444,13 +495,22 @@ class Encoder:
                 )
 
         aligned = (word_hits > 0).numpy()
-        word_vectors = _normalise(word_sum.numpy())
-        sentence_vectors = _normalise(sentence_sum.numpy())
+        if all_layers:
+            counts = word_hits.clamp(min=1).numpy()[:, None, None]
+            word_vectors = word_sum.numpy().reshape(n_words, self.num_layers + 1, self.hidden_size) / counts
+        else:
+            word_vectors = _normalise(word_sum.numpy())
+        sentence_sums = sentence_sum.numpy()
+        if self.sentence_pooling == "mean":
+            weights = np.linalg.norm(sentence_sums, axis=1)
+        else:
+            weights = np.ones(n_sentences, dtype=np.float32)
         return EncodedBatch(
-            sentence_vectors=sentence_vectors,
+            sentence_vectors=_normalise(sentence_sums),
             word_vectors=word_vectors,
             word_aligned=aligned,
             piece_counts=np.asarray([len(ids) for ids in piece_ids], dtype=np.int64),
+            sentence_weights=weights.astype(np.float32),
         )
 
     def _keep_one_piece(self, piece_word: np.ndarray) -> np.ndarray:
@@ -483,6 +543,36 @@ class Encoder:
         else:
             total.index_add_(0, target_index, vectors)
         hits.index_add_(0, target_index, torch.ones(len(target_index)))
+
+
+def combine_layers(word_layers: np.ndarray, layers: str) -> np.ndarray:
+    """Word vectors of one layer strategy from the per-layer vectors of :meth:`Encoder.encode_word_layers`.
+
+    Pooling over pieces and averaging over layers commute, so this equals what an encoder built with
+    that strategy gives.
+
+    Args:
+        word_layers: ``(n_words, num_layers + 1, hidden_size)`` float32, not normalised.
+        layers: a layer strategy (``last``, ``mean-last-4``, ``concat-last-4``, ``mean-all``,
+            ``layer-N``).
+
+    Returns:
+        ``(n_words, dimension)`` float32, L2-normalised.
+    """
+    last = word_layers.shape[1] - 1
+    if layers == "last":
+        selected = word_layers[:, last]
+    elif layers == "mean-last-4":
+        selected = word_layers[:, last - 3 :].mean(axis=1)
+    elif layers == "concat-last-4":
+        selected = word_layers[:, last - 3 :].reshape(len(word_layers), -1)
+    elif layers == "mean-all":
+        selected = word_layers[:, 1:].mean(axis=1)
+    elif _LAYER_PATTERN.match(layers) and layers.startswith("layer-") and int(layers[6:]) <= last:
+        selected = word_layers[:, int(layers[6:])]
+    else:
+        raise SettingsError(f"unknown layer strategy {layers!r}")
+    return _normalise(selected)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

@@ -18,15 +18,16 @@ import numpy as np
 
 from indexer import __version__
 from indexer.encoder import DEFAULT_MODEL, Encoder, EncoderSettings, load_encoder
-from indexer.errors import SourceError
+from indexer.errors import SettingsError, SourceError
 from indexer.sources import STDIN, Document, read_documents, scan_sources
 from indexer.storage import IndexStore
-from indexer.text import split_paragraphs, split_sentences, split_words
+from indexer.text import SENTENCE_MODES, split_text, split_words
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called as ``progress(bytes_done, bytes_total)``; ``bytes_total`` is None when reading stdin."""
 
 _CHUNK_CHARACTERS = 200_000
+PASSAGE_MODES = ("pooled", "encoded", "none")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class BuildSummary:
         documents: documents stored.
         sentences: sentences stored (each with a vector).
         words: word occurrences stored (each with a vector).
+        passages: passages stored (runs of consecutive sentences, each with a vector).
         tokens: WordPiece tokens run through the model (specials excluded).
         seconds: wall-clock time of the build.
         skipped_files: files in source folders that are not ``.txt``, ``.md`` or ``.jsonl``.
@@ -47,6 +49,7 @@ class BuildSummary:
     documents: int
     sentences: int
     words: int
+    passages: int
     tokens: int
     seconds: float
     skipped_files: list[str] = field(default_factory=list)
@@ -62,7 +65,10 @@ def index_settings(encoder: Encoder, skip_stopwords: bool) -> dict[str, Any]:
     """Everything stored about how an index was built, so queries embed the same way."""
     return {
         "senseindex_version": __version__,
-        "model": encoder.settings.model,
+        # an absolute folder, so the index opens from any working directory
+        "model": encoder.settings.model
+        if encoder.settings.model == DEFAULT_MODEL
+        else str(encoder.model_path),
         "model_path": str(encoder.model_path),
         "model_fingerprint": encoder.fingerprint,
         "layers": encoder.settings.layers,
@@ -85,7 +91,141 @@ class _Chunk:
         self.documents: list[dict[str, Any]] = []
         self.sentences: list[dict[str, Any]] = []
         self.words: list[list[dict[str, Any]]] = []
+        self.texts: list[str] = []  # the full text of each sentence's document, for passages
         self.characters = 0
+
+
+class _PassagePacker:
+    """Packs consecutive sentences of a document into passages of at most ``budget`` tokens.
+
+    A passage's vector is either pooled from its sentences' token vectors (``pooled``: the mean over
+    all their tokens, at no extra model cost) or from one more forward pass over its text
+    (``encoded``), the way the model would embed the passage whole.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.open: dict[str, Any] | None = None
+        self.closed: list[dict[str, Any]] = []
+
+    def add(self, sentence: dict[str, Any], text: str, tokens: int, weighted: np.ndarray) -> None:
+        current = self.open
+        if current is not None and (
+            current["document"] != sentence["document"] or current["tokens"] + tokens > self.budget
+        ):
+            self.close()
+            current = None
+        if current is None:
+            self.open = {
+                "document": sentence["document"],
+                "start": sentence["start"],
+                "end": sentence["end"],
+                "first_sentence": sentence["id"],
+                "last_sentence": sentence["id"],
+                "tokens": tokens,
+                "sum": weighted.astype(np.float64),
+                "text": text,
+            }
+            return
+        current["end"] = sentence["end"]
+        current["last_sentence"] = sentence["id"]
+        current["tokens"] += tokens
+        current["sum"] += weighted
+
+    def close(self) -> None:
+        if self.open is not None:
+            self.closed.append(self.open)
+            self.open = None
+
+    def take_closed(self) -> list[dict[str, Any]]:
+        closed, self.closed = self.closed, []
+        return closed
+
+
+class _Builder:
+    """State of one build: the encoder, the store, the next free ids and the running counts."""
+
+    def __init__(self, encoder: Encoder, store: IndexStore, passages: str) -> None:
+        self.encoder = encoder
+        self.store = store
+        self.passages = passages
+        self.packer = _PassagePacker(encoder.max_length - 2) if passages != "none" else None
+        self.next_document, self.next_sentence, self.next_word, self.next_passage = store.next_ids()
+        self.counts = dict.fromkeys(
+            ("documents", "sentences", "words", "passages", "tokens", "empty", "unaligned"), 0
+        )
+
+    def flush(self, chunk: _Chunk, last: bool) -> None:
+        """Embed a chunk and store it, with the passages it closed, in one transaction."""
+        if not chunk.sentences:
+            return
+        texts = [row["text"] for row in chunk.sentences]
+        spans = [
+            [(w["start"] - row["start"], w["end"] - row["start"]) for w in words]
+            for row, words in zip(chunk.sentences, chunk.words, strict=True)
+        ]
+        encoded = self.encoder.encode(texts, spans)
+        sentence_rows = []
+        word_rows = []
+        keep = np.zeros(len(encoded.word_aligned), dtype=bool)
+        flat_index = 0
+        for offset, (row, words) in enumerate(zip(chunk.sentences, chunk.words, strict=True)):
+            sentence_row = {"id": self.next_sentence, **row}
+            sentence_rows.append(sentence_row)
+            self.next_sentence += 1
+            for word in words:
+                if encoded.word_aligned[flat_index]:
+                    word_rows.append({"id": self.next_word, "sentence": sentence_row["id"], **word})
+                    keep[flat_index] = True
+                    self.next_word += 1
+                flat_index += 1
+            if self.packer is not None:
+                self.packer.add(
+                    sentence_row,
+                    chunk.texts[offset],
+                    int(encoded.piece_counts[offset]),
+                    encoded.sentence_weights[offset] * encoded.sentence_vectors[offset],
+                )
+        if self.packer is not None and last:
+            self.packer.close()
+        passage_rows, passage_vectors = self._passages()
+        self.store.add_batch(
+            chunk.documents,
+            sentence_rows,
+            encoded.sentence_vectors,
+            word_rows,
+            np.ascontiguousarray(encoded.word_vectors[keep]),
+            passage_rows,
+            passage_vectors,
+        )
+        self.counts["sentences"] += len(sentence_rows)
+        self.counts["words"] += len(word_rows)
+        self.counts["passages"] += len(passage_rows)
+        self.counts["tokens"] += int(encoded.piece_counts.sum())
+        self.counts["unaligned"] += int((~keep).sum())
+
+    def _passages(self) -> tuple[list[dict[str, Any]], np.ndarray]:
+        closed = self.packer.take_closed() if self.packer is not None else []
+        if not closed:
+            return [], np.zeros((0, self.encoder.sentence_dimension), dtype=np.float32)
+        if self.passages == "encoded":
+            texts = [p["text"][p["start"] : p["end"]] for p in closed]
+            vectors = self.encoder.encode(texts, [[] for _ in texts]).sentence_vectors
+        else:
+            sums = np.vstack([p["sum"] for p in closed]).astype(np.float32)
+            vectors = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        rows = []
+        for passage in closed:
+            rows.append(
+                {
+                    "id": self.next_passage,
+                    **{
+                        k: passage[k] for k in ("document", "start", "end", "first_sentence", "last_sentence")
+                    },
+                }
+            )
+            self.next_passage += 1
+        return rows, np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def build_index(
@@ -96,8 +236,10 @@ def build_index(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     stdin: TextIO | None = None,
+    passages: str = "pooled",
+    sentence_splitting: str = "auto",
 ) -> BuildSummary:
-    """Build a new index of documents at sentence and word level.
+    """Build a new index of documents at sentence, word and passage level.
 
     Args:
         sources: files (``.txt``, ``.md``: paragraphs split at blank lines; ``.jsonl``: one JSON object
@@ -108,6 +250,11 @@ def build_index(
         overwrite: replace an index already in ``index_dir``.
         progress: called after each stored chunk with bytes done and bytes in total.
         stdin: the stream ``-`` reads (``sys.stdin`` when None).
+        passages: passage vectors (runs of consecutive sentences of a document up to the model's
+            window): ``pooled`` from the sentences' tokens (free), ``encoded`` by one more forward
+            pass over each passage, or ``none``.
+        sentence_splitting: ``auto`` (pysbd, at blank lines first), ``paragraph`` (a paragraph or
+            JSONL text is one sentence: for corpora already split into sentences) or ``line``.
 
     Returns:
         What was stored.
@@ -118,6 +265,12 @@ def build_index(
         ModelLoadError, SettingsError: the model or a setting is unusable.
     """
     started = time.perf_counter()
+    if passages not in PASSAGE_MODES:
+        raise SettingsError(f"unknown passage mode {passages!r}; use one of {', '.join(PASSAGE_MODES)}")
+    if sentence_splitting not in SENTENCE_MODES:
+        raise SettingsError(
+            f"unknown sentence splitting {sentence_splitting!r}; use one of {', '.join(SENTENCE_MODES)}"
+        )
     settings = settings or EncoderSettings(model=DEFAULT_MODEL)
     files, scan = scan_sources(sources)
     read_stdin = STDIN in sources
@@ -127,65 +280,63 @@ def build_index(
             + (f" ({len(scan.skipped_files)} other files skipped)" if scan.skipped_files else "")
         )
     encoder = load_encoder(settings)
-    store = IndexStore.create(Path(index_dir), index_settings(encoder, skip_stopwords), overwrite)
+    store = IndexStore.create(
+        Path(index_dir),
+        {
+            **index_settings(encoder, skip_stopwords),
+            "passages": passages,
+            "sentence_splitting": sentence_splitting,
+        },
+        overwrite,
+    )
+    builder = _Builder(encoder, store, passages)
+    counts = builder.counts
     total_bytes = None if read_stdin else scan.total_bytes
-    next_document, next_sentence, next_word = store.next_ids()
-    counts = {"documents": 0, "sentences": 0, "words": 0, "tokens": 0, "empty": 0, "unaligned": 0}
     done_bytes = 0
     chunk = _Chunk()
-
-    def flush() -> None:
-        nonlocal next_sentence, next_word, chunk
-        if chunk.sentences:
-            stored_words, tokens, unaligned = _embed_and_store(
-                encoder, store, chunk, next_sentence, next_word
-            )
-            next_sentence += len(chunk.sentences)
-            next_word += stored_words
-            counts["sentences"] += len(chunk.sentences)
-            counts["words"] += stored_words
-            counts["tokens"] += tokens
-            counts["unaligned"] += unaligned
-        chunk = _Chunk()
-        if progress:
-            progress(done_bytes, total_bytes)
-
     try:
         for document in read_documents(files, read_stdin, stdin):
             done_bytes += document.size
-            sentences = _split_document(document, skip_stopwords)
+            sentences = _split_document(document, skip_stopwords, sentence_splitting)
             if not sentences:
                 counts["empty"] += 1
                 continue
-            chunk.documents.append(_document_row(document, next_document))
+            chunk.documents.append(_document_row(document, builder.next_document))
             for position, (span, words) in enumerate(sentences):
                 chunk.sentences.append(
                     {
-                        "document": next_document,
+                        "document": builder.next_document,
                         "position": position,
                         "start": span[0],
                         "end": span[1],
                         "text": document.text[span[0] : span[1]],
                     }
                 )
-                chunk.words.append([dict(word, document=next_document) for word in words])
+                chunk.words.append([dict(word, document=builder.next_document) for word in words])
+                chunk.texts.append(document.text)
                 chunk.characters += span[1] - span[0]
                 if chunk.characters >= _CHUNK_CHARACTERS:
-                    flush()
-            next_document += 1
+                    builder.flush(chunk, last=False)
+                    chunk = _Chunk()
+                    if progress:
+                        progress(done_bytes, total_bytes)
+            builder.next_document += 1
             counts["documents"] += 1
-        flush()
+        builder.flush(chunk, last=True)
+        if progress:
+            progress(done_bytes, total_bytes)
         if not counts["documents"]:
             raise SourceError("the sources hold no text to index (all documents are empty)")
         store.finish()
     except BaseException:
-        store.close()
+        store.abort()
         raise
     store.close()
     return BuildSummary(
         documents=counts["documents"],
         sentences=counts["sentences"],
         words=counts["words"],
+        passages=counts["passages"],
         tokens=counts["tokens"],
         seconds=round(time.perf_counter() - started, 3),
         skipped_files=scan.skipped_files,
@@ -206,50 +357,15 @@ def _document_row(document: Document, row_id: int) -> dict[str, Any]:
 
 
 def _split_document(
-    document: Document, skip_stopwords: bool
+    document: Document, skip_stopwords: bool, sentences: str
 ) -> list[tuple[tuple[int, int], list[dict[str, Any]]]]:
     """Sentences of a document with their words (document offsets)."""
     text = document.text
     result = []
-    for paragraph in split_paragraphs(text):
-        for sentence in split_sentences(text, paragraph):
-            words = [
-                {"start": w.start, "end": w.end, "form": w.form, "lemma": w.lemma}
-                for w in split_words(text, sentence, skip_stopwords)
-            ]
-            result.append(((sentence.start, sentence.end), words))
+    for sentence in split_text(text, sentences):
+        words = [
+            {"start": w.start, "end": w.end, "form": w.form, "lemma": w.lemma}
+            for w in split_words(text, sentence, skip_stopwords)
+        ]
+        result.append(((sentence.start, sentence.end), words))
     return result
-
-
-def _embed_and_store(
-    encoder: Encoder, store: IndexStore, chunk: _Chunk, first_sentence: int, first_word: int
-) -> tuple[int, int, int]:
-    """Embed a chunk and store it; returns (words stored, tokens, words left unaligned)."""
-    texts = [row["text"] for row in chunk.sentences]
-    spans = [
-        [(w["start"] - row["start"], w["end"] - row["start"]) for w in words]
-        for row, words in zip(chunk.sentences, chunk.words, strict=True)
-    ]
-    encoded = encoder.encode(texts, spans)
-    sentence_rows = []
-    word_rows = []
-    flat_index = 0
-    keep = np.zeros(len(encoded.word_aligned), dtype=bool)
-    word_id = first_word
-    for offset, (row, words) in enumerate(zip(chunk.sentences, chunk.words, strict=True)):
-        sentence_id = first_sentence + offset
-        sentence_rows.append({"id": sentence_id, **row})
-        for word in words:
-            if encoded.word_aligned[flat_index]:
-                word_rows.append({"id": word_id, "sentence": sentence_id, **word})
-                keep[flat_index] = True
-                word_id += 1
-            flat_index += 1
-    store.add_batch(
-        chunk.documents,
-        sentence_rows,
-        encoded.sentence_vectors,
-        word_rows,
-        np.ascontiguousarray(encoded.word_vectors[keep]),
-    )
-    return len(word_rows), int(encoded.piece_counts.sum()), int((~keep).sum())

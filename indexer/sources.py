@@ -150,8 +150,10 @@ def read_documents(
         return document
 
     if read_stdin:
-        text = (stdin or sys.stdin).read()
-        yield unique(Document("stdin", text, STDIN, {}, len(text.encode("utf-8"))))
+        stream = stdin or sys.stdin
+        binary = getattr(stream, "buffer", None)
+        data = binary.read() if binary is not None else stream.read().encode("utf-8", "surrogateescape")
+        yield unique(Document("stdin", _decode(data, "standard input"), STDIN, {}, len(data)))
     for file, doc_id in files:
         if file.suffix.lower() in JSONL_SUFFIXES:
             for document in _read_jsonl(file):

@@ -8,16 +8,19 @@ Folder layout (see the README, "On-disk index format")::
     DIR/index.sqlite     settings, documents, sentences, words
     DIR/sentences.faiss  one vector per sentence, id = sentences.id
     DIR/words.faiss      one vector per word occurrence, id = words.id
+    DIR/passages.faiss   one vector per passage (consecutive sentences), id = passages.id
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -35,8 +38,29 @@ SCHEMA_VERSION = 1
 DATABASE_FILE = "index.sqlite"
 SENTENCE_VECTORS_FILE = "sentences.faiss"
 WORD_VECTORS_FILE = "words.faiss"
+PASSAGE_VECTORS_FILE = "passages.faiss"
+VECTOR_TABLES = ("sentences", "words", "passages")
 _STATUS_BUILDING = "building"
 _STATUS_COMPLETE = "complete"
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _reading(method: _Method) -> _Method:
+    """Report a damaged index (unreadable rows, a vector file that disagrees) as IndexCorrupted."""
+
+    @functools.wraps(method)
+    def wrapper(self: IndexStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, RuntimeError, KeyError, ValueError) as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise IndexCorrupted(
+                f"the index in {self.folder} is damaged ({detail[:200]}); rebuild it"
+            ) from error
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _new_vector_index(dimension: int) -> faiss.Index:
@@ -60,11 +84,24 @@ class IndexStore:
     def __init__(self, folder: Path, database: sqlite_utils.Database) -> None:
         self.folder = folder
         self.db = database
-        self.settings: dict[str, Any] = {
-            row["key"]: json.loads(row["value"]) for row in database["settings"].rows
-        }
-        self._sentence_index: faiss.Index | None = None
-        self._word_index: faiss.Index | None = None
+        self.settings: dict[str, Any] = {}
+        self._vector_indexes: dict[str, faiss.Index] = {}
+        self._target: Path | None = None
+        self._load_settings()
+
+    @_reading
+    def _load_settings(self) -> None:
+        self.settings = {row["key"]: json.loads(row["value"]) for row in self.db["settings"].rows}
+
+    def setting(self, key: str) -> Any:
+        """One stored setting.
+
+        Raises:
+            IndexCorrupted: the setting is missing.
+        """
+        if key not in self.settings:
+            raise IndexCorrupted(f"the index in {self.folder} has no {key!r} setting; rebuild it")
+        return self.settings[key]
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -79,7 +116,8 @@ class IndexStore:
             overwrite: replace an index already in the folder.
 
         Returns:
-            The new store, ready for :meth:`add_document`, :meth:`add_sentences`, :meth:`add_words`.
+            The new store, ready for :meth:`add_batch`; :meth:`finish` completes the index and
+            :meth:`abort` discards it.
 
         Raises:
             IndexExists: the folder holds an index and ``overwrite`` is False.
@@ -96,12 +134,18 @@ class IndexStore:
                 raise IndexExists(
                     f"{folder} already holds {state}; use --overwrite to rebuild it from scratch"
                 )
-            for name in (DATABASE_FILE, SENTENCE_VECTORS_FILE, WORD_VECTORS_FILE):
-                for suffix in ("", "-wal", "-shm", ".tmp"):
-                    (folder / (name + suffix)).unlink(missing_ok=True)
+        elif folder.is_dir() and any(folder.iterdir()):
+            raise IndexExists(
+                f"{folder} is a folder with other files in it, not an index; choose a new folder"
+            )
+        # The new index is written next to the target and moved into place only once finished, so a
+        # failed or killed build never damages the index it was to replace.
+        staging = _staging_folder(folder)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            database = sqlite_utils.Database(database_path)
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+            database = sqlite_utils.Database(staging / DATABASE_FILE)
         except (OSError, sqlite3.Error) as error:
             raise SenseIndexError(f"cannot create an index in {folder}: {error}") from error
         database.enable_wal()
@@ -139,13 +183,27 @@ class IndexStore:
         )
         database["words"].create_index(["lemma"])
         database["words"].create_index(["sentence"])
+        database["passages"].create(
+            {
+                "id": int,
+                "document": int,
+                "start": int,
+                "end": int,
+                "first_sentence": int,
+                "last_sentence": int,
+            },
+            pk="id",
+            foreign_keys=[("document", "documents", "id")],
+        )
+        database["passages"].create_index(["document"])
         all_settings = {**settings, "schema_version": SCHEMA_VERSION, "status": _STATUS_BUILDING}
         database["settings"].insert_all(
             [{"key": key, "value": json.dumps(value)} for key, value in all_settings.items()]
         )
-        store = cls(folder, database)
-        store._sentence_index = _new_vector_index(int(settings["sentence_dimension"]))
-        store._word_index = _new_vector_index(int(settings["word_dimension"]))
+        store = cls(staging, database)
+        store._target = folder
+        for table in VECTOR_TABLES:
+            store._vector_indexes[table] = _new_vector_index(store.dimension(table))
         return store
 
     @classmethod
@@ -186,10 +244,39 @@ class IndexStore:
         return store
 
     def finish(self) -> None:
-        """Write the vector files atomically and mark the index complete."""
-        _write_atomically(self._sentence_vectors(), self.folder / SENTENCE_VECTORS_FILE)
-        _write_atomically(self._word_vectors(), self.folder / WORD_VECTORS_FILE)
+        """Write the vector files, mark the index complete and move it into its folder.
+
+        Raises:
+            SenseIndexError: the finished index cannot be moved into place.
+        """
+        for table in VECTOR_TABLES:
+            _write_atomically(self._vectors(table), self.folder / _VECTOR_FILES[table])
         self.set_setting("status", _STATUS_COMPLETE)
+        if self._target is None:
+            return
+        self.db.execute("pragma wal_checkpoint(truncate)")
+        self.db.close()
+        target, staging = self._target, self.folder
+        retired = target.with_name(f".{target.name}.replaced")
+        try:
+            if retired.exists():
+                shutil.rmtree(retired)
+            if target.exists():
+                target.rename(retired)
+            staging.rename(target)
+            if retired.exists():
+                shutil.rmtree(retired)
+        except OSError as error:
+            raise SenseIndexError(f"cannot move the finished index into {target}: {error}") from error
+        self.folder = target
+        self._target = None
+        self.db = sqlite_utils.Database(target / DATABASE_FILE)
+
+    def abort(self) -> None:
+        """Give up a build: close and delete the unfinished index (the target folder is untouched)."""
+        self.db.close()
+        if self._target is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -203,16 +290,16 @@ class IndexStore:
 
     # ----------------------------------------------------------------------------------- writing
 
-    def next_ids(self) -> tuple[int, int, int]:
-        """The next free rowids of documents, sentences and words."""
+    def dimension(self, table: str) -> int:
+        """Vector dimension of ``sentences``, ``words`` or ``passages``."""
+        return int(self.settings["word_dimension" if table == "words" else "sentence_dimension"])
+
+    def next_ids(self) -> tuple[int, int, int, int]:
+        """The next free rowids of documents, sentences, words and passages."""
         return tuple(  # type: ignore[return-value]
             (self.db.execute(f"select max(id) from {table}").fetchone()[0] or 0) + 1
-            for table in ("documents", "sentences", "words")
+            for table in ("documents", "sentences", "words", "passages")
         )
-
-    def has_document(self, doc_id: str) -> bool:
-        """Whether a document id is already stored."""
-        return self.db.execute("select 1 from documents where doc_id = ?", [doc_id]).fetchone() is not None
 
     def add_batch(
         self,
@@ -221,6 +308,8 @@ class IndexStore:
         sentence_vectors: np.ndarray,
         words: Sequence[dict[str, Any]],
         word_vectors: np.ndarray,
+        passages: Sequence[dict[str, Any]] = (),
+        passage_vectors: np.ndarray | None = None,
     ) -> None:
         """Store rows and their vectors in one SQLite transaction.
 
@@ -231,6 +320,9 @@ class IndexStore:
             sentence_vectors: ``(len(sentences), sentence_dimension)`` float32.
             words: word rows with their ``id`` already assigned.
             word_vectors: ``(len(words), word_dimension)`` float32.
+            passages: passage rows (``id``, ``document``, ``start``, ``end``, ``first_sentence``,
+                ``last_sentence``).
+            passage_vectors: ``(len(passages), sentence_dimension)`` float32.
         """
         with self.db.conn:
             if documents:
@@ -239,15 +331,20 @@ class IndexStore:
                 self.db["sentences"].insert_all(sentences, batch_size=2000)
             if words:
                 self.db["words"].insert_all(words, batch_size=5000)
-        if sentences:
-            ids = np.fromiter((row["id"] for row in sentences), dtype=np.int64, count=len(sentences))
-            self._sentence_vectors().add_with_ids(sentence_vectors, ids)
-        if words:
-            ids = np.fromiter((row["id"] for row in words), dtype=np.int64, count=len(words))
-            self._word_vectors().add_with_ids(word_vectors, ids)
+            if passages:
+                self.db["passages"].insert_all(passages, batch_size=2000)
+        for table, rows, vectors in (
+            ("sentences", sentences, sentence_vectors),
+            ("words", words, word_vectors),
+            ("passages", passages, passage_vectors),
+        ):
+            if rows:
+                ids = np.fromiter((row["id"] for row in rows), dtype=np.int64, count=len(rows))
+                self._vectors(table).add_with_ids(vectors, ids)
 
     # ----------------------------------------------------------------------------------- reading
 
+    @_reading
     def _load(self, name: str) -> faiss.Index:
         path = self.folder / name
         if not path.is_file():
@@ -257,23 +354,20 @@ class IndexStore:
         except RuntimeError as error:
             raise IndexCorrupted(f"{path} cannot be read ({error}); rebuild the index") from error
 
-    def _sentence_vectors(self) -> faiss.Index:
-        if self._sentence_index is None:
-            self._sentence_index = self._load(SENTENCE_VECTORS_FILE)
-        return self._sentence_index
+    def _vectors(self, table: str) -> faiss.Index:
+        if table not in self._vector_indexes:
+            self._vector_indexes[table] = self._load(_VECTOR_FILES[table])
+        return self._vector_indexes[table]
 
-    def _word_vectors(self) -> faiss.Index:
-        if self._word_index is None:
-            self._word_index = self._load(WORD_VECTORS_FILE)
-        return self._word_index
-
+    @_reading
     def counts(self) -> dict[str, int]:
         """Row counts: documents, sentences, words."""
         return {
             table: self.db.execute(f"select count(*) from {table}").fetchone()[0]
-            for table in ("documents", "sentences", "words")
+            for table in ("documents", "sentences", "words", "passages")
         }
 
+    @_reading
     def search_sentences(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k sentences whose vectors have the highest inner product with a query vector.
 
@@ -284,8 +378,9 @@ class IndexStore:
         Returns:
             ``(ids, scores)``: int64 and float32 arrays of up to ``k`` hits, best first.
         """
-        return _search(self._sentence_vectors(), vector, k)
+        return _search(self._vectors("sentences"), vector, k)
 
+    @_reading
     def search_words(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k word occurrences whose vectors best match a query vector, over the whole index.
 
@@ -296,8 +391,9 @@ class IndexStore:
         Returns:
             ``(ids, scores)``: int64 and float32 arrays, best first.
         """
-        return _search(self._word_vectors(), vector, k)
+        return _search(self._vectors("words"), vector, k)
 
+    @_reading
     def word_vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of word occurrences, read by id (no scan of the whole index).
 
@@ -310,15 +406,72 @@ class IndexStore:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not len(ids):
             return np.zeros((0, int(self.settings["word_dimension"])), dtype=np.float32)
-        return self._word_vectors().reconstruct_batch(ids)
+        return self._vectors("words").reconstruct_batch(ids)
 
-    def sentence_vectors(self, ids: np.ndarray) -> np.ndarray:
-        """Stored sentence vectors read by id: ``(n,)`` int64 -> ``(n, sentence_dimension)`` float32."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+    @_reading
+    def search_passages(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k passages whose vectors best match a query vector.
+
+        Args:
+            vector: ``(sentence_dimension,)`` float32, L2-normalised.
+            k: number of hits.
+
+        Returns:
+            ``(ids, scores)``: int64 and float32 arrays, best first.
+        """
+        return _search(self._vectors("passages"), vector, k)
+
+    @_reading
+    def vectors_of_documents(
+        self, table: str, documents: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored sentence or passage vector of some documents, read by id.
+
+        Args:
+            table: ``sentences`` or ``passages``.
+            documents: document rowids.
+
+        Returns:
+            ``(ids, document_rowids, vectors)``: ``(n,)`` int64, ``(n,)`` int64 and
+            ``(n, sentence_dimension)`` float32.
+        """
+        if table not in ("sentences", "passages"):
+            raise ValueError(table)
+        pairs: list[tuple[int, int]] = []
+        document_list = [int(d) for d in documents]
+        for start in range(0, len(document_list), 900):
+            chunk = document_list[start : start + 900]
+            pairs += self.db.execute(
+                f"select id, document from {table} where document in ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        ids = np.asarray([p[0] for p in pairs], dtype=np.int64)
+        owners = np.asarray([p[1] for p in pairs], dtype=np.int64)
         if not len(ids):
-            return np.zeros((0, int(self.settings["sentence_dimension"])), dtype=np.float32)
-        return self._sentence_vectors().reconstruct_batch(ids)
+            return ids, owners, np.zeros((0, self.dimension(table)), dtype=np.float32)
+        return ids, owners, self._vectors(table).reconstruct_batch(ids)
 
+    @_reading
+    def documents_of(self, table: str, ids: Iterable[int]) -> dict[int, int]:
+        """Document rowid of each sentence or passage id."""
+        if table not in ("sentences", "passages"):
+            raise ValueError(table)
+        id_list = [int(i) for i in ids]
+        result: dict[int, int] = {}
+        for start in range(0, len(id_list), 900):
+            chunk = id_list[start : start + 900]
+            result.update(
+                self.db.execute(
+                    f"select id, document from {table} where id in ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+            )
+        return result
+
+    def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Document rows (without their text), keyed by document rowid."""
+        return self._rows("select id, doc_id, source, metadata from documents where id in ({})", rowids)
+
+    @_reading
     def word_ids_for_lemma(self, lemma: str) -> tuple[np.ndarray, list[str]]:
         """Ids and surface forms of every occurrence of a lemma.
 
@@ -330,13 +483,6 @@ class IndexStore:
         """
         rows = self.db.execute("select id, form from words where lemma = ?", [lemma]).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
-
-    def all_ids(self, table: str) -> np.ndarray:
-        """Every rowid of ``sentences`` or ``words``, ascending, as int64."""
-        if table not in ("sentences", "words"):
-            raise ValueError(table)
-        rows = self.db.execute(f"select id from {table} order by id").fetchall()
-        return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def sentence_rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Sentence rows with their document id, keyed by sentence id."""
@@ -356,17 +502,7 @@ class IndexStore:
             ids,
         )
 
-    def document_text(self, doc_id: str) -> str:
-        """The full text of a stored document.
-
-        Raises:
-            SenseIndexError: no such document.
-        """
-        row = self.db.execute("select text from documents where doc_id = ?", [doc_id]).fetchone()
-        if row is None:
-            raise SenseIndexError(f"no document {doc_id!r} in the index")
-        return row[0]
-
+    @_reading
     def _rows(self, sql: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         id_list = [int(i) for i in ids]
         result: dict[int, dict[str, Any]] = {}
@@ -382,6 +518,13 @@ class IndexStore:
         return result
 
 
+_VECTOR_FILES = {
+    "sentences": SENTENCE_VECTORS_FILE,
+    "words": WORD_VECTORS_FILE,
+    "passages": PASSAGE_VECTORS_FILE,
+}
+
+
 def _search(index: faiss.Index, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, index.ntotal)
     if k <= 0:
@@ -392,9 +535,13 @@ def _search(index: faiss.Index, vector: np.ndarray, k: int) -> tuple[np.ndarray,
     return ids[0][keep], scores[0][keep]
 
 
+def _staging_folder(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.building")
+
+
 def _read_status(database_path: Path) -> str | None:
     try:
-        connection = sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)
+        connection = sqlite3.connect(database_path.resolve().as_uri() + "?mode=ro", uri=True)
         try:
             row = connection.execute("select value from settings where key = 'status'").fetchone()
         finally:

@@ -12,14 +12,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pysbd
+import regex
 import simplemma
 
+from indexer.errors import SettingsError
 from indexer.stopwords import is_stopword
 
-# A word is a number with its decimal/thousands separators ("3.5", "1,000") or a run of letters/digits
-# with inner apostrophes kept ("don't", "O'Neil"): punctuation and symbols are never words, so they
-# never get a word vector.
-_WORD_PATTERN = re.compile(r"\d+(?:[.,]\d+)+(?![^\W_])|[^\W_]+(?:['\u2019][^\W_]+)*")
+# A word is a number with its decimal/thousands separators ("3.5", "1,000") or a run of letters and
+# digits (with their combining marks: decomposed accents, Indic vowel signs) with inner apostrophes kept
+# ("don't", "O'Neil"). Punctuation and symbols are never words, so they never get a word vector.
+_WORD_PATTERN = regex.compile(
+    r"\p{Nd}+(?:[.,]\p{Nd}+)+(?![\p{L}\p{N}])"
+    r"|[\p{L}\p{N}][\p{L}\p{N}\p{M}]*(?:['\u2019][\p{L}\p{N}][\p{L}\p{N}\p{M}]*)*"
+)
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 
 
@@ -75,6 +80,11 @@ def _strip_span(text: str, start: int, end: int) -> Iterator[Span]:
 def split_sentences(text: str, paragraph: Span) -> list[Span]:
     """Split one paragraph into sentences with pysbd (abbreviations, decimals and quotes aware).
 
+    A segment that starts with a lower-case letter or with punctuation is joined to the one before:
+    no sentence starts that way, so pysbd has cut after an abbreviation it did not know ("Acme
+    Inc. , a subsidiary", "M. domestica"). This also keeps lower-cased, pre-tokenised text (as in
+    many NLP datasets) in one piece.
+
     Args:
         text: the document text.
         paragraph: the paragraph's span in ``text``.
@@ -83,8 +93,10 @@ def split_sentences(text: str, paragraph: Span) -> list[Span]:
         Sentence spans into ``text``, in order, white space stripped; together they cover every
         non-space character of the paragraph.
     """
-    body = text[paragraph.start : paragraph.end]
-    spans: list[Span] = []
+    # Hard-wrapped lines are not sentence ends: pysbd sees a line break as a space (same length, so
+    # offsets are unchanged).
+    body = text[paragraph.start : paragraph.end].replace("\r", " ").replace("\n", " ")
+    starts: list[int] = []
     cursor = 0
     for segment in _segmenter().segment(body):
         piece = segment.strip()
@@ -92,16 +104,56 @@ def split_sentences(text: str, paragraph: Span) -> list[Span]:
             continue
         found = body.find(piece, cursor)
         if found < 0:
-            # pysbd altered the text; fall back to treating the rest of the paragraph as one sentence
-            # rather than lose characters.
+            # pysbd altered the text: leave the rest of the paragraph as one sentence rather than
+            # lose characters.
             break
-        if found > cursor and body[cursor:found].strip():
-            spans.extend(_strip_span(text, paragraph.start + cursor, paragraph.start + found))
-        spans.append(Span(paragraph.start + found, paragraph.start + found + len(piece)))
+        if not starts or not _continues_sentence(piece):
+            starts.append(found)
         cursor = found + len(piece)
-    if body[cursor:].strip():
-        spans.extend(_strip_span(text, paragraph.start + cursor, paragraph.end))
+    if not starts:
+        starts = [0]
+    spans: list[Span] = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(body)
+        spans.extend(_strip_span(text, paragraph.start + start, paragraph.start + end))
     return spans
+
+
+def _continues_sentence(segment: str) -> bool:
+    first = segment[0]
+    return first.islower() or (not first.isalnum() and first in ",;:)]}%.!?-\u2013\u2014")
+
+
+SENTENCE_MODES = ("auto", "paragraph", "line")
+
+
+def split_text(text: str, mode: str = "auto") -> list[Span]:
+    """Split a document into sentences.
+
+    Args:
+        text: the document text.
+        mode: ``auto`` (paragraphs at blank lines, then sentences with :func:`split_sentences`),
+            ``paragraph`` (each paragraph is one sentence: for text that is already one sentence per
+            paragraph or JSONL record) or ``line`` (each non-blank line is one sentence).
+
+    Returns:
+        Sentence spans into ``text``, in order.
+
+    Raises:
+        SettingsError: an unknown mode.
+    """
+    if mode == "auto":
+        return [s for p in split_paragraphs(text) for s in split_sentences(text, p)]
+    if mode == "paragraph":
+        return list(split_paragraphs(text))
+    if mode == "line":
+        spans: list[Span] = []
+        position = 0
+        for line in text.splitlines(keepends=True):
+            spans.extend(_strip_span(text, position, position + len(line)))
+            position += len(line)
+        return spans
+    raise SettingsError(f"unknown sentence splitting {mode!r}; use one of {', '.join(SENTENCE_MODES)}")
 
 
 @functools.lru_cache(maxsize=200_000)

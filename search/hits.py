@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+_WHITE_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,31 @@ class SentenceHit:
     start: int
     end: int
     text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The hit as a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DocumentHit:
+    """A document found by a document query.
+
+    Attributes:
+        score: the document's score under the scoring asked for.
+        doc_id: the document's id.
+        sentence_score: cosine of its best-matching sentence.
+        passage_score: cosine of its best-matching passage (None in an index without passages).
+        best_sentence: its best-matching sentence.
+        metadata: the document's metadata.
+    """
+
+    score: float
+    doc_id: str
+    sentence_score: float
+    passage_score: float | None
+    best_sentence: SentenceHit
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,6 +94,25 @@ class WordHit:
     sentence: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def context_parts(self, width: int = 60) -> tuple[str, str, str]:
+        """Keyword in context, in three parts: left context, the word, right context.
+
+        Args:
+            width: characters of context kept on each side (cut with an ellipsis beyond).
+
+        Returns:
+            ``(left, word, right)``; line breaks in the context become spaces.
+        """
+        local_start = self.start - self.sentence_start
+        local_end = self.end - self.sentence_start
+        left = _WHITE_SPACE.sub(" ", self.sentence[:local_start])
+        right = _WHITE_SPACE.sub(" ", self.sentence[local_end:])
+        if len(left) > width:
+            left = "…" + left[-width:].lstrip()
+        if len(right) > width:
+            right = right[:width].rstrip() + "…"
+        return left, self.sentence[local_start:local_end], right
+
     def context(self, width: int = 60, marks: tuple[str, str] = ("[", "]")) -> str:
         """Keyword in context: the sentence around the word, the word marked.
 
@@ -76,15 +123,8 @@ class WordHit:
         Returns:
             e.g. ``"…we sat on the [bank] of the river…"``.
         """
-        local_start = self.start - self.sentence_start
-        local_end = self.end - self.sentence_start
-        left = self.sentence[:local_start]
-        right = self.sentence[local_end:]
-        if len(left) > width:
-            left = "…" + left[-width:].lstrip()
-        if len(right) > width:
-            right = right[:width].rstrip() + "…"
-        return f"{left}{marks[0]}{self.sentence[local_start:local_end]}{marks[1]}{right}"
+        left, word, right = self.context_parts(width)
+        return f"{left}{marks[0]}{word}{marks[1]}{right}"
 
     def to_dict(self) -> dict[str, Any]:
         """The hit as a JSON-able dict, with its keyword-in-context line."""
@@ -127,6 +167,7 @@ class EmbeddedWord:
         start: start offset in the embedded text.
         end: end offset, exclusive.
         vector: ``(word_dimension,)`` float32, L2-normalised.
+        pieces: the model's WordPiece tokens of the word, pooled into ``vector``.
     """
 
     form: str
@@ -134,6 +175,7 @@ class EmbeddedWord:
     start: int
     end: int
     vector: np.ndarray = field(repr=False, compare=False)
+    pieces: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; the vector as a list of floats."""
@@ -142,6 +184,7 @@ class EmbeddedWord:
             "lemma": self.lemma,
             "start": self.start,
             "end": self.end,
+            "pieces": list(self.pieces),
             "vector": self.vector.tolist(),
         }
 

