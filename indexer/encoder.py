@@ -325,10 +325,8 @@ class Encoder:
         ids, offsets = self.tokenize([text])
         tokens = self.tokenizer.convert_ids_to_tokens(ids[0])
         pieces: list[list[str]] = [[] for _ in word_spans]
-        starts = np.asarray([span[0] for span in word_spans], dtype=np.int64)
-        for token, (start, end) in zip(tokens, offsets[0].tolist(), strict=True):
-            index = int(np.searchsorted(starts, start, side="right")) - 1
-            if index >= 0 and end > start and start < word_spans[index][1]:
+        for token, index in zip(tokens, _word_of_each_piece(word_spans, offsets[0]).tolist(), strict=True):
+            if index >= 0:
                 pieces[index].append(token)
         return pieces
 
@@ -405,16 +403,10 @@ class Encoder:
         n_words = int(word_base[-1])
 
         # Map each piece to the word whose span contains its first character (-1: punctuation etc.).
-        piece_word: list[np.ndarray] = []
-        for spans, offsets in zip(word_spans, piece_offsets, strict=True):
-            if not len(spans) or not len(offsets):
-                piece_word.append(np.full(len(offsets), -1, dtype=np.int64))
-                continue
-            span_array = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-            index = np.searchsorted(span_array[:, 0], offsets[:, 0], side="right") - 1
-            inside = (index >= 0) & (offsets[:, 0] < span_array[np.maximum(index, 0), 1])
-            inside &= offsets[:, 1] > offsets[:, 0]
-            piece_word.append(np.where(inside, index, -1))
+        piece_word = [
+            _word_of_each_piece(spans, offsets)
+            for spans, offsets in zip(word_spans, piece_offsets, strict=True)
+        ]
         if self.settings.piece_pooling != "mean":
             piece_word = [self._keep_one_piece(pw) for pw in piece_word]
 
@@ -543,6 +535,29 @@ class Encoder:
         else:
             total.index_add_(0, target_index, vectors)
         hits.index_add_(0, target_index, torch.ones(len(target_index)))
+
+
+def _word_of_each_piece(word_spans: Sequence[tuple[int, int]], offsets: np.ndarray) -> np.ndarray:
+    """For each piece, the index of the word it belongs to, or -1 (punctuation, symbols).
+
+    A piece belongs to the word that holds its last character: a piece that starts on a symbol the
+    word pattern leaves out (``°F`` is one piece for the word ``F``) still reaches its word.
+
+    Args:
+        word_spans: ``(start, end)`` of each word, in order, not overlapping.
+        offsets: ``(n_pieces, 2)`` int64 piece offsets.
+
+    Returns:
+        ``(n_pieces,)`` int64.
+    """
+    if not len(word_spans) or not len(offsets):
+        return np.full(len(offsets), -1, dtype=np.int64)
+    spans = np.asarray(word_spans, dtype=np.int64).reshape(-1, 2)
+    last_character = offsets[:, 1] - 1
+    index = np.searchsorted(spans[:, 0], last_character, side="right") - 1
+    safe = np.maximum(index, 0)
+    inside = (index >= 0) & (last_character < spans[safe, 1]) & (offsets[:, 1] > offsets[:, 0])
+    return np.where(inside, index, -1)
 
 
 def combine_layers(word_layers: np.ndarray, layers: str) -> np.ndarray:

@@ -62,7 +62,15 @@ class BuildSummary:
 
 
 def index_settings(encoder: Encoder, skip_stopwords: bool) -> dict[str, Any]:
-    """Everything stored about how an index was built, so queries embed the same way."""
+    """Everything stored about how an index was built, so queries embed the same way.
+
+    Args:
+        encoder: the loaded encoder.
+        skip_stopwords: whether function words were left out.
+
+    Returns:
+        JSON-able settings (see the README's on-disk format).
+    """
     return {
         "senseindex_version": __version__,
         # an absolute folder, so the index opens from any working directory

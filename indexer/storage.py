@@ -283,7 +283,12 @@ class IndexStore:
         self.db.close()
 
     def set_setting(self, key: str, value: Any) -> None:
-        """Store one index setting (a JSON-able value)."""
+        """Store one index setting.
+
+        Args:
+            key: the setting's name.
+            value: a JSON-able value.
+        """
         with self.db.conn:
             self.db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
         self.settings[key] = value
@@ -485,7 +490,14 @@ class IndexStore:
         return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
     def sentence_rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Sentence rows with their document id, keyed by sentence id."""
+        """Sentence rows with their document's id and metadata.
+
+        Args:
+            ids: sentence rowids.
+
+        Returns:
+            ``{sentence id: {"id", "start", "end", "text", "position", "doc_id", "metadata"}}``.
+        """
         return self._rows(
             "select s.id, s.start, s.end, s.text, s.position, d.doc_id, d.metadata "
             "from sentences s join documents d on d.id = s.document where s.id in ({})",
@@ -493,7 +505,15 @@ class IndexStore:
         )
 
     def word_rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Word rows with their sentence and document, keyed by word id."""
+        """Word rows with their sentence and document.
+
+        Args:
+            ids: word rowids.
+
+        Returns:
+            ``{word id: {"id", "start", "end", "form", "lemma", "sentence_id", "sentence_start",
+            "sentence_end", "sentence_text", "doc_id", "metadata"}}``.
+        """
         return self._rows(
             "select w.id, w.start, w.end, w.form, w.lemma, s.id as sentence_id, "
             "s.start as sentence_start, s.end as sentence_end, s.text as sentence_text, "

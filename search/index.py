@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,14 @@ class SenseIndex:
     def embed_query_sentence(self, text: str) -> np.ndarray:
         """The vector of a sentence query: the whole text as one sequence.
 
+        Args:
+            text: the query.
+
         Returns:
             ``(sentence_dimension,)`` float32, L2-normalised.
+
+        Raises:
+            QueryError: the text is empty.
         """
         if not text or not text.strip():
             raise QueryError("the query text is empty")
@@ -229,25 +236,46 @@ class SenseIndex:
     def embed_query_word(self, query: WordQuery) -> np.ndarray:
         """The contextual vector of a query's target word, from the sentence that holds it.
 
+        Args:
+            query: the parsed query (see :func:`parse_word_query`).
+
         Returns:
             ``(word_dimension,)`` float32, L2-normalised.
+
+        Raises:
+            QueryError: the tokenizer gives the target no token.
         """
-        text = query.text
-        sentence = next(
-            (
-                s
-                for s in split_text(text, self._sentence_splitting)
-                if s.start <= query.start and query.end <= s.end
-            ),
-            Span(0, len(text)),
-        )
-        encoded = self._encoder.encode(
-            [text[sentence.start : sentence.end]],
-            [[(query.start - sentence.start, query.end - sentence.start)]],
-        )
-        if not encoded.word_aligned[0]:
-            raise QueryError(f"the model's tokenizer gives no token for {query.form!r}")
-        return encoded.word_vectors[0]
+        return self.embed_query_words([query])[0]
+
+    def embed_query_words(self, queries: Sequence[WordQuery]) -> np.ndarray:
+        """Contextual vectors of many queries' target words, in length-sorted batches.
+
+        Args:
+            queries: parsed queries.
+
+        Returns:
+            ``(len(queries), word_dimension)`` float32, L2-normalised.
+
+        Raises:
+            QueryError: the tokenizer gives a target no token.
+        """
+        texts, spans = [], []
+        for query in queries:
+            sentence = next(
+                (
+                    s
+                    for s in split_text(query.text, self._sentence_splitting)
+                    if s.start <= query.start and query.end <= s.end
+                ),
+                Span(0, len(query.text)),
+            )
+            texts.append(query.text[sentence.start : sentence.end])
+            spans.append([(query.start - sentence.start, query.end - sentence.start)])
+        encoded = self._encoder.encode(texts, spans)
+        for query, aligned in zip(queries, encoded.word_aligned, strict=True):
+            if not aligned:
+                raise QueryError(f"the model's tokenizer gives no token for {query.form!r}")
+        return encoded.word_vectors
 
     # --------------------------------------------------------------------------------------- queries
 
@@ -384,19 +412,50 @@ class SenseIndex:
         Raises:
             QueryError: a malformed query.
         """
+        return self._search_parsed_words([parse_word_query(text, target)], k, exact_form)[0]
+
+    def search_word_many(
+        self, texts: Sequence[str], k: int = 10, exact_form: bool = False
+    ) -> list[list[WordHit]]:
+        """:meth:`search_word` for many queries at once: one batched forward pass for all of them.
+
+        Args:
+            texts: query sentences, each with its target in [brackets].
+            k: hits per query.
+            exact_form: only occurrences with each target's surface form.
+
+        Returns:
+            Per query, up to ``k`` hits, best first.
+
+        Raises:
+            QueryError: a malformed query.
+        """
+        return self._search_parsed_words([parse_word_query(text) for text in texts], k, exact_form)
+
+    def _search_parsed_words(
+        self, queries: Sequence[WordQuery], k: int, exact_form: bool
+    ) -> list[list[WordHit]]:
         _check_k(k)
-        query = parse_word_query(text, target)
-        vector = self.embed_query_word(query)
-        ids, forms = self._store.word_ids_for_lemma(lemmatize(query.form))
-        if exact_form:
-            wanted = query.form.lower()
-            keep = np.asarray([form.lower() == wanted for form in forms], dtype=bool)
-            ids = ids[keep] if len(ids) else ids
-        if not len(ids):
-            return []
-        scores = self._store.word_vectors(ids) @ vector
-        order = np.argsort(-scores, kind="stable")[:k]
-        return self._word_hits(ids[order], scores[order])
+        vectors = self.embed_query_words(queries)
+        occurrences: dict[str, tuple[np.ndarray, list[str], np.ndarray]] = {}
+        results = []
+        for query, vector in zip(queries, vectors, strict=True):
+            lemma = lemmatize(query.form)
+            if lemma not in occurrences:  # queries on the same word share one read of its vectors
+                ids, forms = self._store.word_ids_for_lemma(lemma)
+                occurrences[lemma] = (ids, forms, self._store.word_vectors(ids))
+            ids, forms, stored = occurrences[lemma]
+            if exact_form and len(ids):
+                wanted = query.form.lower()
+                keep = np.asarray([form.lower() == wanted for form in forms], dtype=bool)
+                ids, stored = ids[keep], stored[keep]
+            if not len(ids):
+                results.append([])
+                continue
+            scores = stored @ vector
+            order = np.argsort(-scores, kind="stable")[:k]
+            results.append(self._word_hits(ids[order], scores[order]))
+        return results
 
     def search_similar_words(self, text: str, target: str | None = None, k: int = 10) -> list[LemmaHit]:
         """Other words used in the target's sense: nearest occurrences of other lemmas, by lemma.

@@ -161,3 +161,10 @@ def test_embed_returns_each_words_pieces(sample_index):
     assert len(pieces["Unbelievably"]) > 1
     assert "".join(p.removeprefix("##") for p in pieces["Unbelievably"]) == "unbelievably"
     assert pieces["bank"] == ("bank",)
+
+
+def test_a_piece_that_starts_on_a_symbol_still_reaches_its_word(sample_index):
+    sentence = sample_index.embed("It was 70 °F outside and 21 °C inside.")[0]
+    words = {w.form: w for w in sentence.words}
+    assert {"F", "C"} <= set(words)
+    assert words["F"].pieces == ("°f",)

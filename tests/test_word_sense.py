@@ -94,3 +94,12 @@ def test_any_word_finds_words_of_the_same_sense(sample_index):
     assert rank(money_sense, "money") < rank(money_sense, "river")
     assert [h.score for h in river_sense] == sorted((h.score for h in river_sense), reverse=True)
     assert all(hit.best.lemma == hit.lemma for hit in river_sense)
+
+
+def test_many_queries_at_once_equal_one_by_one(sample_index, labels):
+    texts = [q["text"] for q in labels["queries"][:12]]
+    together = sample_index.search_word_many(texts, k=4)
+    for text, hits in zip(texts, together, strict=True):
+        alone = sample_index.search_word(text, k=4)
+        assert [h.word_id for h in hits] == [h.word_id for h in alone]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in alone], abs=1e-5)
