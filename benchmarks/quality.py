@@ -461,7 +461,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for indexes (a temporary one by default)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the WSD layer sweep")
     parser.add_argument(
-        "--passages", default="pooled,encoded", help="SciFact passage modes to build and compare"
+        "--passages", default="pooled", help="SciFact passage modes to build and compare (pooled,encoded)"
     )
     args = parser.parse_args()
     if not (args.data / "stsbenchmark").is_dir():

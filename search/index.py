@@ -28,7 +28,9 @@ _MARKED_TARGET = re.compile(r"\[([^\[\]]*)\]")
 MAX_K = 10_000
 DOCUMENT_SCORINGS = ("sentence", "passage", "combined")
 DEFAULT_DOCUMENT_SCORING = "combined"
-DEFAULT_PASSAGE_WEIGHT = 0.5
+# The passage share of "combined" document scoring, per passage mode: the best on BEIR SciFact's train
+# claims (benchmarks/quality.py; README, "Quality").
+DEFAULT_PASSAGE_WEIGHTS = {"pooled": 0.25, "encoded": 0.5}
 _ENCODER_SETTINGS = (
     "model",
     "model_fingerprint",
@@ -310,7 +312,7 @@ class SenseIndex:
         text: str,
         k: int = 10,
         scoring: str = DEFAULT_DOCUMENT_SCORING,
-        passage_weight: float = DEFAULT_PASSAGE_WEIGHT,
+        passage_weight: float | None = None,
     ) -> list[DocumentHit]:
         """The documents that best match a text.
 
@@ -322,7 +324,8 @@ class SenseIndex:
             k: number of documents.
             scoring: ``sentence`` (best sentence), ``passage`` (best passage) or ``combined``
                 (``passage_weight * passage + (1 - passage_weight) * sentence``).
-            passage_weight: the passage share of ``combined``, in [0, 1].
+            passage_weight: the passage share of ``combined``, in [0, 1]; None takes the measured
+                best for the index's passage mode (0.25 for ``pooled``, 0.5 for ``encoded``).
 
         Returns:
             Up to ``k`` documents, best first.
@@ -335,9 +338,12 @@ class SenseIndex:
             raise QueryError(
                 f"unknown document scoring {scoring!r}; use one of {', '.join(DOCUMENT_SCORINGS)}"
             )
+        passage_mode = str(self._store.settings.get("passages", "none"))
+        if passage_weight is None:
+            passage_weight = DEFAULT_PASSAGE_WEIGHTS.get(passage_mode, 0.0)
         if not 0.0 <= passage_weight <= 1.0:
             raise QueryError(f"passage_weight must be within [0, 1], not {passage_weight}")
-        has_passages = self._store.settings.get("passages", "none") != "none"
+        has_passages = passage_mode != "none"
         if scoring != "sentence" and not has_passages:
             raise QueryError("this index has no passage vectors; use sentence scoring or rebuild it")
         vector = self.embed_query_sentence(text)

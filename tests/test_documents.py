@@ -83,6 +83,9 @@ def test_sentence_and_combined_scoring_follow_their_definitions(tmp_path, refere
         assert [h.score for h in by_sentence] == sorted((h.score for h in by_sentence), reverse=True)
         for hit in combined:
             assert hit.score == pytest.approx(0.25 * hit.passage_score + 0.75 * hit.sentence_score, abs=1e-6)
+        # the default is combined scoring with the weight measured best for pooled passages (0.25)
+        default = index.search_documents(QUERY, k=3)
+        assert [h.score for h in default] == pytest.approx([h.score for h in combined], abs=1e-6)
         with pytest.raises(senseindex.QueryError):
             index.search_documents(QUERY, scoring="title")
         with pytest.raises(senseindex.QueryError):
