@@ -191,7 +191,8 @@ def build_index_command(
         return
     click.echo(
         f"Indexed {summary.documents:,} documents, {summary.sentences:,} sentences, "
-        f"{summary.words:,} words ({summary.tokens:,} tokens) in {summary.seconds:.1f} s -> {index_dir}"
+        f"{summary.words:,} words, {summary.passages:,} passages ({summary.tokens:,} tokens) "
+        f"in {summary.seconds:.1f} s -> {index_dir}"
     )
     if summary.skipped_files:
         click.echo(f"Skipped {len(summary.skipped_files):,} files that are not .txt, .md or .jsonl.")

@@ -113,7 +113,7 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def _rank_all(index, queries, qrels, scoring, weight=0.5, k=100):
+def _rank_all(index, queries, qrels, scoring, weight=None, k=100):
     ndcg, recall = [], []
     for query_id, relevant in qrels.items():
         hits = index.search_documents(queries[query_id], k=k, scoring=scoring, passage_weight=weight)
@@ -150,27 +150,28 @@ def run_scifact(data: Path, work: Path, passage_modes: list[str]) -> None:
             f"{summary.passages} passages, {summary.tokens} tokens)"
         )
         with senseindex.open_index(index_dir) as index:
-            scorings = [("sentence", 0.0), ("passage", 1.0)]
-            best_weight, best_train = 0.5, -1.0
-            for weight in (0.25, 0.5, 0.75):
-                train_ndcg, _ = _rank_all(index, queries, train, "combined", weight)
-                log(f"SciFact {mode}: combined weight {weight}: train nDCG@10 {train_ndcg:.2f}")
-                if train_ndcg > best_train:
-                    best_weight, best_train = weight, train_ndcg
-            scorings.append(("combined", best_weight))
-            for scoring, weight in scorings:
-                ndcg, recall = _rank_all(index, queries, test, scoring, weight)
-                label = (
-                    f"combined (passage weight {weight}, chosen on train)"
-                    if scoring == "combined"
-                    else scoring
+            configs = [("sentence", None), ("passage", None)] + [("combined", w) for w in (0.25, 0.5, 0.75)]
+            # every choice (scoring, weight, passage mode) is made on the train claims; test is only
+            # reported
+            train_scores = {}
+            for scoring, weight in configs:
+                train_scores[(scoring, weight)], _ = _rank_all(index, queries, train, scoring, weight)
+                log(
+                    f"SciFact {mode}: {scoring} {weight}: train nDCG@10 {train_scores[(scoring, weight)]:.2f}"
                 )
-                results.append([mode, label, ndcg, recall, f"{summary.seconds:.0f}"])
+            for scoring, weight in configs:
+                ndcg, recall = _rank_all(index, queries, test, scoring, weight)
+                label = scoring if weight is None else f"{scoring}, passage weight {weight}"
+                results.append(
+                    [mode, label, train_scores[(scoring, weight)], ndcg, recall, f"{summary.seconds:.0f}"]
+                )
+    best = max(results, key=lambda row: row[2])
     table(
-        "BEIR SciFact test (300 claims): document ranking",
-        ["passages", "document scoring", "nDCG@10", "recall@100", "build s"],
+        "BEIR SciFact: document ranking (train: 809 claims, test: 300 claims)",
+        ["passages", "document scoring", "train nDCG@10", "test nDCG@10", "test recall@100", "build s"],
         results,
     )
+    print(f"\nBest on train: passages={best[0]}, {best[1]} (test nDCG@10 {best[3]:.2f}).")
     print("\nPublished (MTEB, whole abstract as one 256-token passage): nDCG@10 64.51.")
 
 
@@ -255,6 +256,15 @@ def _wsd_sweep(train, test) -> None:
     )
 
 
+def _labelled(hits, word: str, labels: dict) -> list[str]:
+    """Senses of the first 10 hits that are labelled train occurrences of the word."""
+    return [
+        labels[(h.doc_id, h.start)]
+        for h in hits
+        if h.doc_id.startswith(word + ":") and (h.doc_id, h.start) in labels
+    ][:10]
+
+
 def _wsd_through_index(train, test, work: Path) -> None:
     records, labels = [], {}
     for word in WSD_WORDS:
@@ -289,7 +299,8 @@ def _wsd_through_index(train, test, work: Path) -> None:
                 1 for i, (_, start, _, _) in enumerate(train[word]) if (f"{word}:{i}", start) not in found
             )
         started = time.perf_counter()
-        done = 0
+        done = deeper_queries = 0
+        every_gold, every_predicted, every_mfs = [], [], []
         for word in WSD_WORDS:
             train_senses = [s for *_, s in train[word]]
             most_frequent = Counter(train_senses).most_common(1)[0][0]
@@ -297,12 +308,11 @@ def _wsd_through_index(train, test, work: Path) -> None:
             queries = [f"{s[:a]}[{s[a:b]}]{s[b:]}" for s, a, b, _ in test[word]]
             # one batched call per word: the same answers as search_word, query by query
             all_hits = index.search_word_many(queries, k=60)
-            for (_, _, _, sense), hits in zip(test[word], all_hits, strict=True):
-                labelled = [
-                    labels[(h.doc_id, h.start)]
-                    for h in hits
-                    if h.doc_id.startswith(word + ":") and (h.doc_id, h.start) in labels
-                ][:10]
+            for query, (_, _, _, sense), hits in zip(queries, test[word], all_hits, strict=True):
+                labelled = _labelled(hits, word, labels)
+                if len(labelled) < 10:  # other occurrences of the lemma crowded the top 60: look deeper
+                    deeper_queries += 1
+                    labelled = _labelled(index.search_word(query, k=10_000), word, labels)
                 gold.append(sense)
                 done += 1
                 if done % 2000 == 0:
@@ -313,6 +323,9 @@ def _wsd_through_index(train, test, work: Path) -> None:
                 sample = rng.sample(train_senses, min(10, len(train_senses)))
                 random_hit.append(sample[0] == sense)
                 random_p10.append(precision_at_k(sample, sense, 10))
+            every_gold += gold
+            every_predicted += predicted
+            every_mfs += [most_frequent] * len(gold)
             accuracy = 100 * float(np.mean([g == p for g, p in zip(gold, predicted, strict=True)]))
             row = [
                 word,
@@ -341,10 +354,11 @@ def _wsd_through_index(train, test, work: Path) -> None:
     def micro(name):
         return float(np.average(totals[name], weights=totals[name + "_n"]))
 
-    rows.append(
-        ["**all (micro)**", sum(map(len, train.values())), n_queries]
-        + [micro(n) for n in ("acc", "p10", "f1", "mfs", "mfs_f1", "rand", "rand_p10")]
-    )
+    all_row = [micro(n) for n in ("acc", "p10", "f1", "mfs", "mfs_f1", "rand", "rand_p10")]
+    # F1 over all queries at once: macro over all senses of all words (sense names are unique)
+    all_row[2] = 100 * macro_f1(every_gold, every_predicted)
+    all_row[4] = 100 * macro_f1(every_gold, every_mfs)
+    rows.append(["**all queries**", sum(map(len, train.values())), n_queries, *all_row])
     rows.append(
         ["**mean over words**", "", ""]
         + [float(np.mean(totals[n])) for n in ("acc", "p10", "f1", "mfs", "mfs_f1", "rand", "rand_p10")]
@@ -372,7 +386,9 @@ def _wsd_through_index(train, test, work: Path) -> None:
         f"{summary.sentences - summary.documents} (the auto splitter would cut {auto_splits} of "
         f"{len(records)} of these lower-cased, pre-tokenised sentences). Dataset items left out because "
         f"their index does not point at the word: {len(SKIPPED_WSD_ITEMS)}. "
-        f"{n_queries} queries in {seconds:.0f} s ({1000 * seconds / n_queries:.1f} ms each)."
+        f"{n_queries} queries in {seconds:.0f} s ({1000 * seconds / n_queries:.1f} ms each); "
+        f"{deeper_queries} needed a deeper search to collect 10 labelled hits. The 'all queries' row "
+        "gives accuracy and P@10 over all queries and macro-F1 over all senses of all words."
     )
 
 

@@ -531,7 +531,7 @@ def _best_per_document(
     """Per document (in the order of ``documents``): the id and score of its best-matching vector."""
     scores = vectors @ query
     position = np.searchsorted(documents, owners)
-    best_score = np.full(len(documents), -np.inf, dtype=np.float32)
+    best_score = np.full(len(documents), -np.inf, dtype=scores.dtype)
     np.maximum.at(best_score, position, scores)
     best_id = np.full(len(documents), -1, dtype=np.int64)
     is_best = scores >= best_score[position]
