@@ -397,47 +397,25 @@ def _wsd_through_index(train, test, work: Path) -> None:
 # On the bundled sample corpus: a query in one sense, lemmas that belong to that sense and lemmas that
 # belong to the other. A query passes when its best "same sense" lemma ranks above its best "other
 # sense" lemma among the --any-word answers.
-ANY_WORD_CHECKS = [
-    (
-        "I sat on the [bank] of the river",
-        {"river", "stream", "shore", "water", "current"},
-        {"loan", "money", "cash", "dollar", "teller"},
-    ),
-    (
-        "She deposited her savings at the [bank]",
-        {"loan", "money", "cash", "dollar", "teller"},
-        {"river", "stream", "shore", "water", "current"},
-    ),
-    (
-        "The [crane] lifted steel beams onto the roof",
-        {"tower", "lift", "container", "lever", "cable", "operator"},
-        {"bird", "heron", "neck", "wing", "marsh", "feather"},
-    ),
-    (
-        "A [crane] waded through the marsh on long legs",
-        {"bird", "heron", "neck", "wing", "marsh", "feather"},
-        {"tower", "lift", "container", "lever", "cable", "operator"},
-    ),
-    (
-        "He ate a crisp red [apple] from the tree",
-        {"pear", "fruit", "orchard", "tree", "cider", "plum"},
-        {"company", "phone", "software", "computer", "iphone", "laptop"},
-    ),
-    (
-        "[Apple] released a new phone and laptop",
-        {"company", "phone", "software", "computer", "iphone", "laptop"},
-        {"pear", "fruit", "orchard", "tree", "cider", "plum"},
-    ),
-    (
-        "The [pitcher] threw a fastball to the batter",
-        {"catcher", "throw", "inning", "batter", "mound", "ball"},
-        {"jug", "lemonade", "water", "glass", "milk", "pour"},
-    ),
-    (
-        "She poured lemonade from the glass [pitcher]",
-        {"jug", "lemonade", "water", "glass", "milk", "pour"},
-        {"catcher", "throw", "inning", "batter", "mound", "ball"},
-    ),
+_SENSE_WORDS = {
+    "bank/river": {"river", "stream", "shore", "water", "current"},
+    "bank/money": {"loan", "money", "cash", "dollar", "teller"},
+    "crane/machine": {"tower", "lift", "container", "lever", "cable", "operator"},
+    "crane/bird": {"bird", "heron", "neck", "wing", "marsh", "feather"},
+    "apple/fruit": {"pear", "fruit", "orchard", "tree", "cider", "plum"},
+    "apple/company": {"company", "phone", "software", "computer", "iphone", "laptop"},
+    "pitcher/baseball": {"catcher", "throw", "inning", "batter", "mound", "ball"},
+    "pitcher/jug": {"jug", "lemonade", "water", "glass", "milk", "pour"},
+}
+ANY_WORD_CHECKS = [  # (query, its sense, the other sense)
+    ("I sat on the [bank] of the river", "bank/river", "bank/money"),
+    ("She deposited her savings at the [bank]", "bank/money", "bank/river"),
+    ("The [crane] lifted steel beams onto the roof", "crane/machine", "crane/bird"),
+    ("A [crane] waded through the marsh on long legs", "crane/bird", "crane/machine"),
+    ("He ate a crisp red [apple] from the tree", "apple/fruit", "apple/company"),
+    ("[Apple] released a new phone and laptop", "apple/company", "apple/fruit"),
+    ("The [pitcher] threw a fastball to the batter", "pitcher/baseball", "pitcher/jug"),
+    ("She poured lemonade from the glass [pitcher]", "pitcher/jug", "pitcher/baseball"),
 ]
 
 
@@ -454,7 +432,8 @@ def run_any_word(work: Path) -> None:
         passed = 0
         mrr = []
         with senseindex.open_index(index_dir) as index:
-            for query, good, bad in ANY_WORD_CHECKS:
+            for query, own_sense, other_sense in ANY_WORD_CHECKS:
+                good, bad = _SENSE_WORDS[own_sense], _SENSE_WORDS[other_sense]
                 lemmas = [hit.lemma for hit in index.search_similar_words(query, k=50)]
                 good_rank = next((i for i, lemma in enumerate(lemmas) if lemma in good), len(lemmas))
                 bad_rank = next((i for i, lemma in enumerate(lemmas) if lemma in bad), len(lemmas))

@@ -17,3 +17,6 @@ senseindex query --word "The [crane] lifted steel beams onto the roof" --any-wor
 echo
 echo '$ senseindex query "a heron standing still in shallow water" --index sample.idx -k 3'
 senseindex query "a heron standing still in shallow water" --index sample.idx -k 3
+echo
+echo '$ senseindex query "a family day out at the zoo" --documents --index sample.idx -k 3'
+senseindex query "a family day out at the zoo" --documents --index sample.idx -k 3
