@@ -292,7 +292,9 @@ class SenseIndex:
             Up to ``k`` hits, best first.
         """
         _check_k(k)
-        ids, scores = self._store.search_sentences(self.embed_query_sentence(text), k)
+        return self._sentence_hits(*self._store.search_sentences(self.embed_query_sentence(text), k))
+
+    def _sentence_hits(self, ids: np.ndarray, scores: np.ndarray) -> list[SentenceHit]:
         rows = self._store.sentence_rows(ids)
         return [
             SentenceHit(
@@ -372,30 +374,19 @@ class SenseIndex:
         else:
             scores = passage_weight * passage_score + (1 - passage_weight) * sentence_score
         order = np.argsort(-scores, kind="stable")[:k]
-        sentence_rows = self._store.sentence_rows(sentence_best[order])
+        best_sentences = self._sentence_hits(sentence_best[order], sentence_score[order])
         document_rows = self._store.document_rows(documents[order])
-        hits = []
-        for i in order.tolist():
-            row = sentence_rows[int(sentence_best[i])]
-            hits.append(
-                DocumentHit(
-                    score=float(scores[i]),
-                    doc_id=row["doc_id"],
-                    sentence_score=float(sentence_score[i]),
-                    passage_score=float(passage_score[i]) if has_passages else None,
-                    best_sentence=SentenceHit(
-                        score=float(sentence_score[i]),
-                        doc_id=row["doc_id"],
-                        sentence_id=int(sentence_best[i]),
-                        start=row["start"],
-                        end=row["end"],
-                        text=row["text"],
-                        metadata=row["metadata"],
-                    ),
-                    metadata=document_rows[int(documents[i])]["metadata"],
-                )
+        return [
+            DocumentHit(
+                score=float(scores[i]),
+                doc_id=best.doc_id,
+                sentence_score=best.score,
+                passage_score=float(passage_score[i]) if has_passages else None,
+                best_sentence=best,
+                metadata=document_rows[int(documents[i])]["metadata"],
             )
-        return hits
+            for i, best in zip(order.tolist(), best_sentences, strict=True)
+        ]
 
     def search_word(
         self, text: str, target: str | None = None, k: int = 10, exact_form: bool = False
