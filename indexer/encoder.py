@@ -396,6 +396,16 @@ class Encoder:
     ) -> EncodedBatch:
         if len(texts) != len(word_spans):
             raise ValueError("texts and word_spans differ in length")
+        if not texts:
+            hidden = self.hidden_size
+            word_width = (self.num_layers + 1, hidden) if all_layers else (self.word_dimension,)
+            return EncodedBatch(
+                sentence_vectors=np.zeros((0, self.sentence_dimension), dtype=np.float32),
+                word_vectors=np.zeros((0, *word_width), dtype=np.float32),
+                word_aligned=np.zeros(0, dtype=bool),
+                piece_counts=np.zeros(0, dtype=np.int64),
+                sentence_weights=np.zeros(0, dtype=np.float32),
+            )
         piece_ids, piece_offsets = self.tokenize(texts)
         n_sentences = len(texts)
         word_counts = [len(spans) for spans in word_spans]

@@ -165,7 +165,8 @@ class _Builder:
 
     def flush(self, chunk: _Chunk, last: bool) -> None:
         """Embed a chunk and store it, with the passages it closed, in one transaction."""
-        if not chunk.sentences:
+        pending_passage = last and self.packer is not None and self.packer.open is not None
+        if not chunk.sentences and not pending_passage:
             return
         texts = [row["text"] for row in chunk.sentences]
         spans = [

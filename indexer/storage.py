@@ -123,7 +123,11 @@ class IndexStore:
             IndexExists: the folder holds an index and ``overwrite`` is False.
             SenseIndexError: the folder cannot be created or written.
         """
-        folder = Path(folder)
+        # The finished index is moved into place by renaming: work on the real, absolute folder (a
+        # symbolic link is followed), and never on the folder the process runs in.
+        folder = Path(folder).expanduser().resolve()
+        if folder == Path.cwd().resolve() or folder.parent == folder:
+            raise SenseIndexError(f"build the index in a folder of its own, not in {folder}")
         database_path = folder / DATABASE_FILE
         if folder.exists() and not folder.is_dir():
             raise SenseIndexError(f"{folder} exists and is not a folder")
@@ -254,7 +258,10 @@ class IndexStore:
         self.set_setting("status", _STATUS_COMPLETE)
         if self._target is None:
             return
+        # A finished index is read far more than written: rollback-journal mode lets it be read from
+        # a read-only folder, which WAL mode does not.
         self.db.execute("pragma wal_checkpoint(truncate)")
+        self.db.execute("pragma journal_mode=delete")
         self.db.close()
         target, staging = self._target, self.folder
         retired = target.with_name(f".{target.name}.replaced")
@@ -263,7 +270,12 @@ class IndexStore:
                 shutil.rmtree(retired)
             if target.exists():
                 target.rename(retired)
-            staging.rename(target)
+            try:
+                staging.rename(target)
+            except OSError:
+                if retired.exists() and not target.exists():
+                    retired.rename(target)  # put the previous index back
+                raise
             if retired.exists():
                 shutil.rmtree(retired)
         except OSError as error:

@@ -365,6 +365,8 @@ class SenseIndex:
             _, passage_score = _best_per_document(
                 *self._store.vectors_of_documents("passages", documents), vector, documents
             )
+            # a document without a passage vector (none should exist) falls back to its sentence score
+            passage_score = np.where(np.isfinite(passage_score), passage_score, sentence_score)
         else:
             passage_score = np.full(len(documents), np.nan, dtype=np.float32)
         if scoring == "sentence":

@@ -112,3 +112,21 @@ def test_an_index_without_passages_refuses_passage_scoring(tmp_path):
     )
     assert ok.exit_code == 0
     assert json.loads(ok.output.splitlines()[0])["doc_id"] == "herons"
+
+
+def test_every_document_gets_its_passages_even_when_the_last_chunk_is_full(tmp_path):
+    """The corpus's last passage must be stored even when its sentence filled the final chunk."""
+    words = " ".join(["river"] * 200)  # 1,199 characters: 167 of them pass the 200k-character chunk
+    source = tmp_path / "many.jsonl"
+    source.write_text(
+        "\n".join(json.dumps({"id": f"d{i}", "text": words}) for i in range(167)) + "\n", encoding="utf-8"
+    )
+    summary = senseindex.build_index(
+        [str(source)], tmp_path / "idx", sentence_splitting="paragraph", skip_stopwords=True
+    )
+    assert summary.documents == summary.passages == 167
+    with senseindex.open_index(tmp_path / "idx") as index:
+        hits = index.search_documents("river", k=167)
+        assert len(hits) == 167
+        assert all(np.isfinite(h.score) and h.passage_score is not None for h in hits)
+    assert index.search_word_many([]) == []

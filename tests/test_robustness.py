@@ -168,3 +168,43 @@ def test_a_piece_that_starts_on_a_symbol_still_reaches_its_word(sample_index):
     words = {w.form: w for w in sentence.words}
     assert {"F", "C"} <= set(words)
     assert words["F"].pieces == ("°f",)
+
+
+def test_the_working_folder_and_symbolic_links(tmp_path, monkeypatch):
+    source = tmp_path / "a.txt"
+    source.write_text("A seal slept on the rock.", encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(main, ["build-index", str(source), "--index", ".", "-q"])
+    _one_line_error(result, "a folder of its own")
+    assert work.is_dir()
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert (
+        CliRunner()
+        .invoke(main, ["build-index", str(source), "--index", str(tmp_path / "link"), "-q"])
+        .exit_code
+        == 0
+    )
+    assert (tmp_path / "link").is_symlink()
+    with senseindex.open_index(tmp_path / "link") as index:
+        assert index.search_word("the [seal] swam", k=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "link", "real", "work"]
+
+
+def test_a_finished_index_is_left_in_rollback_journal_mode(small_index):
+    """WAL mode would need write access to the folder just to read it; a finished index leaves no
+    -wal/-shm files behind."""
+    import sqlite3
+
+    connection = sqlite3.connect(small_index / "index.sqlite")
+    assert connection.execute("pragma journal_mode").fetchone()[0] == "delete"
+    connection.close()
+    assert sorted(p.name for p in small_index.iterdir()) == [
+        "index.sqlite",
+        "passages.faiss",
+        "sentences.faiss",
+        "words.faiss",
+    ]
