@@ -412,7 +412,6 @@ class Encoder:
         word_base = np.concatenate([[0], np.cumsum(word_counts)]).astype(np.int64)
         n_words = int(word_base[-1])
 
-        # Map each piece to the word whose span contains its first character (-1: punctuation etc.).
         piece_word = [
             _word_of_each_piece(spans, offsets)
             for spans, offsets in zip(word_spans, piece_offsets, strict=True)

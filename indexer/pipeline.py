@@ -21,7 +21,7 @@ from indexer.encoder import DEFAULT_MODEL, Encoder, EncoderSettings, load_encode
 from indexer.errors import SettingsError, SourceError
 from indexer.sources import STDIN, Document, read_documents, scan_sources
 from indexer.storage import IndexStore
-from indexer.text import SENTENCE_MODES, split_text, split_words
+from indexer.text import check_sentence_mode, split_text, split_words
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called as ``progress(bytes_done, bytes_total)``; ``bytes_total`` is None when reading stdin."""
@@ -61,12 +61,16 @@ class BuildSummary:
         return asdict(self)
 
 
-def index_settings(encoder: Encoder, skip_stopwords: bool) -> dict[str, Any]:
+def index_settings(
+    encoder: Encoder, skip_stopwords: bool, passages: str, sentence_splitting: str
+) -> dict[str, Any]:
     """Everything stored about how an index was built, so queries embed the same way.
 
     Args:
         encoder: the loaded encoder.
         skip_stopwords: whether function words were left out.
+        passages: the passage mode.
+        sentence_splitting: the sentence splitting mode.
 
     Returns:
         JSON-able settings (see the README's on-disk format).
@@ -88,6 +92,8 @@ def index_settings(encoder: Encoder, skip_stopwords: bool) -> dict[str, Any]:
         "sentence_dimension": encoder.sentence_dimension,
         "word_dimension": encoder.word_dimension,
         "skip_stopwords": skip_stopwords,
+        "passages": passages,
+        "sentence_splitting": sentence_splitting,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -276,10 +282,7 @@ def build_index(
     started = time.perf_counter()
     if passages not in PASSAGE_MODES:
         raise SettingsError(f"unknown passage mode {passages!r}; use one of {', '.join(PASSAGE_MODES)}")
-    if sentence_splitting not in SENTENCE_MODES:
-        raise SettingsError(
-            f"unknown sentence splitting {sentence_splitting!r}; use one of {', '.join(SENTENCE_MODES)}"
-        )
+    check_sentence_mode(sentence_splitting)
     settings = settings or EncoderSettings(model=DEFAULT_MODEL)
     files, scan = scan_sources(sources)
     read_stdin = STDIN in sources
@@ -290,13 +293,7 @@ def build_index(
         )
     encoder = load_encoder(settings)
     store = IndexStore.create(
-        Path(index_dir),
-        {
-            **index_settings(encoder, skip_stopwords),
-            "passages": passages,
-            "sentence_splitting": sentence_splitting,
-        },
-        overwrite,
+        Path(index_dir), index_settings(encoder, skip_stopwords, passages, sentence_splitting), overwrite
     )
     builder = _Builder(encoder, store, passages)
     counts = builder.counts

@@ -454,14 +454,7 @@ class IndexStore:
         """
         if table not in ("sentences", "passages"):
             raise ValueError(table)
-        pairs: list[tuple[int, int]] = []
-        document_list = [int(d) for d in documents]
-        for start in range(0, len(document_list), 900):
-            chunk = document_list[start : start + 900]
-            pairs += self.db.execute(
-                f"select id, document from {table} where document in ({','.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
+        pairs = self._select_in(f"select id, document from {table} where document in ({{}})", documents)
         ids = np.asarray([p[0] for p in pairs], dtype=np.int64)
         owners = np.asarray([p[1] for p in pairs], dtype=np.int64)
         if not len(ids):
@@ -473,16 +466,7 @@ class IndexStore:
         """Document rowid of each sentence or passage id."""
         if table not in ("sentences", "passages"):
             raise ValueError(table)
-        id_list = [int(i) for i in ids]
-        result: dict[int, int] = {}
-        for start in range(0, len(id_list), 900):
-            chunk = id_list[start : start + 900]
-            result.update(
-                self.db.execute(
-                    f"select id, document from {table} where id in ({','.join('?' * len(chunk))})", chunk
-                ).fetchall()
-            )
-        return result
+        return dict(self._select_in(f"select id, document from {table} where id in ({{}})", ids))
 
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Document rows (without their text), keyed by document rowid."""
@@ -536,18 +520,27 @@ class IndexStore:
 
     @_reading
     def _rows(self, sql: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        id_list = [int(i) for i in ids]
         result: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(id_list), 900):  # stay under SQLite's bound-parameter limit
-            chunk = id_list[start : start + 900]
-            cursor = self.db.execute(sql.format(",".join("?" * len(chunk))), chunk)
-            names = [d[0] for d in cursor.description]
-            for row in cursor.fetchall():
-                record = dict(zip(names, row, strict=True))
-                if "metadata" in record:
-                    record["metadata"] = json.loads(record["metadata"] or "{}")
-                result[record["id"]] = record
+        for record in self._select_in(sql, ids, as_dicts=True):
+            if "metadata" in record:
+                record["metadata"] = json.loads(record["metadata"] or "{}")
+            result[record["id"]] = record
         return result
+
+    def _select_in(self, sql: str, values: Iterable[int], as_dicts: bool = False) -> list[Any]:
+        """Run ``sql`` (with ``{}`` where the ``in (...)`` placeholders go) over many integer values,
+        in chunks that stay under SQLite's bound-parameter limit; rows as tuples or dicts."""
+        value_list = [int(v) for v in values]
+        rows: list[Any] = []
+        for start in range(0, len(value_list), 900):
+            chunk = value_list[start : start + 900]
+            cursor = self.db.execute(sql.format(",".join("?" * len(chunk))), chunk)
+            if as_dicts:
+                names = [d[0] for d in cursor.description]
+                rows += [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            else:
+                rows += cursor.fetchall()
+        return rows
 
 
 _VECTOR_FILES = {

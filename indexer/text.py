@@ -121,7 +121,7 @@ def split_sentences(text: str, paragraph: Span) -> list[Span]:
 
 def _continues_sentence(segment: str) -> bool:
     first = segment[0]
-    return first.islower() or (not first.isalnum() and first in ",;:)]}%.!?-\u2013\u2014")
+    return first.islower() or first in ",;:)]}%.!?-\u2013\u2014"
 
 
 SENTENCE_MODES = ("auto", "paragraph", "line")
@@ -142,18 +142,23 @@ def split_text(text: str, mode: str = "auto") -> list[Span]:
     Raises:
         SettingsError: an unknown mode.
     """
+    check_sentence_mode(mode)
     if mode == "auto":
         return [s for p in split_paragraphs(text) for s in split_sentences(text, p)]
     if mode == "paragraph":
         return list(split_paragraphs(text))
-    if mode == "line":
-        spans: list[Span] = []
-        position = 0
-        for line in text.splitlines(keepends=True):
-            spans.extend(_strip_span(text, position, position + len(line)))
-            position += len(line)
-        return spans
-    raise SettingsError(f"unknown sentence splitting {mode!r}; use one of {', '.join(SENTENCE_MODES)}")
+    spans: list[Span] = []  # "line"
+    position = 0
+    for line in text.splitlines(keepends=True):
+        spans.extend(_strip_span(text, position, position + len(line)))
+        position += len(line)
+    return spans
+
+
+def check_sentence_mode(mode: str) -> None:
+    """Raise :class:`SettingsError` unless ``mode`` is one of :data:`SENTENCE_MODES`."""
+    if mode not in SENTENCE_MODES:
+        raise SettingsError(f"unknown sentence splitting {mode!r}; use one of {', '.join(SENTENCE_MODES)}")
 
 
 @functools.lru_cache(maxsize=200_000)
