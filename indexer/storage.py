@@ -385,30 +385,18 @@ class IndexStore:
         }
 
     @_reading
-    def search_sentences(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k sentences whose vectors have the highest inner product with a query vector.
+    def search(self, table: str, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k sentences, words or passages whose vectors best match a query vector.
 
         Args:
-            vector: ``(sentence_dimension,)`` float32, L2-normalised.
+            table: ``sentences``, ``words`` or ``passages``.
+            vector: ``(dimension(table),)`` float32, L2-normalised.
             k: number of hits.
 
         Returns:
             ``(ids, scores)``: int64 and float32 arrays of up to ``k`` hits, best first.
         """
-        return _search(self._vectors("sentences"), vector, k)
-
-    @_reading
-    def search_words(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k word occurrences whose vectors best match a query vector, over the whole index.
-
-        Args:
-            vector: ``(word_dimension,)`` float32, L2-normalised.
-            k: number of hits.
-
-        Returns:
-            ``(ids, scores)``: int64 and float32 arrays, best first.
-        """
-        return _search(self._vectors("words"), vector, k)
+        return _search(self._vectors(table), vector, k)
 
     @_reading
     def word_vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -422,21 +410,8 @@ class IndexStore:
         """
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not len(ids):
-            return np.zeros((0, int(self.settings["word_dimension"])), dtype=np.float32)
+            return np.zeros((0, self.dimension("words")), dtype=np.float32)
         return self._vectors("words").reconstruct_batch(ids)
-
-    @_reading
-    def search_passages(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k passages whose vectors best match a query vector.
-
-        Args:
-            vector: ``(sentence_dimension,)`` float32, L2-normalised.
-            k: number of hits.
-
-        Returns:
-            ``(ids, scores)``: int64 and float32 arrays, best first.
-        """
-        return _search(self._vectors("passages"), vector, k)
 
     @_reading
     def vectors_of_documents(

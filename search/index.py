@@ -292,7 +292,7 @@ class SenseIndex:
             Up to ``k`` hits, best first.
         """
         _check_k(k)
-        return self._sentence_hits(*self._store.search_sentences(self.embed_query_sentence(text), k))
+        return self._sentence_hits(*self._store.search("sentences", self.embed_query_sentence(text), k))
 
     def _sentence_hits(self, ids: np.ndarray, scores: np.ndarray) -> list[SentenceHit]:
         rows = self._store.sentence_rows(ids)
@@ -350,10 +350,10 @@ class SenseIndex:
             raise QueryError("this index has no passage vectors; use sentence scoring or rebuild it")
         vector = self.embed_query_sentence(text)
         depth = max(100, 10 * k)
-        sentence_ids, _ = self._store.search_sentences(vector, depth)
+        sentence_ids, _ = self._store.search("sentences", vector, depth)
         candidates = set(self._store.documents_of("sentences", sentence_ids).values())
         if has_passages:
-            passage_ids, _ = self._store.search_passages(vector, depth)
+            passage_ids, _ = self._store.search("passages", vector, depth)
             candidates |= set(self._store.documents_of("passages", passage_ids).values())
         documents = np.asarray(sorted(candidates), dtype=np.int64)
         if not len(documents):
@@ -475,7 +475,7 @@ class SenseIndex:
         own_lemma = lemmatize(query.form)
         depth = max(200, 50 * k)
         while True:
-            ids, scores = self._store.search_words(vector, depth)
+            ids, scores = self._store.search("words", vector, depth)
             rows = self._store.word_rows(ids)
             by_lemma: dict[str, list[tuple[int, float]]] = {}
             for word_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
