@@ -123,6 +123,13 @@ def main() -> None:
     help="Sentence splitting: auto, or take each paragraph / JSONL text (paragraph) or each line "
     "(line) as one sentence, for corpora already split into sentences.",
 )
+@click.option(
+    "--index-type",
+    default="auto",
+    show_default=True,
+    help="Vector index: auto (exact up to 65,536 vectors per table, SQ8 above), flat (always exact) "
+    "or a FAISS index_factory string such as SQ8, SQ4, IVF1024,SQ8 or HNSW32.",
+)
 @click.option("--skip-stopwords", is_flag=True, help="Give function words no word vector.")
 @click.option("--overwrite", is_flag=True, help="Replace an index already in the folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -139,6 +146,7 @@ def build_index_command(
     batch_size: int,
     passages: str,
     sentence_splitting: str,
+    index_type: str,
     skip_stopwords: bool,
     overwrite: bool,
     quiet: bool,
@@ -154,6 +162,7 @@ def build_index_command(
       senseindex build-index data/sample --index sample.idx
       senseindex build-index notes.jsonl --index notes.idx --layers mean-last-4
       cat essay.txt | senseindex build-index - --index essay.idx
+      senseindex build-index corpus/ --index big.idx --index-type IVF1024,SQ8
     """
     from tqdm import tqdm
 
@@ -183,6 +192,7 @@ def build_index_command(
             progress=show_progress,
             passages=passages,
             sentence_splitting=sentence_splitting,
+            index_type=index_type,
         )
     finally:
         bar.close()
@@ -305,6 +315,9 @@ def info_command(index_dir: str, as_json: bool) -> None:
         click.echo(f"{name}: {value:,}")
     for name, value in info["settings"].items():
         click.echo(f"{name}: {value}")
+    for shard in info["vector_files"]:
+        size = "missing" if shard["bytes"] is None else f"{shard['bytes']:,} bytes"
+        click.echo(f"vector file {shard['file']}: {shard['count']:,} vectors, {shard['index_type']}, {size}")
 
 
 if __name__ == "__main__":

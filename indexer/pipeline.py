@@ -20,7 +20,7 @@ from indexer import __version__
 from indexer.encoder import DEFAULT_MODEL, Encoder, EncoderSettings, load_encoder
 from indexer.errors import SettingsError, SourceError
 from indexer.sources import STDIN, Document, read_documents, scan_sources
-from indexer.storage import IndexStore
+from indexer.storage import AUTO_INDEX_TYPE, IndexStore, check_index_type
 from indexer.text import check_sentence_mode, split_text, split_words
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -28,6 +28,7 @@ ProgressCallback = Callable[[int, int | None], None]
 
 _CHUNK_CHARACTERS = 200_000
 PASSAGE_MODES = ("pooled", "encoded", "none")
+TABLES = ("sentences", "words", "passages")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class BuildSummary:
         skipped_files: files in source folders that are not ``.txt``, ``.md`` or ``.jsonl``.
         empty_documents: documents with no text, not stored.
         unaligned_words: words no WordPiece covered, not stored (should be 0).
+        index_types: the vector index type each table got (``flat`` or a FAISS factory string).
     """
 
     documents: int
@@ -55,6 +57,7 @@ class BuildSummary:
     skipped_files: list[str] = field(default_factory=list)
     empty_documents: int = 0
     unaligned_words: int = 0
+    index_types: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as a JSON-able dict."""
@@ -62,7 +65,11 @@ class BuildSummary:
 
 
 def index_settings(
-    encoder: Encoder, skip_stopwords: bool, passages: str, sentence_splitting: str
+    encoder: Encoder,
+    skip_stopwords: bool,
+    passages: str,
+    sentence_splitting: str,
+    index_type: str = AUTO_INDEX_TYPE,
 ) -> dict[str, Any]:
     """Everything stored about how an index was built, so queries embed the same way.
 
@@ -71,6 +78,7 @@ def index_settings(
         skip_stopwords: whether function words were left out.
         passages: the passage mode.
         sentence_splitting: the sentence splitting mode.
+        index_type: the vector index type asked for.
 
     Returns:
         JSON-able settings (see the README's on-disk format).
@@ -94,6 +102,7 @@ def index_settings(
         "skip_stopwords": skip_stopwords,
         "passages": passages,
         "sentence_splitting": sentence_splitting,
+        "index_type": index_type,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -253,6 +262,7 @@ def build_index(
     stdin: TextIO | None = None,
     passages: str = "pooled",
     sentence_splitting: str = "auto",
+    index_type: str = AUTO_INDEX_TYPE,
 ) -> BuildSummary:
     """Build a new index of documents at sentence, word and passage level.
 
@@ -270,6 +280,9 @@ def build_index(
             pass over each passage, or ``none``.
         sentence_splitting: ``auto`` (pysbd, at blank lines first), ``paragraph`` (a paragraph or
             JSONL text is one sentence: for corpora already split into sentences) or ``line``.
+        index_type: vector index type: ``auto`` (exact for tables of up to 65,536 vectors, 8-bit
+            scalar quantisation above), ``flat`` (always exact) or a FAISS ``index_factory`` string
+            such as ``SQ8``, ``IVF1024,SQ8`` or ``HNSW32`` (see the README's choice table).
 
     Returns:
         What was stored.
@@ -292,8 +305,11 @@ def build_index(
             + (f" ({len(scan.skipped_files)} other files skipped)" if scan.skipped_files else "")
         )
     encoder = load_encoder(settings)
+    check_index_type(index_type, encoder.word_dimension)
     store = IndexStore.create(
-        Path(index_dir), index_settings(encoder, skip_stopwords, passages, sentence_splitting), overwrite
+        Path(index_dir),
+        index_settings(encoder, skip_stopwords, passages, sentence_splitting, index_type),
+        overwrite,
     )
     builder = _Builder(encoder, store, passages)
     counts = builder.counts
@@ -348,6 +364,7 @@ def build_index(
         skipped_files=scan.skipped_files,
         empty_documents=counts["empty"],
         unaligned_words=counts["unaligned"],
+        index_types={table: str(store.settings.get(f"{table}_index_type")) for table in TABLES},
     )
 
 

@@ -132,8 +132,8 @@ class SenseIndex:
         return self._store.folder
 
     def info(self) -> dict[str, Any]:
-        """Settings and row counts: ``{"path", "settings", "counts"}``."""
-        return {"path": str(self.path), "settings": self.settings, "counts": self._store.counts()}
+        """Settings, row counts and vector files: ``{"path", "settings", "counts", "vector_files"}``."""
+        return _describe(self._store)
 
     def close(self) -> None:
         """Release the database connection."""
@@ -592,13 +592,23 @@ def index_info(path: str | Path) -> dict[str, Any]:
         path: the index folder.
 
     Returns:
-        ``{"path", "settings", "counts"}``.
+        ``{"path", "settings", "counts", "vector_files"}``; each vector file is ``{"table", "file",
+        "first_id", "count", "index_type", "bytes"}``.
 
     Raises:
         IndexNotFound, SchemaMismatch, IndexCorrupted: as :func:`open_index`.
     """
     store = IndexStore.open(Path(path))
     try:
-        return {"path": str(store.folder), "settings": dict(store.settings), "counts": store.counts()}
+        return _describe(store)
     finally:
         store.close()
+
+
+def _describe(store: IndexStore) -> dict[str, Any]:
+    return {
+        "path": str(store.folder),
+        "settings": dict(store.settings),
+        "counts": store.counts(),
+        "vector_files": store.vector_files(),
+    }

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import senseindex
 
@@ -55,3 +56,9 @@ def sample_documents() -> dict[str, str]:
 def sample_corpus() -> Path:
     """The bundled sample corpus folder."""
     return SAMPLE_CORPUS
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A click test runner."""
+    return CliRunner()

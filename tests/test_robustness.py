@@ -78,10 +78,10 @@ def test_damaged_indexes_are_one_line_errors(small_index, damage, fragment):
     import sqlite3
 
     if damage == "truncate-words":
-        path = small_index / "words.faiss"
+        path = small_index / "words-00000.faiss"
         path.write_bytes(path.read_bytes()[:100])
     elif damage == "swap-vectors":
-        (small_index / "words.faiss").write_bytes((small_index / "sentences.faiss").read_bytes())
+        (small_index / "words-00000.faiss").write_bytes((small_index / "sentences-00000.faiss").read_bytes())
     elif damage == "garbage-sqlite":
         path = small_index / "index.sqlite"
         data = bytearray(path.read_bytes())
@@ -204,7 +204,7 @@ def test_a_finished_index_is_left_in_rollback_journal_mode(small_index):
     connection.close()
     assert sorted(p.name for p in small_index.iterdir()) == [
         "index.sqlite",
-        "passages.faiss",
-        "sentences.faiss",
-        "words.faiss",
+        "passages-00000.faiss",
+        "sentences-00000.faiss",
+        "words-00000.faiss",
     ]

@@ -1,28 +1,27 @@
 """On-disk index storage: SQLite for everything but vectors, FAISS for vectors.
 
-This is the only module of senseindex that touches SQLite and FAISS. A FAISS id is always the rowid of
-the SQLite row the vector belongs to (``sentences.id`` or ``words.id``).
+This package is the only part of senseindex that touches SQLite and FAISS. A vector's FAISS position is
+always tied to the SQLite rowid of the row it belongs to (``sentences.id``, ``words.id`` or
+``passages.id``) through the ``shards`` table: see :mod:`indexer.storage.vectors`.
 
 Folder layout (see the README, "On-disk index format")::
 
-    DIR/index.sqlite     settings, documents, sentences, words
-    DIR/sentences.faiss  one vector per sentence, id = sentences.id
-    DIR/words.faiss      one vector per word occurrence, id = words.id
-    DIR/passages.faiss   one vector per passage (consecutive sentences), id = passages.id
+    DIR/index.sqlite            settings, documents, sentences, words, passages, shards
+    DIR/sentences-00000.faiss   sentence vectors, one shard file per run of rowids
+    DIR/words-00000.faiss       word-occurrence vectors
+    DIR/passages-00000.faiss    passage vectors (consecutive sentences)
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import faiss
 import numpy as np
 import sqlite_utils
 
@@ -33,15 +32,27 @@ from indexer.errors import (
     SchemaMismatch,
     SenseIndexError,
 )
+from indexer.storage.vectors import (
+    AUTO_INDEX_TYPE,
+    Shard,
+    ShardSet,
+    ShardWriter,
+    check_index_type,
+)
 
-SCHEMA_VERSION = 1
+__all__ = ["AUTO_INDEX_TYPE", "IndexStore", "check_index_type"]
+
+SCHEMA_VERSION = 2
 DATABASE_FILE = "index.sqlite"
-SENTENCE_VECTORS_FILE = "sentences.faiss"
-WORD_VECTORS_FILE = "words.faiss"
-PASSAGE_VECTORS_FILE = "passages.faiss"
 VECTOR_TABLES = ("sentences", "words", "passages")
 _STATUS_BUILDING = "building"
 _STATUS_COMPLETE = "complete"
+_COLUMNS = {
+    "documents": ("id", "doc_id", "source", "text", "metadata", "content_hash"),
+    "sentences": ("id", "document", "position", "start", "end", "text"),
+    "words": ("id", "sentence", "document", "start", "end", "form", "lemma"),
+    "passages": ("id", "document", "start", "end", "first_sentence", "last_sentence"),
+}
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -63,18 +74,6 @@ def _reading(method: _Method) -> _Method:
     return wrapper  # type: ignore[return-value]
 
 
-def _new_vector_index(dimension: int) -> faiss.Index:
-    # Exact inner product over L2-normalised vectors = cosine similarity; the id map keeps FAISS ids
-    # equal to SQLite rowids and (IDMap2) lets vectors be read back by id.
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
-
-
-def _write_atomically(index: faiss.Index, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(temporary))
-    os.replace(temporary, path)
-
-
 class IndexStore:
     """An index folder: the SQLite database and the two FAISS vector files.
 
@@ -85,7 +84,8 @@ class IndexStore:
         self.folder = folder
         self.db = database
         self.settings: dict[str, Any] = {}
-        self._vector_indexes: dict[str, faiss.Index] = {}
+        self._shard_sets: dict[str, ShardSet] = {}
+        self._writers: dict[str, ShardWriter] = {}
         self._target: Path | None = None
         self._load_settings()
 
@@ -111,8 +111,9 @@ class IndexStore:
 
         Args:
             folder: the index folder; created if missing.
-            settings: index settings to store (JSON-able values); must hold ``sentence_dimension`` and
-                ``word_dimension``.
+            settings: index settings to store (JSON-able values); must hold ``sentence_dimension``,
+                ``word_dimension`` and ``index_type`` (``auto``, ``flat`` or a FAISS factory string,
+                checked with :func:`check_index_type`).
             overwrite: replace an index already in the folder.
 
         Returns:
@@ -200,14 +201,20 @@ class IndexStore:
             foreign_keys=[("document", "documents", "id")],
         )
         database["passages"].create_index(["document"])
+        database["shards"].create(
+            {"id": int, "table_name": str, "file": str, "first_id": int, "count": int, "index_type": str},
+            pk="id",
+        )
         all_settings = {**settings, "schema_version": SCHEMA_VERSION, "status": _STATUS_BUILDING}
         database["settings"].insert_all(
             [{"key": key, "value": json.dumps(value)} for key, value in all_settings.items()]
         )
         store = cls(staging, database)
         store._target = folder
+        index_type = str(settings.get("index_type", AUTO_INDEX_TYPE))
         for table in VECTOR_TABLES:
-            store._vector_indexes[table] = _new_vector_index(store.dimension(table))
+            dimension = store.dimension(table)
+            store._writers[table] = ShardWriter(staging, table, dimension, index_type, first_id=1)
         return store
 
     @classmethod
@@ -245,6 +252,11 @@ class IndexStore:
                 f"{folder} was written with index format version {version}; this senseindex reads "
                 f"up to version {SCHEMA_VERSION} — upgrade senseindex"
             )
+        if version < SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"{folder} was written with the older index format version {version}; this senseindex "
+                f"reads version {SCHEMA_VERSION} — rebuild it with build-index --overwrite"
+            )
         return store
 
     def finish(self) -> None:
@@ -253,9 +265,12 @@ class IndexStore:
         Raises:
             SenseIndexError: the finished index cannot be moved into place.
         """
-        for table in VECTOR_TABLES:
-            _write_atomically(self._vectors(table), self.folder / _VECTOR_FILES[table])
-        self.set_setting("status", _STATUS_COMPLETE)
+        with self.db.conn:
+            for table, writer in self._writers.items():
+                self._record_shards(writer.finish())
+                self._upsert_setting(f"{table}_index_type", writer.resolved_type or "flat")
+            self._upsert_setting("status", _STATUS_COMPLETE)
+        self._writers = {}
         if self._target is None:
             return
         # A finished index is read far more than written: rollback-journal mode lets it be read from
@@ -302,7 +317,12 @@ class IndexStore:
             value: a JSON-able value.
         """
         with self.db.conn:
-            self.db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
+            self._upsert_setting(key, value)
+
+    def _upsert_setting(self, key: str, value: Any) -> None:
+        self.db.execute(
+            "insert or replace into settings (key, value) values (?, ?)", [key, json.dumps(value)]
+        )
         self.settings[key] = value
 
     # ----------------------------------------------------------------------------------- writing
@@ -342,39 +362,76 @@ class IndexStore:
             passage_vectors: ``(len(passages), sentence_dimension)`` float32.
         """
         with self.db.conn:
-            if documents:
-                self.db["documents"].insert_all(documents, batch_size=500)
-            if sentences:
-                self.db["sentences"].insert_all(sentences, batch_size=2000)
-            if words:
-                self.db["words"].insert_all(words, batch_size=5000)
-            if passages:
-                self.db["passages"].insert_all(passages, batch_size=2000)
-        for table, rows, vectors in (
-            ("sentences", sentences, sentence_vectors),
-            ("words", words, word_vectors),
-            ("passages", passages, passage_vectors),
-        ):
-            if rows:
-                ids = np.fromiter((row["id"] for row in rows), dtype=np.int64, count=len(rows))
-                self._vectors(table).add_with_ids(vectors, ids)
+            for table, rows in (
+                ("documents", documents),
+                ("sentences", sentences),
+                ("words", words),
+                ("passages", passages),
+            ):
+                self._insert(table, rows)
+            for table, rows, vectors in (
+                ("sentences", sentences, sentence_vectors),
+                ("words", words, word_vectors),
+                ("passages", passages, passage_vectors),
+            ):
+                if not rows:
+                    continue
+                writer = self._writers[table]
+                if rows[0]["id"] != writer.next_id or rows[-1]["id"] != writer.next_id + len(rows) - 1:
+                    raise ValueError(f"{table} ids must continue from {writer.next_id} without gaps")
+                self._record_shards(writer.add(vectors))
+
+    def _insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        # Plain executemany: sqlite-utils' insert_all costs more than the model on big builds.
+        if not rows:
+            return
+        columns = _COLUMNS[table]
+        sql = (
+            f"insert into {table} ({', '.join(f'[{c}]' for c in columns)}) "
+            f"values ({', '.join('?' * len(columns))})"
+        )
+        self.db.conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+
+    def _record_shards(self, shards: list[Shard]) -> None:
+        for shard in shards:
+            self.db.execute(
+                "insert into shards (table_name, file, first_id, count, index_type) values (?, ?, ?, ?, ?)",
+                [shard.table, shard.file, shard.first_id, shard.count, shard.index_type],
+            )
 
     # ----------------------------------------------------------------------------------- reading
 
     @_reading
-    def _load(self, name: str) -> faiss.Index:
-        path = self.folder / name
-        if not path.is_file():
-            raise IndexCorrupted(f"{path} is missing; rebuild the index")
-        try:
-            return faiss.read_index(str(path))
-        except RuntimeError as error:
-            raise IndexCorrupted(f"{path} cannot be read ({error}); rebuild the index") from error
+    def _vectors(self, table: str) -> ShardSet:
+        if table not in self._shard_sets:
+            rows = self.db.execute(
+                "select file, first_id, count, index_type from shards where table_name = ? order by first_id",
+                [table],
+            ).fetchall()
+            shards = [Shard(table, file, first, count, kind) for file, first, count, kind in rows]
+            self._shard_sets[table] = ShardSet(self.folder, shards, self.dimension(table))
+        return self._shard_sets[table]
 
-    def _vectors(self, table: str) -> faiss.Index:
-        if table not in self._vector_indexes:
-            self._vector_indexes[table] = self._load(_VECTOR_FILES[table])
-        return self._vector_indexes[table]
+    @_reading
+    def vector_files(self) -> list[dict[str, Any]]:
+        """Every vector shard: table, file, first rowid, vector count, index type and bytes on disk."""
+        rows = self.db.execute(
+            "select table_name, file, first_id, count, index_type from shards order by table_name, first_id"
+        ).fetchall()
+        result = []
+        for table, file, first, count, kind in rows:
+            path = self.folder / file
+            result.append(
+                {
+                    "table": table,
+                    "file": file,
+                    "first_id": first,
+                    "count": count,
+                    "index_type": kind,
+                    "bytes": path.stat().st_size if path.is_file() else None,
+                }
+            )
+        return result
 
     @_reading
     def counts(self) -> dict[str, int]:
@@ -396,7 +453,7 @@ class IndexStore:
         Returns:
             ``(ids, scores)``: int64 and float32 arrays of up to ``k`` hits, best first.
         """
-        return _search(self._vectors(table), vector, k)
+        return self._vectors(table).search(vector, k)
 
     @_reading
     def word_vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -411,7 +468,7 @@ class IndexStore:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not len(ids):
             return np.zeros((0, self.dimension("words")), dtype=np.float32)
-        return self._vectors("words").reconstruct_batch(ids)
+        return self._vectors("words").reconstruct(ids)
 
     @_reading
     def vectors_of_documents(
@@ -434,7 +491,7 @@ class IndexStore:
         owners = np.asarray([p[1] for p in pairs], dtype=np.int64)
         if not len(ids):
             return ids, owners, np.zeros((0, self.dimension(table)), dtype=np.float32)
-        return ids, owners, self._vectors(table).reconstruct_batch(ids)
+        return ids, owners, self._vectors(table).reconstruct(ids)
 
     @_reading
     def documents_of(self, table: str, ids: Iterable[int]) -> dict[int, int]:
@@ -516,23 +573,6 @@ class IndexStore:
             else:
                 rows += cursor.fetchall()
         return rows
-
-
-_VECTOR_FILES = {
-    "sentences": SENTENCE_VECTORS_FILE,
-    "words": WORD_VECTORS_FILE,
-    "passages": PASSAGE_VECTORS_FILE,
-}
-
-
-def _search(index: faiss.Index, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    k = min(k, index.ntotal)
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-    scores, ids = index.search(query, k)
-    keep = ids[0] >= 0
-    return ids[0][keep], scores[0][keep]
 
 
 def _staging_folder(folder: Path) -> Path:

@@ -1,0 +1,344 @@
+"""FAISS vector shards: how vectors are streamed to disk during a build and searched afterwards.
+
+A table's vectors (sentences, words or passages) live in one or more shard files. A shard holds the
+vectors of a contiguous run of SQLite rowids, so a FAISS result ``i`` of a shard is rowid
+``first_id + i`` and no id map (8 bytes per vector) is stored. During a build at most one shard per
+table is in memory; a full shard is written to disk and dropped, which keeps a build's memory flat in
+the corpus size.
+
+Index types (``index_type``):
+
+- ``flat``: exact inner product over float32 vectors (1,536 bytes per 384-d vector).
+- ``auto`` (default): exact while a table holds at most :data:`EXACT_LIMIT` vectors; above it the
+  table is stored as :data:`AUTO_COMPRESSED_TYPE` (8-bit scalar quantisation, a quarter of the size).
+- any FAISS ``index_factory`` string (``SQ8``, ``SQ4``, ``IVF1024,SQ8``, ``HNSW32``, ``PQ64``...),
+  trained on the table's first :data:`TRAINING_VECTORS` vectors; every later shard of the table
+  reuses that training, so scores stay comparable across shards.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from indexer.errors import IndexCorrupted, SettingsError
+
+AUTO_INDEX_TYPE = "auto"
+FLAT_INDEX_TYPE = "flat"
+AUTO_COMPRESSED_TYPE = "SQ8"
+EXACT_LIMIT = 65_536
+"""Under ``auto``, a table with more vectors than this is compressed."""
+TRAINING_VECTORS = 65_536
+"""Vectors a trained index type (SQ, IVF, PQ) learns from: the table's first ones."""
+SHARD_BYTES = 128 * 2**20
+"""A shard is written to disk once its stored codes reach this size."""
+IVF_PROBE_FRACTION = 16
+"""IVF shards are searched with ``nprobe = nlist / IVF_PROBE_FRACTION`` (at least 1)."""
+HNSW_EF_SEARCH = 128
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One vector file of a table.
+
+    Attributes:
+        table: ``sentences``, ``words`` or ``passages``.
+        file: the file name inside the index folder.
+        first_id: rowid of the shard's first vector; vector ``i`` is rowid ``first_id + i``.
+        count: number of vectors.
+        index_type: ``flat`` or the FAISS factory string it was built with.
+    """
+
+    table: str
+    file: str
+    first_id: int
+    count: int
+    index_type: str
+
+
+def check_index_type(index_type: str, dimension: int) -> None:
+    """Raise :class:`SettingsError` unless ``index_type`` is ``auto``, ``flat`` or a FAISS factory string
+    that builds an index for ``dimension``-d vectors without an id map of its own."""
+    if index_type in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
+        return
+    if "IDMap" in index_type:
+        raise SettingsError("--index-type must not contain IDMap: senseindex maps ids itself")
+    try:
+        _factory(index_type, dimension)
+    except RuntimeError as error:
+        # FAISS messages start with the C++ function's signature; the reason follows "failed:".
+        detail = str(error).split("failed:")[-1].split("Error:")[-1].strip() or "invalid"
+        raise SettingsError(
+            f"--index-type {index_type!r} is not a FAISS index_factory string for {dimension}-d "
+            f"vectors ({detail[:120]}); try auto, flat, SQ8, IVF1024,SQ8 or HNSW32"
+        ) from error
+
+
+def _training_points_needed(index: faiss.Index) -> int:
+    """Training vectors a type needs: FAISS' own rule of 39 points per k-means centroid (IVF lists,
+    PQ codebooks); scalar quantisers only learn value ranges."""
+    needed = 1
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        needed = max(needed, 39 * ivf.nlist)
+    for candidate in (index, ivf):
+        quantizer = getattr(faiss.downcast_index(candidate), "pq", None) if candidate is not None else None
+        if quantizer is not None:
+            needed = max(needed, 39 * int(quantizer.ksub))
+    return needed
+
+
+def _factory(index_type: str, dimension: int) -> faiss.Index:
+    description = "Flat" if index_type == FLAT_INDEX_TYPE else index_type
+    return faiss.index_factory(dimension, description, faiss.METRIC_INNER_PRODUCT)
+
+
+class ShardWriter:
+    """Receives a table's vectors in rowid order and writes them as shards.
+
+    Args:
+        folder: the index folder the shard files go to.
+        table: the table's name (used in file names).
+        dimension: vector dimension.
+        index_type: ``auto``, ``flat`` or a FAISS factory string (checked by :func:`check_index_type`).
+        first_id: rowid of the first vector that will be added.
+        first_number: number of the first shard file (files are ``{table}-{number:05d}.faiss``).
+    """
+
+    def __init__(
+        self, folder: Path, table: str, dimension: int, index_type: str, first_id: int, first_number: int = 0
+    ) -> None:
+        self.folder = folder
+        self.table = table
+        self.dimension = dimension
+        self.requested = index_type
+        self.next_id = first_id
+        self.next_number = first_number
+        # Until the type is settled (auto, or a type still to be trained), vectors wait here as float32.
+        self._pending: list[np.ndarray] = []
+        self._pending_count = 0
+        self._trained: bytes | None = None  # the trained, empty index every shard starts from
+        self._current: faiss.Index | None = None
+        self._current_first = first_id
+        self._capacity = 0
+        self._resolved: str | None = FLAT_INDEX_TYPE if index_type == FLAT_INDEX_TYPE else None
+        if self._resolved == FLAT_INDEX_TYPE:
+            self._start_shards(_factory(FLAT_INDEX_TYPE, dimension))
+
+    @property
+    def resolved_type(self) -> str | None:
+        """The index type the table got, once known."""
+        return self._resolved
+
+    def add(self, vectors: np.ndarray) -> list[Shard]:
+        """Append vectors (the next rowids in order).
+
+        Args:
+            vectors: ``(n, dimension)`` float32, L2-normalised.
+
+        Returns:
+            The shards this call completed and wrote to disk (often none).
+        """
+        if not len(vectors):
+            return []
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.next_id += len(vectors)
+        if self._current is None:
+            self._pending.append(vectors.copy())
+            self._pending_count += len(vectors)
+            # auto waits until the table is known to be large; a fixed type only for its training sample
+            enough = EXACT_LIMIT + 1 if self.requested == AUTO_INDEX_TYPE else TRAINING_VECTORS
+            if self._pending_count < enough:
+                return []
+            self._settle(large=True)
+            return self._drain_pending()
+        return self._append(vectors)
+
+    def finish(self) -> list[Shard]:
+        """Write everything still in memory.
+
+        Returns:
+            The shards written by this call.
+        """
+        if self._current is None:
+            if not self._pending_count:
+                return []
+            self._settle(self._pending_count > EXACT_LIMIT)
+            written = self._drain_pending()
+        else:
+            written = []
+        if self._current is not None and self._current.ntotal:
+            written.append(self._write_current())
+        self._current = None
+        return written
+
+    def _settle(self, large: bool) -> None:
+        """Choose the table's index type and train it on the waiting vectors."""
+        if self.requested == AUTO_INDEX_TYPE:
+            self._resolved = AUTO_COMPRESSED_TYPE if large else FLAT_INDEX_TYPE
+        else:
+            self._resolved = self.requested
+        index = _factory(self._resolved, self.dimension)
+        if not index.is_trained:
+            sample = np.vstack(self._pending)[:TRAINING_VECTORS]
+            if len(sample) < _training_points_needed(index):
+                # Too few vectors to train this type well (e.g. IVF4096 on a small table): a badly
+                # trained index would lose hits for good, so the table is stored exactly instead.
+                self._resolved = FLAT_INDEX_TYPE
+                index = _factory(FLAT_INDEX_TYPE, self.dimension)
+            else:
+                index.train(sample)
+        self._start_shards(index)
+
+    def _start_shards(self, trained: faiss.Index) -> None:
+        self._trained = faiss.serialize_index(trained)
+        code_size = trained.sa_code_size() if hasattr(trained, "sa_code_size") else 4 * self.dimension
+        if isinstance(trained, faiss.IndexHNSW):
+            code_size += 4 * trained.hnsw.nb_neighbors(0)  # the graph's level-0 links
+        self._capacity = max(1, SHARD_BYTES // max(1, code_size))
+        self._current = faiss.deserialize_index(self._trained)
+        self._current_first = self.next_id - self._pending_count
+
+    def _drain_pending(self) -> list[Shard]:
+        pending, self._pending, self._pending_count = self._pending, [], 0
+        written: list[Shard] = []
+        for vectors in pending:
+            written += self._append(vectors)
+        return written
+
+    def _append(self, vectors: np.ndarray) -> list[Shard]:
+        written = []
+        while len(vectors):
+            room = self._capacity - self._current.ntotal
+            part, vectors = vectors[:room], vectors[room:]
+            self._current.add(part)  # type: ignore[union-attr]
+            if self._current.ntotal >= self._capacity:  # type: ignore[union-attr]
+                written.append(self._write_current())
+                self._current = faiss.deserialize_index(self._trained)
+        return written
+
+    def _write_current(self) -> Shard:
+        index = self._current
+        name = f"{self.table}-{self.next_number:05d}.faiss"
+        write_index_atomically(index, self.folder / name)
+        shard = Shard(self.table, name, self._current_first, int(index.ntotal), str(self._resolved))
+        self.next_number += 1
+        self._current_first += int(index.ntotal)
+        return shard
+
+
+def write_index_atomically(index: faiss.Index, path: Path) -> None:
+    """Write a FAISS index under a temporary name, then rename it into place."""
+    temporary = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(temporary))
+    os.replace(temporary, path)
+
+
+class ShardSet:
+    """The shards of one table, opened for searching and for reading vectors by rowid.
+
+    Flat and scalar-quantised shards are memory-mapped, so opening an index is fast and processes
+    reading the same index share its pages.
+
+    Args:
+        folder: the index folder.
+        shards: the table's shards, as recorded in the database.
+        dimension: the table's vector dimension.
+    """
+
+    def __init__(self, folder: Path, shards: list[Shard], dimension: int) -> None:
+        self.folder = folder
+        self.shards = sorted(shards, key=lambda s: s.first_id)
+        self.dimension = dimension
+        self._indexes: dict[str, faiss.Index] = {}
+        self._firsts = np.asarray([s.first_id for s in self.shards], dtype=np.int64)
+        self.ntotal = sum(s.count for s in self.shards)
+
+    def _index(self, shard: Shard) -> faiss.Index:
+        index = self._indexes.get(shard.file)
+        if index is None:
+            index = _open_shard(self.folder / shard.file, shard, self.dimension)
+            self._indexes[shard.file] = index
+        return index
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best rowids over every shard.
+
+        Args:
+            vector: ``(dimension,)`` float32, L2-normalised.
+            k: number of hits.
+
+        Returns:
+            ``(ids, scores)``: int64 and float32, best first.
+        """
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        all_ids, all_scores = [], []
+        for shard in self.shards:
+            depth = min(k, shard.count)
+            if depth <= 0:
+                continue
+            scores, local = self._index(shard).search(query, depth)
+            keep = local[0] >= 0
+            all_ids.append(local[0][keep] + shard.first_id)
+            all_scores.append(scores[0][keep])
+        if not all_ids:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        ids, scores = np.concatenate(all_ids), np.concatenate(all_scores)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return ids[order], scores[order]
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors read by rowid (decoded from a compressed shard), without a scan.
+
+        Args:
+            ids: ``(n,)`` int64 rowids, each in some shard.
+
+        Returns:
+            ``(n, dimension)`` float32, in the order of ``ids``.
+
+        Raises:
+            IndexCorrupted: an id is in no shard.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        result = np.zeros((len(ids), self.dimension), dtype=np.float32)
+        if not len(ids):
+            return result
+        which = np.searchsorted(self._firsts, ids, side="right") - 1
+        for number in np.unique(which):
+            rows = np.flatnonzero(which == number)
+            if number < 0:
+                raise IndexCorrupted(f"vector {int(ids[rows[0]])} is in no shard; rebuild the index")
+            shard = self.shards[number]
+            local = ids[rows] - shard.first_id
+            if local.max() >= shard.count:
+                raise IndexCorrupted(f"vector {int(ids[rows].max())} is in no shard; rebuild the index")
+            result[rows] = self._index(shard).reconstruct_batch(np.ascontiguousarray(local))
+        return result
+
+
+def _open_shard(path: Path, shard: Shard, dimension: int) -> faiss.Index:
+    if not path.is_file():
+        raise IndexCorrupted(f"{path} is missing; rebuild the index")
+    try:
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError:
+            index = faiss.read_index(str(path))  # types that cannot be memory-mapped
+    except RuntimeError as error:
+        raise IndexCorrupted(f"{path} cannot be read; rebuild the index") from error
+    if index.ntotal != shard.count or index.d != dimension:
+        raise IndexCorrupted(
+            f"{path} holds {index.ntotal} vectors of dimension {index.d}; the database expects "
+            f"{shard.count} of dimension {dimension}; rebuild the index"
+        )
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = max(1, ivf.nlist // IVF_PROBE_FRACTION)
+        ivf.make_direct_map()  # reading vectors by id
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index

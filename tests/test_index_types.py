@@ -1,0 +1,166 @@
+"""Vector index types and shards: sharding changes no result, compressed types stay close to exact.
+
+The shard size and the ``auto`` threshold are lowered (module constants) so the small sample corpus
+spans many shard files and crosses the threshold; everything else is the real build and query path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import senseindex
+from cli import main
+from indexer.storage import vectors
+
+SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")
+
+SENTENCE_QUERIES = [
+    "a market stall selling fruit",
+    "the new tower crane on the building site",
+    "seals on rocks",
+    "interest rates went up again",
+    "a quiet walk along the river",
+]
+WORD_QUERIES = [
+    "I sat on the [bank] of the river",
+    "The [bank] raised its rates",
+    "The [crane] lifted steel beams",
+    "A [crane] stood in the marsh",
+    "He poured a [pitcher] of water",
+]
+
+
+def _build(tmp_path_factory, name: str, index_type: str, shard_vectors: int, exact_limit: int | None = None):
+    folder = tmp_path_factory.mktemp(name) / "index"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vectors, "SHARD_BYTES", shard_vectors * 1536)
+        if exact_limit is not None:
+            patch.setattr(vectors, "EXACT_LIMIT", exact_limit)
+            patch.setattr(vectors, "TRAINING_VECTORS", exact_limit)
+        summary = senseindex.build_index([SAMPLE], folder, index_type=index_type)
+    return folder, summary
+
+
+@pytest.fixture(scope="module")
+def sharded_flat(tmp_path_factory):
+    """Exact vectors cut into shards of 300 float32 vectors."""
+    return _build(tmp_path_factory, "sharded", "flat", shard_vectors=300)
+
+
+@pytest.fixture(scope="module")
+def sq8(tmp_path_factory):
+    """8-bit scalar quantisation, shards of about 1,200 vectors (384-byte codes)."""
+    return _build(tmp_path_factory, "sq8", "SQ8", shard_vectors=300)
+
+
+@pytest.fixture(scope="module")
+def auto_small_threshold(tmp_path_factory):
+    """auto with a threshold of 2,000 vectors: words (7,144) go over it, sentences (285) do not."""
+    return _build(tmp_path_factory, "auto", "auto", shard_vectors=10_000, exact_limit=2_000)
+
+
+def _word_keys(hits):
+    return [(h.doc_id, h.start) for h in hits]
+
+
+def test_sharding_changes_no_result(sample_index, sharded_flat):
+    folder, summary = sharded_flat
+    assert summary.index_types == {"sentences": "flat", "words": "flat", "passages": "flat"}
+    info = senseindex.index_info(folder)
+    word_files = [f for f in info["vector_files"] if f["table"] == "words"]
+    assert len(word_files) == -(-info["counts"]["words"] // 300)  # ceil: every shard full but the last
+    assert [f["first_id"] for f in word_files] == [1 + 300 * i for i in range(len(word_files))]
+    with senseindex.open_index(folder) as sharded:
+        for query in SENTENCE_QUERIES:
+            exact = sample_index.search_sentences(query, k=10)
+            hits = sharded.search_sentences(query, k=10)
+            assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in exact]
+            assert [h.score for h in hits] == pytest.approx([h.score for h in exact], abs=1e-6)
+            documents = sharded.search_documents(query, k=5)
+            assert [d.doc_id for d in documents] == [
+                d.doc_id for d in sample_index.search_documents(query, k=5)
+            ]
+        for query in WORD_QUERIES:
+            assert _word_keys(sharded.search_word(query, k=20)) == _word_keys(
+                sample_index.search_word(query, k=20)
+            )
+            assert [h.lemma for h in sharded.search_similar_words(query, k=10)] == [
+                h.lemma for h in sample_index.search_similar_words(query, k=10)
+            ]
+
+
+def test_sq8_is_a_quarter_of_float32_and_close_to_exact(sample_index, sq8):
+    folder, summary = sq8
+    assert summary.index_types == {"sentences": "SQ8", "words": "SQ8", "passages": "SQ8"}
+    info = senseindex.index_info(folder)
+    word_files = [f for f in info["vector_files"] if f["table"] == "words"]
+    assert len(word_files) > 1 and {f["index_type"] for f in word_files} == {"SQ8"}
+    stored = sum(f["bytes"] for f in word_files)
+    # 384 bytes of codes per vector; each file also carries a small header and the trained ranges
+    assert stored <= 0.25 * 1536 * info["counts"]["words"] + 4096 * len(word_files)
+    recalls = []
+    with senseindex.open_index(folder) as compressed:
+        for query in SENTENCE_QUERIES:
+            exact = sample_index.search_sentences(query, k=10)
+            hits = compressed.search_sentences(query, k=10)
+            recalls.append(len({h.start for h in hits} & {h.start for h in exact}) / 10)
+            exact_scores = {(h.doc_id, h.start): h.score for h in sample_index.search_sentences(query, k=300)}
+            for hit in hits:  # a decoded 8-bit vector scores within a hair of the float32 one
+                assert hit.score == pytest.approx(exact_scores[(hit.doc_id, hit.start)], abs=0.01)
+        for query in WORD_QUERIES:
+            exact = _word_keys(sample_index.search_word(query, k=10))
+            recalls.append(len(set(_word_keys(compressed.search_word(query, k=10))) & set(exact)) / 10)
+    assert np.mean(recalls) >= 0.95, recalls
+
+
+def test_auto_compresses_only_tables_over_the_threshold(auto_small_threshold, runner):
+    folder, summary = auto_small_threshold
+    assert summary.index_types == {"sentences": "flat", "words": "SQ8", "passages": "flat"}
+    result = runner.invoke(main, ["info", "--index", str(folder)])
+    assert result.exit_code == 0
+    assert "words-00000.faiss: 7,144 vectors, SQ8" in result.output
+    info = json.loads(runner.invoke(main, ["info", "--index", str(folder), "--json"]).output)
+    assert info["settings"]["index_type"] == "auto"
+    assert info["settings"]["words_index_type"] == "SQ8"
+
+
+def test_a_type_too_big_to_train_on_a_small_table_falls_back_to_exact(tmp_path):
+    summary = senseindex.build_index([SAMPLE], tmp_path / "ivf", index_type="IVF4096,SQ8")
+    # 7,144 words and 285 sentences cannot train 4,096 clusters: stored exactly, and said so
+    assert summary.index_types == {"sentences": "flat", "words": "flat", "passages": "flat"}
+    with senseindex.open_index(tmp_path / "ivf") as index:
+        assert index.search_word("I sat on the [bank] of the river", k=3)
+
+
+def test_an_ivf_index_reads_vectors_by_id_and_searches(sample_index, tmp_path):
+    senseindex.build_index([SAMPLE], tmp_path / "ivf", index_type="IVF16,SQ8")
+    with senseindex.open_index(tmp_path / "ivf") as index:
+        assert index.settings["words_index_type"] == "IVF16,SQ8"
+        # same-word queries read the word's vectors by id: same hits as exact, up to 8-bit rounding
+        for query in WORD_QUERIES:
+            exact = _word_keys(sample_index.search_word(query, k=5))
+            assert len(set(_word_keys(index.search_word(query, k=5))) & set(exact)) >= 4
+        hits = index.search_sentences("seals on rocks", k=5)
+        assert len(hits) == 5 and "seal" in hits[0].text.lower()
+
+
+@pytest.mark.parametrize(
+    "index_type, message",
+    [
+        ("IVF9,Foo", "not a FAISS index_factory string"),
+        ("IDMap,Flat", "must not contain IDMap"),
+    ],
+)
+def test_a_bad_index_type_is_a_one_line_error_and_writes_nothing(runner, tmp_path, index_type, message):
+    folder = tmp_path / "bad.idx"
+    result = runner.invoke(
+        main, ["build-index", SAMPLE, "--index", str(folder), "--index-type", index_type, "--quiet"]
+    )
+    assert result.exit_code == 1
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not folder.exists()
+    assert not any(tmp_path.iterdir())
