@@ -278,7 +278,7 @@ def build_index(
         passages: passage vectors (runs of consecutive sentences of a document up to the model's
             window): ``pooled`` from the sentences' tokens (free), ``encoded`` by one more forward
             pass over each passage, or ``none``.
-        sentence_splitting: ``auto`` (pysbd, at blank lines first), ``paragraph`` (a paragraph or
+        sentence_splitting: ``auto`` (by rule, at blank lines first), ``paragraph`` (a paragraph or
             JSONL text is one sentence: for corpora already split into sentences) or ``line``.
         index_type: vector index type: ``auto`` (exact for tables of up to 65,536 vectors, 8-bit
             scalar quantisation above), ``flat`` (always exact) or a FAISS ``index_factory`` string

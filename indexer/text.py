@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pysbd
 import regex
 import simplemma
 
@@ -26,6 +25,25 @@ _WORD_PATTERN = regex.compile(
     r"|[\p{L}\p{N}][\p{L}\p{N}\p{M}]*(?:['\u2019][\p{L}\p{N}][\p{L}\p{N}\p{M}]*)*"
 )
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+
+# A possible sentence end: terminal punctuation, closing quotes or brackets, then white space. Group 1
+# is the word just before the punctuation (with inner dots, as in "U.S" or "e.g"), group 2 the
+# punctuation itself; the character after the white space is checked in code.
+_SENTENCE_END = regex.compile(
+    r"([\p{L}\p{N}][\p{L}\p{N}\p{M}'\u2019-]*(?:\.[\p{L}\p{N}][\p{L}\p{N}\p{M}'\u2019-]*)*)?"
+    r"([.!?\u2026]+)[\"'\u201d\u2019)\]]*(\s+)"
+)
+# Words that end with a period without ending a sentence: titles, Latin and publishing shorthand,
+# months. Ordinary English words ("sun", "apt", "no") are left out: a missed split costs less than a
+# wrong one. Some only abbreviate before a number ("No. 5", "Fig. 2").
+_ABBREVIATIONS = frozenset(
+    """
+    mr mrs ms messrs dr prof rev fr st sr jr gen col capt lt sgt maj cmdr adm gov sen pres hon esq
+    mme mlle mm vs etc al cf ca approx resp viz ibid cit dept univ inc ltd corp bros assn ave blvd
+    jan feb apr jun jul aug sep sept oct nov dec
+    """.split()
+)
+_NUMBER_ABBREVIATIONS = frozenset("no nos nr vol vols pp ch chap sec fig figs eq eqs ref refs tab p".split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +62,6 @@ class Word:
     end: int
     form: str
     lemma: str
-
-
-@functools.lru_cache(maxsize=1)
-def _segmenter() -> pysbd.Segmenter:
-    # clean=False keeps the text as it is, so segments can be located back in the paragraph.
-    return pysbd.Segmenter(language="en", clean=False, char_span=False)
 
 
 def split_paragraphs(text: str) -> Iterator[Span]:
@@ -78,12 +90,19 @@ def _strip_span(text: str, start: int, end: int) -> Iterator[Span]:
 
 
 def split_sentences(text: str, paragraph: Span) -> list[Span]:
-    """Split one paragraph into sentences with pysbd (abbreviations, decimals and quotes aware).
+    """Split one paragraph into sentences, by rule.
 
-    A segment that starts with a lower-case letter or with punctuation is joined to the one before:
-    no sentence starts that way, so pysbd has cut after an abbreviation it did not know ("Acme
-    Inc. , a subsidiary", "M. domestica"). This also keeps lower-cased, pre-tokenised text (as in
-    many NLP datasets) in one piece.
+    A sentence ends at ``.``, ``!``, ``?`` or ``…`` (with any closing quotes or brackets) followed by
+    white space, unless
+
+    - the next text starts with a lower-case letter or with punctuation (no sentence starts that way:
+      "Acme Inc. , a subsidiary", "M. domestica", ``"Look!" she said``); this also keeps lower-cased,
+      pre-tokenised text (as in many NLP datasets) in one piece;
+    - a single ``.`` follows a known abbreviation (``Mr.``, ``et al.``, ``Fig. 2``), a word with inner
+      dots (``U.S.``, ``e.g.``) or a single letter (an initial, ``J. S. Bach``; not ``I``).
+
+    Decimals ("3.5") never split, as no white space follows their dot. Line breaks inside a paragraph
+    are white space, not sentence ends (hard-wrapped text).
 
     Args:
         text: the document text.
@@ -93,30 +112,31 @@ def split_sentences(text: str, paragraph: Span) -> list[Span]:
         Sentence spans into ``text``, in order, white space stripped; together they cover every
         non-space character of the paragraph.
     """
-    # Hard-wrapped lines are not sentence ends: pysbd sees a line break as a space (same length, so
-    # offsets are unchanged).
-    body = text[paragraph.start : paragraph.end].replace("\r", " ").replace("\n", " ")
-    starts: list[int] = []
-    cursor = 0
-    for segment in _segmenter().segment(body):
-        piece = segment.strip()
-        if not piece:
+    starts = [paragraph.start]
+    for match in _SENTENCE_END.finditer(text, paragraph.start, paragraph.end):
+        following = match.end()
+        if following >= paragraph.end or _continues_sentence(text[following]):
             continue
-        found = body.find(piece, cursor)
-        if found < 0:
-            # pysbd altered the text: leave the rest of the paragraph as one sentence rather than
-            # lose characters.
-            break
-        if not starts or not _continues_sentence(piece):
-            starts.append(found)
-        cursor = found + len(piece)
-    if not starts:
-        starts = [0]
+        word, punctuation = match.group(1), match.group(2)
+        if punctuation == "." and word is not None and _is_abbreviation(word, text[following]):
+            continue
+        starts.append(following)
     spans: list[Span] = []
     for i, start in enumerate(starts):
-        end = starts[i + 1] if i + 1 < len(starts) else len(body)
-        spans.extend(_strip_span(text, paragraph.start + start, paragraph.start + end))
+        end = starts[i + 1] if i + 1 < len(starts) else paragraph.end
+        spans.extend(_strip_span(text, start, end))
     return spans
+
+
+def _is_abbreviation(word: str, following: str) -> bool:
+    if "." in word:  # U.S, e.g, a.m, Ph.D
+        return True
+    lowered = word.lower()
+    if following.isdigit() and lowered in _NUMBER_ABBREVIATIONS:
+        return True
+    if len(word) == 1:
+        return word.isalpha() and word != "I"  # an initial, but not "So did I."
+    return lowered in _ABBREVIATIONS
 
 
 def _continues_sentence(segment: str) -> bool:

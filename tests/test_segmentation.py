@@ -81,3 +81,26 @@ def test_lower_case_continuations_are_not_sentence_starts(sample_index):
         "Acme Industry Co. , a subsidiary of Globex, makes parts.",
         "It was founded in M. domestica times.",
     ]
+
+
+def test_rule_splitter_handles_quoted_speech_initials_and_numbered_abbreviations(sample_index):
+    text = (
+        "\u201cTell him to come. I\u2019ll wait,\u201d she said. So did I. Then we left. "
+        "See Fig. 2 and No. 5 on p. 7. No. It was fine. J. S. Bach wrote it. Smith et al. showed it. "
+        "It ended\u2026 Then silence. Lost....\u201d And the prince came in."
+    )
+    assert [s.text for s in sample_index.embed(text)] == [
+        "\u201cTell him to come.",
+        "I\u2019ll wait,\u201d she said.",
+        "So did I.",
+        "Then we left.",
+        "See Fig. 2 and No. 5 on p. 7.",
+        "No.",
+        "It was fine.",
+        "J. S. Bach wrote it.",
+        "Smith et al. showed it.",
+        "It ended\u2026",
+        "Then silence.",
+        "Lost....\u201d",
+        "And the prince came in.",
+    ]
