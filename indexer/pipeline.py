@@ -1,15 +1,21 @@
 """The build pipeline: read documents -> split into sentences and words -> embed -> store, streaming.
 
-Documents are consumed in chunks of sentences; each chunk is embedded (length-sorted batches inside
-:meth:`Encoder.encode`) and written before the next one is read, so memory follows the chunk size, not
-the corpus size.
+Documents are consumed in chunks of sentences; each chunk is split, tokenised, embedded
+(length-sorted batches inside :meth:`Encoder.run`) and written before the next one is read, so memory
+follows the chunk size, not the corpus size.
+
+Why not overlap reading and writing with the model in threads: PyTorch already keeps both cores of the
+reference machine busy, so the other work only competes with it. A reader thread and a writer thread
+were measured (issue 4) and gained nothing within the run-to-run noise; the work outside the model was
+cut instead (rule-based sentence splitting, plain ``executemany``, rows as tuples, batches cut before
+they fill with padding) to about 5 % of the build.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,7 +23,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from indexer import __version__
-from indexer.encoder import DEFAULT_MODEL, Encoder, EncoderSettings, load_encoder
+from indexer.encoder import DEFAULT_MODEL, Encoder, EncoderSettings, PreparedBatch, load_encoder
 from indexer.errors import SettingsError, SourceError
 from indexer.sources import STDIN, Document, read_documents, scan_sources
 from indexer.storage import AUTO_INDEX_TYPE, IndexStore, check_index_type
@@ -27,6 +33,7 @@ ProgressCallback = Callable[[int, int | None], None]
 """Called as ``progress(bytes_done, bytes_total)``; ``bytes_total`` is None when reading stdin."""
 
 _CHUNK_CHARACTERS = 200_000
+_FIRST_CHUNK_CHARACTERS = 20_000
 PASSAGE_MODES = ("pooled", "encoded", "none")
 TABLES = ("sentences", "words", "passages")
 
@@ -113,9 +120,23 @@ class _Chunk:
     def __init__(self) -> None:
         self.documents: list[dict[str, Any]] = []
         self.sentences: list[dict[str, Any]] = []
-        self.words: list[list[dict[str, Any]]] = []
+        self.words: list[list[tuple[int, int, str, str]]] = []  # (start, end, form, lemma)
         self.texts: list[str] = []  # the full text of each sentence's document, for passages
         self.characters = 0
+        self.prepared: PreparedBatch | None = None
+        self.done_bytes = 0  # source bytes read when the chunk was complete
+        self.last = False
+
+    def prepare(self, encoder: Encoder, done_bytes: int, last: bool) -> _Chunk:
+        """Tokenise the chunk's sentences for the model."""
+        spans = [
+            [(w[0] - row["start"], w[1] - row["start"]) for w in words]
+            for row, words in zip(self.sentences, self.words, strict=True)
+        ]
+        self.prepared = encoder.prepare([row["text"] for row in self.sentences], spans)
+        self.done_bytes = done_bytes
+        self.last = last
+        return self
 
 
 class _PassagePacker:
@@ -178,29 +199,27 @@ class _Builder:
             ("documents", "sentences", "words", "passages", "tokens", "empty", "unaligned"), 0
         )
 
-    def flush(self, chunk: _Chunk, last: bool) -> None:
-        """Embed a chunk and store it, with the passages it closed, in one transaction."""
+    def embed(self, chunk: _Chunk) -> tuple[Any, ...] | None:
+        """Embed a chunk; its rows and vectors, with the passages it closed, for one ``add_batch``."""
+        last = chunk.last
         pending_passage = last and self.packer is not None and self.packer.open is not None
         if not chunk.sentences and not pending_passage:
-            return
-        texts = [row["text"] for row in chunk.sentences]
-        spans = [
-            [(w["start"] - row["start"], w["end"] - row["start"]) for w in words]
-            for row, words in zip(chunk.sentences, chunk.words, strict=True)
-        ]
-        encoded = self.encoder.encode(texts, spans)
+            return None
+        encoded = self.encoder.run(chunk.prepared)  # type: ignore[arg-type]
         sentence_rows = []
-        word_rows = []
-        keep = np.zeros(len(encoded.word_aligned), dtype=bool)
+        word_rows: list[tuple[Any, ...]] = []  # in the column order of the words table
+        keep = encoded.word_aligned
+        aligned = keep.tolist()
         flat_index = 0
         for offset, (row, words) in enumerate(zip(chunk.sentences, chunk.words, strict=True)):
-            sentence_row = {"id": self.next_sentence, **row}
+            sentence_id = self.next_sentence
+            sentence_row = {"id": sentence_id, **row}
             sentence_rows.append(sentence_row)
             self.next_sentence += 1
-            for word in words:
-                if encoded.word_aligned[flat_index]:
-                    word_rows.append({"id": self.next_word, "sentence": sentence_row["id"], **word})
-                    keep[flat_index] = True
+            document = row["document"]
+            for start, end, form, lemma in words:
+                if aligned[flat_index]:
+                    word_rows.append((self.next_word, sentence_id, document, start, end, form, lemma))
                     self.next_word += 1
                 flat_index += 1
             if self.packer is not None:
@@ -213,7 +232,12 @@ class _Builder:
         if self.packer is not None and last:
             self.packer.close()
         passage_rows, passage_vectors = self._passages()
-        self.store.add_batch(
+        self.counts["sentences"] += len(sentence_rows)
+        self.counts["words"] += len(word_rows)
+        self.counts["passages"] += len(passage_rows)
+        self.counts["tokens"] += int(encoded.piece_counts.sum())
+        self.counts["unaligned"] += int((~keep).sum())
+        return (
             chunk.documents,
             sentence_rows,
             encoded.sentence_vectors,
@@ -222,11 +246,6 @@ class _Builder:
             passage_rows,
             passage_vectors,
         )
-        self.counts["sentences"] += len(sentence_rows)
-        self.counts["words"] += len(word_rows)
-        self.counts["passages"] += len(passage_rows)
-        self.counts["tokens"] += int(encoded.piece_counts.sum())
-        self.counts["unaligned"] += int((~keep).sum())
 
     def _passages(self) -> tuple[list[dict[str, Any]], np.ndarray]:
         closed = self.packer.take_closed() if self.packer is not None else []
@@ -314,39 +333,21 @@ def build_index(
     builder = _Builder(encoder, store, passages)
     counts = builder.counts
     total_bytes = None if read_stdin else scan.total_bytes
-    done_bytes = 0
-    chunk = _Chunk()
+    chunks = _chunks(
+        read_documents(files, read_stdin, stdin),
+        encoder,
+        skip_stopwords,
+        sentence_splitting,
+        builder.next_document,
+        counts,
+    )
     try:
-        for document in read_documents(files, read_stdin, stdin):
-            done_bytes += document.size
-            sentences = _split_document(document, skip_stopwords, sentence_splitting)
-            if not sentences:
-                counts["empty"] += 1
-                continue
-            chunk.documents.append(_document_row(document, builder.next_document))
-            for position, (span, words) in enumerate(sentences):
-                chunk.sentences.append(
-                    {
-                        "document": builder.next_document,
-                        "position": position,
-                        "start": span[0],
-                        "end": span[1],
-                        "text": document.text[span[0] : span[1]],
-                    }
-                )
-                chunk.words.append([dict(word, document=builder.next_document) for word in words])
-                chunk.texts.append(document.text)
-                chunk.characters += span[1] - span[0]
-                if chunk.characters >= _CHUNK_CHARACTERS:
-                    builder.flush(chunk, last=False)
-                    chunk = _Chunk()
-                    if progress:
-                        progress(done_bytes, total_bytes)
-            builder.next_document += 1
-            counts["documents"] += 1
-        builder.flush(chunk, last=True)
-        if progress:
-            progress(done_bytes, total_bytes)
+        for chunk in chunks:
+            batch = builder.embed(chunk)
+            if batch is not None:
+                store.add_batch(*batch)
+            if progress:
+                progress(chunk.done_bytes, total_bytes)
         if not counts["documents"]:
             raise SourceError("the sources hold no text to index (all documents are empty)")
         store.finish()
@@ -368,6 +369,49 @@ def build_index(
     )
 
 
+def _chunks(
+    documents: Iterator[Document],
+    encoder: Encoder,
+    skip_stopwords: bool,
+    sentence_splitting: str,
+    first_document: int,
+    counts: dict[str, int],
+) -> Iterator[_Chunk]:
+    """Split documents into sentences and words and group them into prepared chunks; the last chunk
+    (possibly empty) is marked ``last``."""
+    next_document = first_document
+    done_bytes = 0
+    chunk = _Chunk()
+    limit = _FIRST_CHUNK_CHARACTERS  # small, so the first progress report comes early
+    for document in documents:
+        done_bytes += document.size
+        sentences = _split_document(document, skip_stopwords, sentence_splitting)
+        if not sentences:
+            counts["empty"] += 1
+            continue
+        chunk.documents.append(_document_row(document, next_document))
+        for position, (span, words) in enumerate(sentences):
+            chunk.sentences.append(
+                {
+                    "document": next_document,
+                    "position": position,
+                    "start": span[0],
+                    "end": span[1],
+                    "text": document.text[span[0] : span[1]],
+                }
+            )
+            chunk.words.append(words)
+            chunk.texts.append(document.text)
+            chunk.characters += span[1] - span[0]
+            if chunk.characters >= limit:
+                yield chunk.prepare(encoder, done_bytes, last=False)
+                chunk = _Chunk()
+                limit = _CHUNK_CHARACTERS
+        next_document += 1
+        counts["documents"] += 1
+    yield chunk.prepare(encoder, done_bytes, last=True)
+
+
 def _document_row(document: Document, row_id: int) -> dict[str, Any]:
     return {
         "id": row_id,
@@ -381,14 +425,13 @@ def _document_row(document: Document, row_id: int) -> dict[str, Any]:
 
 def _split_document(
     document: Document, skip_stopwords: bool, sentences: str
-) -> list[tuple[tuple[int, int], list[dict[str, Any]]]]:
-    """Sentences of a document with their words (document offsets)."""
+) -> list[tuple[tuple[int, int], list[tuple[int, int, str, str]]]]:
+    """Sentences of a document with their words as ``(start, end, form, lemma)`` (document offsets)."""
     text = document.text
-    result = []
-    for sentence in split_text(text, sentences):
-        words = [
-            {"start": w.start, "end": w.end, "form": w.form, "lemma": w.lemma}
-            for w in split_words(text, sentence, skip_stopwords)
-        ]
-        result.append(((sentence.start, sentence.end), words))
-    return result
+    return [
+        (
+            (sentence.start, sentence.end),
+            [(w.start, w.end, w.form, w.lemma) for w in split_words(text, sentence, skip_stopwords)],
+        )
+        for sentence in split_text(text, sentences)
+    ]

@@ -55,6 +55,9 @@ _COLUMNS = {
 }
 
 
+Row = dict[str, Any] | tuple[Any, ...]
+"""A table row: a dict by column name, or a tuple in the table's column order."""
+
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
@@ -340,12 +343,12 @@ class IndexStore:
 
     def add_batch(
         self,
-        documents: Sequence[dict[str, Any]],
-        sentences: Sequence[dict[str, Any]],
+        documents: Sequence[Row],
+        sentences: Sequence[Row],
         sentence_vectors: np.ndarray,
-        words: Sequence[dict[str, Any]],
+        words: Sequence[Row],
         word_vectors: np.ndarray,
-        passages: Sequence[dict[str, Any]] = (),
+        passages: Sequence[Row] = (),
         passage_vectors: np.ndarray | None = None,
     ) -> None:
         """Store rows and their vectors in one SQLite transaction.
@@ -355,7 +358,8 @@ class IndexStore:
                 ``content_hash``); may be empty when a batch continues earlier documents.
             sentences: sentence rows with their ``id`` already assigned.
             sentence_vectors: ``(len(sentences), sentence_dimension)`` float32.
-            words: word rows with their ``id`` already assigned.
+            words: word rows with their ``id`` already assigned. Any table's rows may also be tuples
+                in the table's column order (``id`` first), which is cheaper for millions of words.
             word_vectors: ``(len(words), word_dimension)`` float32.
             passages: passage rows (``id``, ``document``, ``start``, ``end``, ``first_sentence``,
                 ``last_sentence``).
@@ -377,11 +381,12 @@ class IndexStore:
                 if not rows:
                     continue
                 writer = self._writers[table]
-                if rows[0]["id"] != writer.next_id or rows[-1]["id"] != writer.next_id + len(rows) - 1:
+                first, last = _row_id(rows[0]), _row_id(rows[-1])
+                if first != writer.next_id or last != writer.next_id + len(rows) - 1:
                     raise ValueError(f"{table} ids must continue from {writer.next_id} without gaps")
                 self._record_shards(writer.add(vectors))
 
-    def _insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    def _insert(self, table: str, rows: Sequence[Row]) -> None:
         # Plain executemany: sqlite-utils' insert_all costs more than the model on big builds.
         if not rows:
             return
@@ -390,7 +395,8 @@ class IndexStore:
             f"insert into {table} ({', '.join(f'[{c}]' for c in columns)}) "
             f"values ({', '.join('?' * len(columns))})"
         )
-        self.db.conn.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+        values = rows if isinstance(rows[0], tuple) else [tuple(row[c] for c in columns) for row in rows]
+        self.db.conn.executemany(sql, values)
 
     def _record_shards(self, shards: list[Shard]) -> None:
         for shard in shards:
@@ -573,6 +579,10 @@ class IndexStore:
             else:
                 rows += cursor.fetchall()
         return rows
+
+
+def _row_id(row: dict[str, Any] | tuple[Any, ...]) -> int:
+    return int(row[0] if isinstance(row, tuple) else row["id"])
 
 
 def _staging_folder(folder: Path) -> Path:

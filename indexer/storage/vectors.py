@@ -148,7 +148,7 @@ class ShardWriter:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.next_id += len(vectors)
         if self._current is None:
-            self._pending.append(vectors.copy())
+            self._pending.append(vectors)  # the caller hands the array over; it is not changed
             self._pending_count += len(vectors)
             # auto waits until the table is known to be large; a fixed type only for its training sample
             enough = EXACT_LIMIT + 1 if self.requested == AUTO_INDEX_TYPE else TRAINING_VECTORS
