@@ -148,6 +148,19 @@ def test_an_ivf_index_reads_vectors_by_id_and_searches(sample_index, tmp_path):
         assert len(hits) == 5 and "seal" in hits[0].text.lower()
 
 
+def test_an_hnsw_graph_index_builds_searches_and_reads_by_id(sample_index, tmp_path):
+    summary = senseindex.build_index([SAMPLE], tmp_path / "hnsw", index_type="HNSW32")
+    assert summary.index_types == {"sentences": "HNSW32", "words": "HNSW32", "passages": "HNSW32"}
+    with senseindex.open_index(tmp_path / "hnsw") as index:
+        for query in SENTENCE_QUERIES:
+            exact = {h.start for h in sample_index.search_sentences(query, k=10)}
+            assert len(exact & {h.start for h in index.search_sentences(query, k=10)}) >= 9
+        for query in WORD_QUERIES:  # float vectors read back by id: same-word hits equal exact ones
+            assert _word_keys(index.search_word(query, k=10)) == _word_keys(
+                sample_index.search_word(query, k=10)
+            )
+
+
 @pytest.mark.parametrize(
     "index_type, message",
     [

@@ -196,10 +196,7 @@ class ShardWriter:
 
     def _start_shards(self, trained: faiss.Index) -> None:
         self._trained = faiss.serialize_index(trained)
-        code_size = trained.sa_code_size() if hasattr(trained, "sa_code_size") else 4 * self.dimension
-        if isinstance(trained, faiss.IndexHNSW):
-            code_size += 4 * trained.hnsw.nb_neighbors(0)  # the graph's level-0 links
-        self._capacity = max(1, SHARD_BYTES // max(1, code_size))
+        self._capacity = max(1, SHARD_BYTES // max(1, _bytes_per_vector(trained, self.dimension)))
         self._current = faiss.deserialize_index(self._trained)
         self._current_first = self.next_id - self._pending_count
 
@@ -229,6 +226,21 @@ class ShardWriter:
         self.next_number += 1
         self._current_first += int(index.ntotal)
         return shard
+
+
+def _bytes_per_vector(index: faiss.Index, dimension: int) -> int:
+    """Memory a type needs per stored vector (its code, plus the graph's links for HNSW)."""
+    # A downcast view does not own the C++ object: `index` must stay referenced while it is used.
+    concrete = faiss.downcast_index(index)
+    graph = isinstance(concrete, faiss.IndexHNSW)
+    codec = faiss.downcast_index(concrete.storage) if graph else concrete
+    try:
+        size = int(codec.sa_code_size())
+    except RuntimeError:  # a type without a standalone codec: assume float32
+        size = 4 * dimension
+    if graph:
+        size += 4 * concrete.hnsw.nb_neighbors(0)  # level-0 links
+    return size
 
 
 def write_index_atomically(index: faiss.Index, path: Path) -> None:
