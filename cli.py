@@ -19,6 +19,13 @@ INDEX_OPTION = click.option(
     type=click.Path(file_okay=False),
     help="Index folder.",
 )
+BACKEND_OPTION = click.option(
+    "--backend",
+    type=click.Choice(senseindex.BACKENDS),
+    default="torch",
+    show_default=True,
+    help="What runs the model: torch, or onnx (ONNX Runtime; needs the onnx extra). Same vectors.",
+)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line).")
 
 
@@ -106,6 +113,7 @@ def main() -> None:
     help="Tokens per forward window (default: the model's maximum, 256 for the default model).",
 )
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@BACKEND_OPTION
 @click.option(
     "--passages",
     type=click.Choice(senseindex.PASSAGE_MODES),
@@ -144,6 +152,7 @@ def build_index_command(
     sentence_pooling: str,
     max_length: int | None,
     batch_size: int,
+    backend: str,
     passages: str,
     sentence_splitting: str,
     index_type: str,
@@ -186,6 +195,7 @@ def build_index_command(
                 sentence_pooling=sentence_pooling,
                 max_length=max_length,
                 batch_size=batch_size,
+                backend=backend,
             ),
             skip_stopwords=skip_stopwords,
             overwrite=overwrite,
@@ -229,6 +239,7 @@ def build_index_command(
 )
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@BACKEND_OPTION
 @JSON_OPTION
 @_one_line_errors
 def query_command(
@@ -242,6 +253,7 @@ def query_command(
     scoring: str,
     k: int,
     model: str | None,
+    backend: str,
     as_json: bool,
 ) -> None:
     """Search an index for similar sentences, or for a word used in a matching sense.
@@ -260,7 +272,7 @@ def query_command(
     query_text = word_text if word_text is not None else text
     if query_text is None:
         raise click.UsageError("give a query TEXT, or a word query with --word")
-    with senseindex.open_index(index_dir, model=model) as index:
+    with senseindex.open_index(index_dir, model=model, backend=backend) as index:
         if documents and not is_word_query:
             hits: list[Any] = index.search_documents(query_text, k=k, scoring=scoring)
         elif not is_word_query:

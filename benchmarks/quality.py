@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import senseindex  # noqa: E402
-from indexer.encoder import EncoderSettings, combine_layers, load_encoder  # noqa: E402
+from indexer.encoder import BACKENDS, EncoderSettings, combine_layers, load_encoder  # noqa: E402
+
+BACKEND = "torch"  # set from --backend
 from indexer.text import split_text  # noqa: E402
 from search.metrics import macro_f1, ndcg_at_k, precision_at_k, recall_at_k, spearman  # noqa: E402
 
@@ -82,12 +84,12 @@ def run_sts(data: Path, work: Path) -> None:
         senseindex.build_index(
             [str(source)],
             index_dir,
-            EncoderSettings(sentence_pooling=pooling),
+            EncoderSettings(sentence_pooling=pooling, backend=BACKEND),
             overwrite=True,
             passages="none",
             sentence_splitting="paragraph",
         )
-        with senseindex.open_index(index_dir) as index:
+        with senseindex.open_index(index_dir, backend=BACKEND) as index:
             vectors = dict(zip(texts, index.embed_sentences(texts), strict=True))
             resolved = index.settings["sentence_pooling_resolved"]
         cosines = [float(vectors[a] @ vectors[b]) for _, a, b in rows]
@@ -144,12 +146,14 @@ def run_scifact(data: Path, work: Path, passage_modes: list[str]) -> None:
     for mode in passage_modes:
         index_dir = work / f"scifact-{mode}.idx"
         log(f"SciFact: building {len(records)} documents, passages={mode}")
-        summary = senseindex.build_index([str(source)], index_dir, overwrite=True, passages=mode)
+        summary = senseindex.build_index(
+            [str(source)], index_dir, EncoderSettings(backend=BACKEND), overwrite=True, passages=mode
+        )
         log(
             f"SciFact: built in {summary.seconds:.0f} s ({summary.sentences} sentences, "
             f"{summary.passages} passages, {summary.tokens} tokens)"
         )
-        with senseindex.open_index(index_dir) as index:
+        with senseindex.open_index(index_dir, backend=BACKEND) as index:
             configs = [("sentence", None), ("passage", None)] + [("combined", w) for w in (0.25, 0.5, 0.75)]
             # every choice (scoring, weight, passage mode) is made on the train claims; test is only
             # reported
@@ -214,7 +218,7 @@ def _wsd_sweep(train, test) -> None:
     """1-NN accuracy per layer strategy and piece pooling, outside any index: all layers from one pass."""
     texts = [s for w in WSD_WORDS for s, *_ in train[w] + test[w]]
     spans = [[(a, b)] for w in WSD_WORDS for _, a, b, _ in train[w] + test[w]]
-    encoder = load_encoder(EncoderSettings())
+    encoder = load_encoder(EncoderSettings(backend=BACKEND))
     started = time.perf_counter()
     stacks = {}
     log(f"sweep: all layers, mean pooling, {len(texts)} sentences")
@@ -226,7 +230,7 @@ def _wsd_sweep(train, test) -> None:
     multi = np.flatnonzero(pieces > 1)
     stacks["first"] = stacks["mean"].copy()
     if len(multi):
-        first_encoder = load_encoder(EncoderSettings(piece_pooling="first"))
+        first_encoder = load_encoder(EncoderSettings(piece_pooling="first", backend=BACKEND))
         stacks["first"][multi], _ = first_encoder.encode_word_layers(
             [texts[i] for i in multi], [spans[i] for i in multi]
         )
@@ -279,7 +283,12 @@ def _wsd_through_index(train, test, work: Path) -> None:
     auto_splits = sum(len(split_text(r["text"], "auto")) > 1 for r in records)
     log(f"WSD: building the train index ({len(records)} sentences), default encoder settings")
     summary = senseindex.build_index(
-        [str(source)], index_dir, overwrite=True, passages="none", sentence_splitting="paragraph"
+        [str(source)],
+        index_dir,
+        EncoderSettings(backend=BACKEND),
+        overwrite=True,
+        passages="none",
+        sentence_splitting="paragraph",
     )
     log(
         f"WSD: built in {summary.seconds:.0f} s; {summary.sentences} sentences, {summary.documents} documents"
@@ -287,7 +296,7 @@ def _wsd_through_index(train, test, work: Path) -> None:
     rng = random.Random(0)
     rows = []
     totals: dict[str, list[float]] = defaultdict(list)
-    with senseindex.open_index(index_dir) as index:
+    with senseindex.open_index(index_dir, backend=BACKEND) as index:
         settings = index.settings
         missing_targets = 0
         for word in WSD_WORDS:
@@ -427,11 +436,15 @@ def run_any_word(work: Path) -> None:
     ]:
         index_dir = work / f"anyword-{strategy}.idx"
         senseindex.build_index(
-            [str(sample)], index_dir, EncoderSettings(layers=strategy), overwrite=True, passages="none"
+            [str(sample)],
+            index_dir,
+            EncoderSettings(layers=strategy, backend=BACKEND),
+            overwrite=True,
+            passages="none",
         )
         passed = 0
         mrr = []
-        with senseindex.open_index(index_dir) as index:
+        with senseindex.open_index(index_dir, backend=BACKEND) as index:
             for query, own_sense, other_sense in ANY_WORD_CHECKS:
                 good, bad = _SENSE_WORDS[own_sense], _SENSE_WORDS[other_sense]
                 lemmas = [hit.lemma for hit in index.search_similar_words(query, k=50)]
@@ -456,16 +469,22 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for indexes (a temporary one by default)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the WSD layer sweep")
     parser.add_argument(
+        "--backend", default="torch", choices=BACKENDS, help="what runs the model (judge each backend)"
+    )
+    parser.add_argument(
         "--passages", default="pooled", help="SciFact passage modes to build and compare (pooled,encoded)"
     )
     args = parser.parse_args()
     if not (args.data / "stsbenchmark").is_dir():
         parser.error(f"{args.data} does not look like the shared data folder (no stsbenchmark/)")
+    global BACKEND
+    BACKEND = args.backend
     started = time.perf_counter()
     sections = args.sections.split(",")
     print(
         f"senseindex {senseindex.__version__} quality benchmark, {time.strftime('%Y-%m-%d')}, "
-        f"{platform.machine()} {platform.processor() or ''} Python {platform.python_version()}"
+        f"{platform.machine()} {platform.processor() or ''} Python {platform.python_version()}, "
+        f"backend {BACKEND}"
     )
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)

@@ -47,11 +47,19 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def bare_forward_tokens_per_second(sentences: list[str]) -> tuple[float, int]:
-    """The ceiling: token ids of every sentence through the model, length-sorted batches of 64."""
+def bare_forward_tokens_per_second(sentences: list[str], backend: str = "torch") -> tuple[float, int]:
+    """The ceiling: token ids of every sentence through the model, length-sorted batches of 64 (torch's
+    transformers forward pass, or the same batches through ONNX Runtime)."""
     import torch
 
-    encoder = load_encoder(EncoderSettings())
+    encoder = load_encoder(EncoderSettings(backend=backend))
+    if encoder.backend != backend:
+        raise SystemExit(f"the {backend} backend is not available")
+    forward = (
+        encoder._onnx.run
+        if backend == "onnx"
+        else lambda ids, mask: encoder.model(input_ids=ids, attention_mask=mask)
+    )
     ids, _ = encoder.tokenize(sentences)
     width = encoder.max_length - 2
     sequences = sorted(([encoder._cls_id, *i[:width], encoder._sep_id] for i in ids), key=len)
@@ -66,7 +74,7 @@ def bare_forward_tokens_per_second(sentences: list[str]) -> tuple[float, int]:
             for row, sequence in enumerate(batch):
                 input_ids[row, : len(sequence)] = torch.tensor(sequence)
                 mask[row, : len(sequence)] = 1
-            encoder.model(input_ids=input_ids, attention_mask=mask)
+            forward(input_ids, mask)
     return tokens / (time.perf_counter() - started), tokens
 
 
@@ -269,22 +277,32 @@ def main() -> None:
         one = work / "novel"
         one.mkdir(exist_ok=True)
         shutil.copy(args.novel, one / "novel.txt")
-        summary, seconds, peak_one = build_in_fresh_process(one, work / "novel.idx")
-        log(f"1x build: {seconds:.0f} s, peak {peak_one:.0f} MB")
+        builds = {}  # name -> (summary, wall seconds, peak MB)
+        for name, source, extra in (
+            ("torch", one, ("--backend", "torch")),
+            ("onnx", one, ("--backend", "onnx")),
+        ):
+            builds[name] = build_in_fresh_process(source, work / f"{name}.idx", extra)
+            log(f"1x build, {name}: {builds[name][1]:.0f} s, peak {builds[name][2]:.0f} MB")
         ceiling_after, _ = bare_forward_tokens_per_second(sentences)
         ceiling = (ceiling_before + ceiling_after) / 2
         log(f"ceiling again {ceiling_after:.0f} tokens/s")
+        onnx_forward, _ = bare_forward_tokens_per_second(sentences, backend="onnx")
+        log(f"ONNX Runtime forward {onnx_forward:.0f} tokens/s")
         many = work / f"novel-x{args.repeat}"
         many.mkdir(exist_ok=True)
         for copy in range(args.repeat):
             shutil.copy(args.novel, many / f"novel-{copy}.txt")
-        summary_many, seconds_many, peak_many = build_in_fresh_process(many, work / "many.idx")
-        log(f"{args.repeat}x build: {seconds_many:.0f} s, peak {peak_many:.0f} MB")
+        builds["many"] = build_in_fresh_process(many, work / "many.idx")
+        log(f"{args.repeat}x build: {builds['many'][1]:.0f} s, peak {builds['many'][2]:.0f} MB")
         shutil.rmtree(work / "many.idx")
-        summary_flat, seconds_flat, peak_flat = build_in_fresh_process(
-            one, work / "flat.idx", ("--index-type", "flat")
-        )
-        log(f"1x flat build: {seconds_flat:.0f} s, peak {peak_flat:.0f} MB")
+        builds["flat"] = build_in_fresh_process(one, work / "flat.idx", ("--index-type", "flat"))
+        log(f"1x flat build: {builds['flat'][1]:.0f} s, peak {builds['flat'][2]:.0f} MB")
+        default_backend = load_encoder(EncoderSettings()).backend
+        summary, _, peak_one = builds[default_backend]
+        summary_many, seconds_many, peak_many = builds["many"]
+        summary_flat, seconds_flat, peak_flat = builds["flat"]
+        (work / f"{default_backend}.idx").rename(work / "novel.idx")
 
         index_dir = work / "novel.idx"
         info = senseindex.index_info(index_dir)
@@ -302,16 +320,26 @@ def main() -> None:
                 f"before the build {ceiling_before:,.0f}, after {ceiling_after:,.0f}",
             ],
             [
-                "build-index, end to end (fresh process, model load included)",
-                f"{summary['tokens'] / seconds:,.0f} tokens/s, {words / seconds:,.0f} words/s",
-                f"**{summary['tokens'] / seconds / ceiling:.2f}x ceiling**; {seconds:.0f} s wall",
+                "ONNX Runtime forward pass, same batches",
+                f"{onnx_forward:,.0f} tokens/s",
+                f"{onnx_forward / ceiling:.2f}x the torch ceiling",
+            ],
+            *[
+                [
+                    f"build-index --backend {name}, end to end (fresh process, model load included)",
+                    f"{built['tokens'] / wall:,.0f} tokens/s, {built['words'] / wall:,.0f} words/s",
+                    f"**{built['tokens'] / wall / ceiling:.2f}x the torch ceiling**; {wall:.0f} s wall; "
+                    f"as the library times it {built['tokens'] / built['seconds'] / ceiling:.2f}x",
+                ]
+                for name, (built, wall, _) in builds.items()
+                if name in ("torch", "onnx")
             ],
             [
-                "build-index, as the library times it (model loaded)",
-                f"{summary['tokens'] / summary['seconds']:,.0f} tokens/s",
-                f"{summary['tokens'] / summary['seconds'] / ceiling:.2f}x ceiling",
+                "peak RSS of the build, 1x novel",
+                f"{peak_one:,.0f} MB",
+                f"{words:,} words; default backend ({default_backend}); torch build "
+                f"{builds['torch'][2]:,.0f} MB",
             ],
-            ["peak RSS of the build, 1x novel", f"{peak_one:,.0f} MB", f"{words:,} words"],
             [
                 f"peak RSS of the build, {args.repeat}x novel",
                 f"{peak_many:,.0f} MB",

@@ -13,6 +13,9 @@ they fill with padding) to about 5 % of the build.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +35,9 @@ from indexer.text import check_sentence_mode, split_text, split_words
 ProgressCallback = Callable[[int, int | None], None]
 """Called as ``progress(bytes_done, bytes_total)``; ``bytes_total`` is None when reading stdin."""
 
-_CHUNK_CHARACTERS = 200_000
+# A chunk's vectors and rows live until it is stored: 100,000 characters hold about 17,000 words, 26 MB
+# of float32 word vectors.
+_CHUNK_CHARACTERS = 100_000
 _FIRST_CHUNK_CHARACTERS = 20_000
 PASSAGE_MODES = ("pooled", "encoded", "none")
 TABLES = ("sentences", "words", "passages")
@@ -346,6 +351,7 @@ def build_index(
             batch = builder.embed(chunk)
             if batch is not None:
                 store.add_batch(*batch)
+            _return_free_memory()
             if progress:
                 progress(chunk.done_bytes, total_bytes)
         if not counts["documents"]:
@@ -410,6 +416,25 @@ def _chunks(
         next_document += 1
         counts["documents"] += 1
     yield chunk.prepare(encoder, done_bytes, last=True)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+def _return_free_memory() -> None:
+    """Hand memory freed by the last chunk back to the OS.
+
+    Batches of every shape leave glibc's heap fragmented; without this a build's resident memory crept
+    up with the corpus (a 4x corpus peaked 1.33x higher than 1x) although nothing it holds grows.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _document_row(document: Document, row_id: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ This module is the stable Python API; everything a program needs is importable f
 """
 
 from indexer import __version__
-from indexer.encoder import DEFAULT_MODEL, PIECE_POOLINGS, SENTENCE_POOLINGS, EncoderSettings
+from indexer.encoder import BACKENDS, DEFAULT_MODEL, PIECE_POOLINGS, SENTENCE_POOLINGS, EncoderSettings
 from indexer.errors import (
     IndexCorrupted,
     IndexExists,
@@ -42,6 +42,7 @@ from search import (
 from search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_DOCUMENT_SCORING",
     "DEFAULT_MODEL",
     "DOCUMENT_SCORINGS",

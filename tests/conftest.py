@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import senseindex
+
+# The ONNX backend exports the model once into this cache; tests keep it out of the user's home.
+os.environ.setdefault("SENSEINDEX_CACHE", tempfile.mkdtemp(prefix="senseindex-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = ROOT / "data" / "sample"

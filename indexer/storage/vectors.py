@@ -34,7 +34,7 @@ EXACT_LIMIT = 65_536
 """Under ``auto``, a table with more vectors than this is compressed."""
 TRAINING_VECTORS = 65_536
 """Vectors a trained index type (SQ, IVF, PQ) learns from: the table's first ones."""
-SHARD_BYTES = 128 * 2**20
+SHARD_BYTES = 64 * 2**20
 """A shard is written to disk once its stored codes reach this size."""
 IVF_PROBE_FRACTION = 16
 """IVF shards are searched with ``nprobe = nlist / IVF_PROBE_FRACTION`` (at least 1)."""
@@ -118,8 +118,11 @@ class ShardWriter:
         self.requested = index_type
         self.next_id = first_id
         self.next_number = first_number
-        # Until the type is settled (auto, or a type still to be trained), vectors wait here as float32.
-        self._pending: list[np.ndarray] = []
+        # Until the type is settled (auto, or a type still to be trained), vectors wait as float32 in
+        # one buffer allocated once (no copy when it becomes the training sample); vectors past its
+        # end, from the batch that fills it, wait in a list.
+        self._buffer: np.ndarray | None = None
+        self._overflow: list[np.ndarray] = []
         self._pending_count = 0
         self._trained: bytes | None = None  # the trained, empty index every shard starts from
         self._current: faiss.Index | None = None
@@ -148,8 +151,7 @@ class ShardWriter:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.next_id += len(vectors)
         if self._current is None:
-            self._pending.append(vectors)  # the caller hands the array over; it is not changed
-            self._pending_count += len(vectors)
+            self._hold(vectors)
             # auto waits until the table is known to be large; a fixed type only for its training sample
             enough = EXACT_LIMIT + 1 if self.requested == AUTO_INDEX_TYPE else TRAINING_VECTORS
             if self._pending_count < enough:
@@ -176,6 +178,20 @@ class ShardWriter:
         self._current = None
         return written
 
+    def _hold(self, vectors: np.ndarray) -> None:
+        capacity = max(EXACT_LIMIT + 1, TRAINING_VECTORS)
+        if self._buffer is None:
+            self._buffer = np.empty((capacity, self.dimension), dtype=np.float32)
+        room = min(len(vectors), capacity - self._pending_count) if not self._overflow else 0
+        self._buffer[self._pending_count : self._pending_count + room] = vectors[:room]
+        if room < len(vectors):
+            self._overflow.append(vectors[room:])
+        self._pending_count += len(vectors)
+
+    def _pending(self) -> list[np.ndarray]:
+        held = min(self._pending_count, len(self._buffer)) if self._buffer is not None else 0
+        return ([self._buffer[:held]] if held else []) + self._overflow
+
     def _settle(self, large: bool) -> None:
         """Choose the table's index type and train it on the waiting vectors."""
         if self.requested == AUTO_INDEX_TYPE:
@@ -184,7 +200,7 @@ class ShardWriter:
             self._resolved = self.requested
         index = _factory(self._resolved, self.dimension)
         if not index.is_trained:
-            sample = np.vstack(self._pending)[:TRAINING_VECTORS]
+            sample = self._buffer[: min(TRAINING_VECTORS, self._pending_count)]  # type: ignore[index]
             if len(sample) < _training_points_needed(index):
                 # Too few vectors to train this type well (e.g. IVF4096 on a small table): a badly
                 # trained index would lose hits for good, so the table is stored exactly instead.
@@ -201,10 +217,12 @@ class ShardWriter:
         self._current_first = self.next_id - self._pending_count
 
     def _drain_pending(self) -> list[Shard]:
-        pending, self._pending, self._pending_count = self._pending, [], 0
+        pending = self._pending()
+        self._pending_count = 0
         written: list[Shard] = []
         for vectors in pending:
             written += self._append(vectors)
+        self._buffer, self._overflow = None, []
         return written
 
     def _append(self, vectors: np.ndarray) -> list[Shard]:
