@@ -214,6 +214,7 @@ def build_index_command(
         f"{summary.words:,} words, {summary.passages:,} passages ({summary.tokens:,} tokens) "
         f"in {summary.seconds:.1f} s -> {index_dir}"
     )
+    click.echo("Vector index: " + ", ".join(f"{table} {kind}" for table, kind in summary.index_types.items()))
     if summary.skipped_files:
         click.echo(f"Skipped {len(summary.skipped_files):,} files that are not .txt, .md or .jsonl.")
     if summary.empty_documents:

@@ -751,12 +751,13 @@ class _OnnxRunner:
     """
 
     def __init__(self, encoder: Encoder) -> None:
-        import onnx  # noqa: F401 (the exporter needs it; fail here, not half-way through an export)
         import onnxruntime
 
         key = f"{encoder.fingerprint.split(':')[-1][:24]}-{encoder.settings.layers}-v2"
         path = onnx_cache_folder() / f"{key}.onnx"
         if not path.is_file():
+            import onnx  # noqa: F401 (only the exporter needs it; fail before a long export)
+
             _export_onnx(encoder, path)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -793,9 +794,9 @@ def _export_onnx(encoder: Encoder, path: Path) -> None:
     outputs = (
         ["last_hidden"] if encoder._layer_indices == [encoder.num_layers] else ["last_hidden", "word_layer"]
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         # The tracer warns about every Python branch it freezes; none depends on batch or length here
         # (a test compares padded batches with torch), and the library must not print.
         with torch.inference_mode(), warnings.catch_warnings():

@@ -329,7 +329,7 @@ def build_index(
             + (f" ({len(scan.skipped_files)} other files skipped)" if scan.skipped_files else "")
         )
     encoder = load_encoder(settings)
-    check_index_type(index_type, encoder.word_dimension)
+    check_index_type(index_type, (encoder.word_dimension, encoder.sentence_dimension))
     store = IndexStore.create(
         Path(index_dir),
         index_settings(encoder, skip_stopwords, passages, sentence_splitting, index_type),

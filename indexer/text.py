@@ -30,7 +30,8 @@ _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 # is the word just before the punctuation (with inner dots, as in "U.S" or "e.g"), group 2 the
 # punctuation itself; the character after the white space is checked in code.
 _SENTENCE_END = regex.compile(
-    r"([\p{L}\p{N}][\p{L}\p{N}\p{M}'\u2019-]*(?:\.[\p{L}\p{N}][\p{L}\p{N}\p{M}'\u2019-]*)*)?"
+    r"((?<![\p{L}\p{N}\p{M}'\u2019.-])[\p{L}\p{N}][\p{L}\p{N}\p{M}'\u2019-]*"
+    r"(?:\.[\p{L}\p{N}][\p{L}\p{N}\p{M}'\u2019-]*)*)?"
     r"([.!?\u2026]+)[\"'\u201d\u2019)\]]*(\s+)"
 )
 # Words that end with a period without ending a sentence: titles, Latin and publishing shorthand,
@@ -40,10 +41,13 @@ _ABBREVIATIONS = frozenset(
     """
     mr mrs ms messrs dr prof rev fr st sr jr gen col capt lt sgt maj cmdr adm gov sen pres hon esq
     mme mlle mm vs etc al cf ca approx resp viz ibid cit dept univ inc ltd corp bros assn ave blvd
-    jan feb apr jun jul aug sep sept oct nov dec
+    jan feb apr jun jul aug sep sept oct nov dec fig figs eq eqs vol vols pp chap nos nr
     """.split()
 )
-_NUMBER_ABBREVIATIONS = frozenset("no nos nr vol vols pp ch chap sec fig figs eq eqs ref refs tab p".split())
+_NUMBER_ABBREVIATIONS = frozenset("no p sec ch tab ref refs".split())
+# A word with inner dots is an abbreviation when its parts are short runs of letters (U.S, e.g, a.m,
+# Ph.D), not a number or a domain name ("3.5", "example.com"), which may end a sentence.
+_DOTTED_ABBREVIATION = regex.compile(r"(?:\p{L}{1,4}\.)+\p{L}{1,4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +133,8 @@ def split_sentences(text: str, paragraph: Span) -> list[Span]:
 
 
 def _is_abbreviation(word: str, following: str) -> bool:
-    if "." in word:  # U.S, e.g, a.m, Ph.D
-        return True
+    if "." in word:
+        return _DOTTED_ABBREVIATION.fullmatch(word) is not None
     lowered = word.lower()
     if following.isdigit() and lowered in _NUMBER_ABBREVIATIONS:
         return True

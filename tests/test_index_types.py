@@ -161,17 +161,31 @@ def test_an_hnsw_graph_index_builds_searches_and_reads_by_id(sample_index, tmp_p
             )
 
 
+def test_a_type_that_needs_more_training_vectors_waits_for_them(tmp_path):
+    """IVF64 needs 39 x 64 = 2,496 training vectors: with a 500-vector training default the writer
+    still waits for 2,496 words (the table has 7,144) instead of giving up on compression."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vectors, "TRAINING_VECTORS", 500)
+        summary = senseindex.build_index([SAMPLE], tmp_path / "ivf", index_type="IVF64,SQ8")
+    assert summary.index_types["words"] == "IVF64,SQ8"
+    assert summary.index_types["sentences"] == "flat"  # 285 sentences cannot train 64 lists
+
+
 @pytest.mark.parametrize(
-    "index_type, message",
+    "index_type, message, extra",
     [
-        ("IVF9,Foo", "not a FAISS index_factory string"),
-        ("IDMap,Flat", "must not contain IDMap"),
+        ("IVF9,Foo", "not a FAISS index_factory string", []),
+        ("IDMap,Flat", "must not contain IDMap", []),
+        # 1,536-d word vectors split into 256 sub-vectors, but 384-d sentence vectors do not
+        ("PQ256", "not a FAISS index_factory string for 384-d", ["--layers", "concat-last-4"]),
     ],
 )
-def test_a_bad_index_type_is_a_one_line_error_and_writes_nothing(runner, tmp_path, index_type, message):
+def test_a_bad_index_type_is_a_one_line_error_and_writes_nothing(
+    runner, tmp_path, index_type, message, extra
+):
     folder = tmp_path / "bad.idx"
     result = runner.invoke(
-        main, ["build-index", SAMPLE, "--index", str(folder), "--index-type", index_type, "--quiet"]
+        main, ["build-index", SAMPLE, "--index", str(folder), "--index-type", index_type, "--quiet", *extra]
     )
     assert result.exit_code == 1
     assert message in result.output and len(result.output.strip().splitlines()) == 1

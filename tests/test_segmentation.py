@@ -104,3 +104,20 @@ def test_rule_splitter_handles_quoted_speech_initials_and_numbered_abbreviations
         "Lost....\u201d",
         "And the prince came in.",
     ]
+
+
+def test_numbers_and_domains_end_sentences_but_figure_references_do_not(sample_index):
+    text = (
+        "It rose to 3.5. Then it fell. The effect was small (p < 0.001). We saw more. "
+        "See example.com. See also U.S. law. As in Eq. (3) we show. As in Fig. S1 we see."
+    )
+    assert [s.text for s in sample_index.embed(text)] == [
+        "It rose to 3.5.",
+        "Then it fell.",
+        "The effect was small (p < 0.001).",
+        "We saw more.",
+        "See example.com.",
+        "See also U.S. law.",
+        "As in Eq. (3) we show.",
+        "As in Fig. S1 we see.",
+    ]

@@ -380,6 +380,9 @@ class IndexStore:
             ):
                 if not rows:
                     continue
+                if vectors is None or len(vectors) != len(rows):
+                    # a vector's position in its shard is its rowid: a missing one shifts all after it
+                    raise ValueError(f"{len(rows)} {table} rows need as many vectors")
                 writer = self._writers[table]
                 first, last = _row_id(rows[0]), _row_id(rows[-1])
                 if first != writer.next_id or last != writer.next_id + len(rows) - 1:

@@ -19,6 +19,7 @@ Index types (``index_type``):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,22 +61,31 @@ class Shard:
     index_type: str
 
 
-def check_index_type(index_type: str, dimension: int) -> None:
+def check_index_type(index_type: str, dimensions: Iterable[int]) -> None:
     """Raise :class:`SettingsError` unless ``index_type`` is ``auto``, ``flat`` or a FAISS factory string
-    that builds an index for ``dimension``-d vectors without an id map of its own."""
+    that builds an inner-product index for vectors of every given dimension, without an id map of its
+    own."""
     if index_type in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
         return
     if "IDMap" in index_type:
         raise SettingsError("--index-type must not contain IDMap: senseindex maps ids itself")
-    try:
-        _factory(index_type, dimension)
-    except RuntimeError as error:
-        # FAISS messages start with the C++ function's signature; the reason follows "failed:".
-        detail = str(error).split("failed:")[-1].split("Error:")[-1].strip() or "invalid"
-        raise SettingsError(
-            f"--index-type {index_type!r} is not a FAISS index_factory string for {dimension}-d "
-            f"vectors ({detail[:120]}); try auto, flat, SQ8, IVF1024,SQ8 or HNSW32"
-        ) from error
+    for dimension in sorted(set(dimensions)):
+        try:
+            index = _factory(index_type, dimension)
+        except RuntimeError as error:
+            raise SettingsError(
+                f"--index-type {index_type!r} is not a FAISS index_factory string for {dimension}-d "
+                f"vectors ({_faiss_reason(error)}); try auto, flat, SQ8, IVF1024,SQ8 or HNSW32"
+            ) from error
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise SettingsError(
+                f"--index-type {index_type!r} does not score by inner product (cosine); senseindex needs it"
+            )
+
+
+def _faiss_reason(error: RuntimeError) -> str:
+    # FAISS messages start with the C++ function's signature; the reason follows "failed:" or "Error:".
+    return (str(error).split("failed:")[-1].split("Error:")[-1].strip() or "invalid")[:120]
 
 
 def _training_points_needed(index: faiss.Index) -> int:
@@ -129,6 +139,10 @@ class ShardWriter:
         self._current_first = first_id
         self._capacity = 0
         self._resolved: str | None = FLAT_INDEX_TYPE if index_type == FLAT_INDEX_TYPE else None
+        # A fixed type waits for as many vectors as it needs to train well (IVF4096: 159,744).
+        self._training = TRAINING_VECTORS
+        if index_type not in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
+            self._training = max(TRAINING_VECTORS, _training_points_needed(_factory(index_type, dimension)))
         if self._resolved == FLAT_INDEX_TYPE:
             self._start_shards(_factory(FLAT_INDEX_TYPE, dimension))
 
@@ -153,7 +167,7 @@ class ShardWriter:
         if self._current is None:
             self._hold(vectors)
             # auto waits until the table is known to be large; a fixed type only for its training sample
-            enough = EXACT_LIMIT + 1 if self.requested == AUTO_INDEX_TYPE else TRAINING_VECTORS
+            enough = EXACT_LIMIT + 1 if self.requested == AUTO_INDEX_TYPE else self._training
             if self._pending_count < enough:
                 return []
             self._settle(large=True)
@@ -179,7 +193,7 @@ class ShardWriter:
         return written
 
     def _hold(self, vectors: np.ndarray) -> None:
-        capacity = max(EXACT_LIMIT + 1, TRAINING_VECTORS)
+        capacity = EXACT_LIMIT + 1 if self.requested == AUTO_INDEX_TYPE else self._training
         if self._buffer is None:
             self._buffer = np.empty((capacity, self.dimension), dtype=np.float32)
         room = min(len(vectors), capacity - self._pending_count) if not self._overflow else 0
@@ -198,16 +212,22 @@ class ShardWriter:
             self._resolved = AUTO_COMPRESSED_TYPE if large else FLAT_INDEX_TYPE
         else:
             self._resolved = self.requested
-        index = _factory(self._resolved, self.dimension)
-        if not index.is_trained:
-            sample = self._buffer[: min(TRAINING_VECTORS, self._pending_count)]  # type: ignore[index]
-            if len(sample) < _training_points_needed(index):
-                # Too few vectors to train this type well (e.g. IVF4096 on a small table): a badly
-                # trained index would lose hits for good, so the table is stored exactly instead.
-                self._resolved = FLAT_INDEX_TYPE
-                index = _factory(FLAT_INDEX_TYPE, self.dimension)
-            else:
-                index.train(sample)
+        try:
+            index = _factory(self._resolved, self.dimension)
+            if not index.is_trained:
+                sample = self._buffer[: min(self._training, self._pending_count)]  # type: ignore[index]
+                if len(sample) < _training_points_needed(index):
+                    # The whole table is too small to train this type well (IVF4096 on 10,000 vectors):
+                    # a badly trained index would lose hits for good, so the table is stored exactly.
+                    self._resolved = FLAT_INDEX_TYPE
+                    index = _factory(FLAT_INDEX_TYPE, self.dimension)
+                else:
+                    index.train(sample)
+        except RuntimeError as error:
+            raise SettingsError(
+                f"index type {self._resolved!r} cannot be built for the {self.table} table "
+                f"({_faiss_reason(error)})"
+            ) from error
         self._start_shards(index)
 
     def _start_shards(self, trained: faiss.Index) -> None:
