@@ -85,7 +85,7 @@ def build_in_fresh_process(
     command = [
         sys.executable,
         "-c",
-        "import sys; from cli import main; sys.exit(main())",
+        _REPORT_PEAK + "import sys; from cli import main; sys.exit(main())",
         "build-index",
         str(source),
         "--index",
@@ -96,18 +96,20 @@ def build_in_fresh_process(
         *extra,
     ]
     started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, cwd=ROOT)
-        # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN is the peak of all children so far)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if child.returncode != 0:
-        raise SystemExit(f"build failed: {stderr.strip()}")
-    return json.loads(stdout), seconds, usage.ru_maxrss / 1024
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"build failed: {result.stderr.strip()}")
+    peak = [line for line in result.stderr.splitlines() if line.startswith("VmHWM:")]
+    return json.loads(result.stdout), seconds, int(peak[-1].split()[1]) / 1024
+
+
+# The child reports its own peak RSS (VmHWM) as it exits. getrusage's ru_maxrss cannot be used: Linux
+# carries a forked child's maximum over exec, so it is never below this (large) process's own RSS.
+_REPORT_PEAK = (
+    "import atexit, sys; atexit.register(lambda: sys.stderr.write("
+    "[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0])); "
+)
 
 
 def percentiles(values: list[float]) -> str:
@@ -250,6 +252,27 @@ def latency_rows(index_dir: Path, sentences: list[str], count: int) -> tuple[lis
     }
 
 
+def measure_memory(novel: Path, work: Path, repeat: int) -> None:
+    """Peak RSS of a default build of the novel and of the novel repeated; nothing else."""
+    rows = []
+    for copies in (1, repeat):
+        source = work / f"memory-x{copies}"
+        source.mkdir(exist_ok=True)
+        for copy in range(copies):
+            shutil.copy(novel, source / f"novel-{copy}.txt")
+        summary, seconds, peak = build_in_fresh_process(source, work / f"memory-x{copies}.idx")
+        shutil.rmtree(work / f"memory-x{copies}.idx")
+        log(f"{copies}x build: {seconds:.0f} s, peak {peak:.0f} MB")
+        rows.append((copies, summary, seconds, peak))
+    print("\n| measure | value | notes |\n|---|---|---|")
+    for copies, summary, seconds, peak in rows:
+        print(
+            f"| peak RSS of the build, {copies}x novel | {peak:,.0f} MB | {peak / rows[0][3]:.2f}x the 1x "
+            f"peak; {summary['words']:,} words; {summary['tokens'] / seconds:,.0f} tokens/s; "
+            f"types {summary['index_types']} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -258,6 +281,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4, help="copies of the novel for the memory check")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--work", type=Path)
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only the 1x and --repeat x builds' peak memory"
+    )
     args = parser.parse_args()
     if not args.novel.is_file():
         parser.error(f"{args.novel} is not a file")
@@ -268,6 +294,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
+        if args.memory_only:
+            measure_memory(args.novel, work, args.repeat)
+            return
         text = args.novel.read_text(encoding="utf-8")
         sentences = [text[s.start : s.end] for s in split_text(text)]
         log(f"{len(sentences)} sentences; measuring the bare forward pass")
