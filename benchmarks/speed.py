@@ -252,6 +252,33 @@ def latency_rows(index_dir: Path, sentences: list[str], count: int) -> tuple[lis
     }
 
 
+def measure_pairs(novel: Path, work: Path, pairs: int) -> None:
+    """The build's speed against a ceiling measured right before it, N times: the machine's speed
+    drifts by several per cent within minutes, so one ceiling and one build far apart mislead."""
+    text = novel.read_text(encoding="utf-8")
+    sentences = [text[s.start : s.end] for s in split_text(text)]
+    source = work / "pairs"
+    source.mkdir(exist_ok=True)
+    shutil.copy(novel, source / "novel.txt")
+    ratios = []
+    for pair in range(pairs):
+        ceiling, _ = bare_forward_tokens_per_second(sentences)
+        summary, seconds, _ = build_in_fresh_process(source, work / "pairs.idx")
+        end_to_end = summary["tokens"] / seconds / ceiling
+        library = summary["tokens"] / summary["seconds"] / ceiling
+        ratios.append((end_to_end, library))
+        log(
+            f"pair {pair + 1}: ceiling {ceiling:.0f} tokens/s, build {seconds:.0f} s, "
+            f"{end_to_end:.2f}x end to end, {library:.2f}x as the library times it"
+        )
+    print(
+        f"| build / ceiling, median of {pairs} pairs | {np.median([r[0] for r in ratios]):.2f}x end to end, "
+        f"{np.median([r[1] for r in ratios]):.2f}x as the library times it | "
+        + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in ratios)
+        + " |"
+    )
+
+
 def measure_memory(novel: Path, work: Path, repeat: int) -> None:
     """Peak RSS of a default build of the novel and of the novel repeated; nothing else."""
     rows = []
@@ -284,6 +311,12 @@ def main() -> None:
     parser.add_argument(
         "--memory-only", action="store_true", help="only the 1x and --repeat x builds' peak memory"
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="only N alternating ceiling / default-build pairs: the build's ratio to the ceiling next to it",
+    )
     args = parser.parse_args()
     if not args.novel.is_file():
         parser.error(f"{args.novel} is not a file")
@@ -296,6 +329,9 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         if args.memory_only:
             measure_memory(args.novel, work, args.repeat)
+            return
+        if args.pairs:
+            measure_pairs(args.novel, work, args.pairs)
             return
         text = args.novel.read_text(encoding="utf-8")
         sentences = [text[s.start : s.end] for s in split_text(text)]
