@@ -300,6 +300,7 @@ class Encoder:
         )
         self.max_length = min(settings.max_length or default_length, position_limit)
         self._layer_indices, self._concatenate = self._parse_layers(settings.layers)
+        self._last_layer_only = self._layer_indices == [self.num_layers]
         self.word_dimension = self.hidden_size * (len(self._layer_indices) if self._concatenate else 1)
         self.sentence_dimension = self.hidden_size
         self._fingerprint: str | None = None
@@ -397,15 +398,28 @@ class Encoder:
             windows.append((start, start + width, owned_start, owned_end))
         return windows
 
-    def _word_layer(self, output) -> torch.Tensor:
-        if self._layer_indices == [self.num_layers]:
-            return output.last_hidden_state
+    def _forward(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, all_layers: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One torch forward pass: ``(word layer, last hidden state)``; with ``all_layers`` the word
+        layer is every layer side by side, embeddings first (for :meth:`encode_word_layers`)."""
+        output = model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            output_hidden_states=all_layers or not self._last_layer_only,
+        )
+        if all_layers:
+            return torch.cat(output.hidden_states, dim=-1), output.last_hidden_state
+        if self._last_layer_only:
+            return output.last_hidden_state, output.last_hidden_state
         selected = [output.hidden_states[i] for i in self._layer_indices]
         if self._concatenate:
-            return torch.cat(selected, dim=-1)
-        if len(selected) == 1:
-            return selected[0]
-        return torch.stack(selected, dim=0).mean(dim=0)
+            word_layer = torch.cat(selected, dim=-1)
+        elif len(selected) == 1:
+            word_layer = selected[0]
+        else:
+            word_layer = torch.stack(selected, dim=0).mean(dim=0)
+        return word_layer, output.last_hidden_state
 
     def encode(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]) -> EncodedBatch:
         """Embed sentences and their words in one forward pass per batch of windows.
@@ -507,7 +521,6 @@ class Encoder:
         if self.sentence_pooling == "max":
             sentence_sum.fill_(-torch.inf)
         sentence_hits = torch.zeros(n_sentences, dtype=torch.float32)
-        need_all_layers = all_layers or self._layer_indices != [self.num_layers]
         with torch.inference_mode():
             for batch in _length_batches(items, self.settings.batch_size):
                 width = batch[-1][0]
@@ -543,15 +556,7 @@ class Encoder:
                 if self._onnx is not None and not all_layers:
                     word_layer, last_hidden = self._onnx.run(input_ids, attention)
                 else:
-                    output = self.model(
-                        input_ids=input_ids,
-                        attention_mask=attention,
-                        output_hidden_states=need_all_layers,
-                    )
-                    word_layer = (
-                        torch.cat(output.hidden_states, dim=-1) if all_layers else self._word_layer(output)
-                    )
-                    last_hidden = output.last_hidden_state
+                    word_layer, last_hidden = self._forward(self.model, input_ids, attention, all_layers)
                 self._accumulate(
                     word_layer,
                     word_rows,
@@ -728,13 +733,10 @@ class _LayerOutputs(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        last_only = self.encoder._layer_indices == [self.encoder.num_layers]
-        output = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=not last_only
-        )
-        if last_only:  # the word layer is the last layer: one output, not a copy of it
-            return (output.last_hidden_state,)
-        return output.last_hidden_state, self.encoder._word_layer(output)
+        word_layer, last_hidden = self.encoder._forward(self.model, input_ids, attention_mask, False)
+        if self.encoder._last_layer_only:  # the word layer is the last layer: one output, not a copy
+            return (last_hidden,)
+        return last_hidden, word_layer
 
 
 def onnx_cache_folder() -> Path:
@@ -791,9 +793,7 @@ def _export_onnx(encoder: Encoder, path: Path) -> None:
     sample_ids[:, 0] = encoder._cls_id
     sample_mask = torch.ones((2, 8), dtype=torch.long)
     dynamic = {0: "batch", 1: "length"}
-    outputs = (
-        ["last_hidden"] if encoder._layer_indices == [encoder.num_layers] else ["last_hidden", "word_layer"]
-    )
+    outputs = ["last_hidden"] if encoder._last_layer_only else ["last_hidden", "word_layer"]
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

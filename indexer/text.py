@@ -32,7 +32,7 @@ _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _SENTENCE_END = regex.compile(
     r"((?<![\p{L}\p{N}\p{M}'\u2019.-])[\p{L}\p{N}][\p{L}\p{N}\p{M}'\u2019-]*"
     r"(?:\.[\p{L}\p{N}][\p{L}\p{N}\p{M}'\u2019-]*)*)?"
-    r"([.!?\u2026]+)[\"'\u201d\u2019)\]]*(\s+)"
+    r"([.!?\u2026]+)[\"'\u201d\u2019)\]]*\s+"
 )
 # Words that end with a period without ending a sentence: titles, Latin and publishing shorthand,
 # months. Ordinary English words ("sun", "apt", "no") are left out: a missed split costs less than a

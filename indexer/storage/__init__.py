@@ -47,12 +47,30 @@ DATABASE_FILE = "index.sqlite"
 VECTOR_TABLES = ("sentences", "words", "passages")
 _STATUS_BUILDING = "building"
 _STATUS_COMPLETE = "complete"
-_COLUMNS = {
-    "documents": ("id", "doc_id", "source", "text", "metadata", "content_hash"),
-    "sentences": ("id", "document", "position", "start", "end", "text"),
-    "words": ("id", "sentence", "document", "start", "end", "form", "lemma"),
-    "passages": ("id", "document", "start", "end", "first_sentence", "last_sentence"),
+# Every table's columns, in the order rows given as tuples use; `id` is the rowid.
+_SCHEMA: dict[str, dict[str, type]] = {
+    "documents": {"id": int, "doc_id": str, "source": str, "text": str, "metadata": str, "content_hash": str},
+    "sentences": {"id": int, "document": int, "position": int, "start": int, "end": int, "text": str},
+    "words": {
+        "id": int,
+        "sentence": int,
+        "document": int,
+        "start": int,
+        "end": int,
+        "form": str,
+        "lemma": str,
+    },
+    "passages": {
+        "id": int,
+        "document": int,
+        "start": int,
+        "end": int,
+        "first_sentence": int,
+        "last_sentence": int,
+    },
+    "shards": {"id": int, "table_name": str, "file": str, "first_id": int, "count": int, "index_type": str},
 }
+_COLUMNS = {table: tuple(columns) for table, columns in _SCHEMA.items()}
 
 
 Row = dict[str, Any] | tuple[Any, ...]
@@ -78,7 +96,7 @@ def _reading(method: _Method) -> _Method:
 
 
 class IndexStore:
-    """An index folder: the SQLite database and the two FAISS vector files.
+    """An index folder: the SQLite database and the FAISS vector shards of each table.
 
     Use :meth:`create` to start a new index and :meth:`open` to read an existing one.
     """
@@ -158,56 +176,24 @@ class IndexStore:
             raise SenseIndexError(f"cannot create an index in {folder}: {error}") from error
         database.enable_wal()
         database["settings"].create({"key": str, "value": str}, pk="key")
-        database["documents"].create(
-            {
-                "id": int,
-                "doc_id": str,
-                "source": str,
-                "text": str,
-                "metadata": str,
-                "content_hash": str,
-            },
-            pk="id",
-        )
+        database["documents"].create(_SCHEMA["documents"], pk="id")
         database["documents"].create_index(["doc_id"], unique=True)
         database["sentences"].create(
-            {"id": int, "document": int, "position": int, "start": int, "end": int, "text": str},
-            pk="id",
-            foreign_keys=[("document", "documents", "id")],
+            _SCHEMA["sentences"], pk="id", foreign_keys=[("document", "documents", "id")]
         )
         database["sentences"].create_index(["document"])
         database["words"].create(
-            {
-                "id": int,
-                "sentence": int,
-                "document": int,
-                "start": int,
-                "end": int,
-                "form": str,
-                "lemma": str,
-            },
+            _SCHEMA["words"],
             pk="id",
             foreign_keys=[("sentence", "sentences", "id"), ("document", "documents", "id")],
         )
         database["words"].create_index(["lemma"])
         database["words"].create_index(["sentence"])
         database["passages"].create(
-            {
-                "id": int,
-                "document": int,
-                "start": int,
-                "end": int,
-                "first_sentence": int,
-                "last_sentence": int,
-            },
-            pk="id",
-            foreign_keys=[("document", "documents", "id")],
+            _SCHEMA["passages"], pk="id", foreign_keys=[("document", "documents", "id")]
         )
         database["passages"].create_index(["document"])
-        database["shards"].create(
-            {"id": int, "table_name": str, "file": str, "first_id": int, "count": int, "index_type": str},
-            pk="id",
-        )
+        database["shards"].create(_SCHEMA["shards"], pk="id")
         all_settings = {**settings, "schema_version": SCHEMA_VERSION, "status": _STATUS_BUILDING}
         database["settings"].insert_all(
             [{"key": key, "value": json.dumps(value)} for key, value in all_settings.items()]
@@ -311,16 +297,6 @@ class IndexStore:
     def close(self) -> None:
         """Close the database connection."""
         self.db.close()
-
-    def set_setting(self, key: str, value: Any) -> None:
-        """Store one index setting.
-
-        Args:
-            key: the setting's name.
-            value: a JSON-able value.
-        """
-        with self.db.conn:
-            self._upsert_setting(key, value)
 
     def _upsert_setting(self, key: str, value: Any) -> None:
         self.db.execute(

@@ -143,6 +143,8 @@ class ShardWriter:
         self._training = TRAINING_VECTORS
         if index_type not in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
             self._training = max(TRAINING_VECTORS, _training_points_needed(_factory(index_type, dimension)))
+        # auto waits until the table is known to be large; a fixed type only for its training sample
+        self._settle_at = EXACT_LIMIT + 1 if index_type == AUTO_INDEX_TYPE else self._training
         if self._resolved == FLAT_INDEX_TYPE:
             self._start_shards(_factory(FLAT_INDEX_TYPE, dimension))
 
@@ -166,9 +168,7 @@ class ShardWriter:
         self.next_id += len(vectors)
         if self._current is None:
             self._hold(vectors)
-            # auto waits until the table is known to be large; a fixed type only for its training sample
-            enough = EXACT_LIMIT + 1 if self.requested == AUTO_INDEX_TYPE else self._training
-            if self._pending_count < enough:
+            if self._pending_count < self._settle_at:
                 return []
             self._settle(large=True)
             return self._drain_pending()
@@ -193,7 +193,7 @@ class ShardWriter:
         return written
 
     def _hold(self, vectors: np.ndarray) -> None:
-        capacity = EXACT_LIMIT + 1 if self.requested == AUTO_INDEX_TYPE else self._training
+        capacity = self._settle_at
         if self._buffer is None:
             self._buffer = np.empty((capacity, self.dimension), dtype=np.float32)
         room = min(len(vectors), capacity - self._pending_count) if not self._overflow else 0
