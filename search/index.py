@@ -539,15 +539,15 @@ def _best_per_document(
     return best_id, best_score
 
 
-def open_index(path: str | Path, model: str | None = None, backend: str = "torch") -> SenseIndex:
+def open_index(path: str | Path, model: str | None = None, backend: str = "auto") -> SenseIndex:
     """Open an index for querying, loading the model it was built with.
 
     Args:
         path: the index folder.
         model: a model folder to use instead of the stored one (e.g. the index was moved to another
             machine); its weights must have the stored fingerprint.
-        backend: what runs the model for queries: ``torch`` or ``onnx`` (see
-            :class:`EncoderSettings`); either backend queries any index.
+        backend: what runs the model for queries: ``auto``, ``torch``, ``torch-bf16`` or ``onnx``
+            (see :class:`EncoderSettings`); any backend queries any index.
 
     Returns:
         The opened index.

@@ -1,4 +1,5 @@
-"""Encoder backends: ONNX Runtime gives torch's vectors; without its packages it is a clear error."""
+"""Encoder backends: ONNX Runtime gives torch's vectors, bfloat16 nearly the same; without its
+packages ONNX is a clear error."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 
 import senseindex
 from cli import main
-from indexer.encoder import Encoder, EncoderSettings, load_encoder
+from indexer.encoder import (
+    Encoder,
+    EncoderSettings,
+    has_bfloat16_matrix_instructions,
+    load_encoder,
+    resolve_backend,
+)
 
 SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")
 TEXTS = [
@@ -43,14 +50,25 @@ def test_onnx_vectors_equal_torch_vectors(layers):
     np.testing.assert_allclose(a.word_vectors, b.word_vectors, atol=1e-5)
 
 
-def test_an_index_built_with_one_backend_answers_the_same_with_the_other(tmp_path, sample_index):
+@pytest.fixture(scope="module")
+def float32_index_dir(tmp_path_factory) -> Path:
+    """The sample corpus indexed in float32 by torch (the default backend may be bfloat16)."""
+    folder = tmp_path_factory.mktemp("float32") / "torch.idx"
+    senseindex.build_index([SAMPLE], folder, senseindex.EncoderSettings(backend="torch"))
+    return folder
+
+
+def test_an_index_built_with_one_backend_answers_the_same_with_the_other(tmp_path, float32_index_dir):
     pytest.importorskip("onnxruntime")
-    summary = senseindex.build_index([SAMPLE], tmp_path / "onnx", senseindex.EncoderSettings(backend="onnx"))
-    assert summary.words == sample_index.info()["counts"]["words"]
-    with senseindex.open_index(tmp_path / "onnx", backend="torch") as index:
+    senseindex.build_index([SAMPLE], tmp_path / "onnx", senseindex.EncoderSettings(backend="onnx"))
+    with (
+        senseindex.open_index(tmp_path / "onnx", backend="torch") as index,
+        senseindex.open_index(float32_index_dir, backend="torch") as float32,
+    ):
+        assert index.info()["counts"] == float32.info()["counts"]
         for query in ("I sat on the [bank] of the river", "The [crane] lifted steel beams"):
             hits = index.search_word(query, k=10)
-            expected = sample_index.search_word(query, k=10)
+            expected = float32.search_word(query, k=10)
             assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in expected]
             assert [h.score for h in hits] == pytest.approx([h.score for h in expected], abs=1e-4)
 
@@ -59,7 +77,7 @@ def test_the_onnx_backend_without_onnxruntime_is_a_one_line_error(monkeypatch, r
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     with pytest.raises(senseindex.ModelLoadError, match="needs the onnxruntime and onnx packages"):
         Encoder(EncoderSettings(backend="onnx"))
-    assert Encoder(EncoderSettings()).backend == "torch"  # the default needs neither
+    assert Encoder(EncoderSettings()).backend in ("torch", "torch-bf16")  # the default needs neither
     folder = str(tmp_path / "x")
     # a batch size of its own: the encoder cache must not hand back an ONNX encoder loaded earlier
     result = runner.invoke(
@@ -74,3 +92,43 @@ def test_the_onnx_backend_without_onnxruntime_is_a_one_line_error(monkeypatch, r
 def test_an_unknown_backend_is_a_settings_error():
     with pytest.raises(senseindex.SettingsError, match="unknown backend"):
         EncoderSettings(backend="tensorrt").validate()
+
+
+@pytest.mark.parametrize("layers", ["last", "concat-last-4"])
+def test_bfloat16_vectors_point_where_float32_vectors_point(layers):
+    spans = [_spans(t) for t in TEXTS]
+    bf16 = load_encoder(EncoderSettings(layers=layers, backend="torch-bf16", batch_size=2))
+    float32 = load_encoder(EncoderSettings(layers=layers, backend="torch", batch_size=2))
+    assert (bf16.backend, float32.backend) == ("torch-bf16", "torch")
+    a, b = bf16.encode(TEXTS, spans), float32.encode(TEXTS, spans)
+    assert not np.array_equal(a.word_vectors, b.word_vectors)  # the products really ran in bfloat16
+    # measured on 30,000 sentences of a novel: mean cosine 0.99998, lowest 0.9999
+    assert np.einsum("ij,ij->i", a.sentence_vectors, b.sentence_vectors).min() > 0.9995
+    assert np.einsum("ij,ij->i", a.word_vectors, b.word_vectors).min() > 0.9995
+    np.testing.assert_array_equal(a.word_aligned, b.word_aligned)
+    np.testing.assert_array_equal(a.piece_counts, b.piece_counts)
+
+
+def test_a_bfloat16_built_index_ranks_like_a_float32_one(tmp_path, float32_index_dir):
+    senseindex.build_index([SAMPLE], tmp_path / "bf16", senseindex.EncoderSettings(backend="torch-bf16"))
+    with (
+        senseindex.open_index(tmp_path / "bf16", backend="torch-bf16") as bf16,
+        senseindex.open_index(float32_index_dir, backend="torch") as float32,
+    ):
+        assert bf16.info()["counts"] == float32.info()["counts"]
+        for query in ("I sat on the [bank] of the river", "The [crane] lifted steel beams"):
+            hits, expected = bf16.search_word(query, k=5), float32.search_word(query, k=5)
+            assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in expected]
+            assert [h.score for h in hits] == pytest.approx([h.score for h in expected], abs=2e-3)
+        hits, expected = (
+            bf16.search_sentences("money in a bank", k=5),
+            float32.search_sentences("money in a bank", k=5),
+        )
+        assert [h.sentence_id for h in hits] == [h.sentence_id for h in expected]
+
+
+def test_auto_picks_bfloat16_only_where_the_cpu_multiplies_it_in_hardware():
+    expected = "torch-bf16" if has_bfloat16_matrix_instructions() else "torch"
+    assert resolve_backend("auto") == expected
+    assert load_encoder(EncoderSettings(backend="auto")).backend == expected
+    assert resolve_backend("onnx") == "onnx"

