@@ -29,6 +29,11 @@ BACKEND_OPTION = click.option(
     "where the CPU has bfloat16 instructions, else torch). Same search results.",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line).")
+SKIP_BAD_OPTION = click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Skip binary files, malformed JSONL lines and repeated ids with a warning instead of stopping.",
+)
 
 
 def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,6 +147,7 @@ def main() -> None:
 )
 @click.option("--skip-stopwords", is_flag=True, help="Give function words no word vector.")
 @click.option("--overwrite", is_flag=True, help="Replace an index already in the folder.")
+@SKIP_BAD_OPTION
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @JSON_OPTION
 @_one_line_errors
@@ -160,6 +166,7 @@ def build_index_command(
     index_type: str,
     skip_stopwords: bool,
     overwrite: bool,
+    skip_bad: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -168,6 +175,9 @@ def build_index_command(
     SOURCES are .txt/.md files (paragraphs split at blank lines), .jsonl files (a "text" field per
     line; "id" and other fields kept as metadata), folders of them, or - for standard input.
 
+    The index is committed every few seconds: if the build is interrupted, the documents committed
+    so far are searchable, and running the same command again completes it.
+
     \b
     Example:
       senseindex build-index data/sample --index sample.idx
@@ -175,17 +185,7 @@ def build_index_command(
       cat essay.txt | senseindex build-index - --index essay.idx
       senseindex build-index corpus/ --index big.idx --index-type IVF1024,SQ8
     """
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=None, unit="B", unit_scale=True, desc="indexing", disable=quiet, file=sys.stderr, leave=False
-    )
-
-    def show_progress(done: int, total: int | None) -> None:
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
+    bar, show_progress = _progress_bar(quiet)
     try:
         summary = senseindex.build_index(
             list(sources),
@@ -205,24 +205,164 @@ def build_index_command(
             passages=passages,
             sentence_splitting=sentence_splitting,
             index_type=index_type,
+            skip_bad=skip_bad,
         )
     finally:
         bar.close()
-    if as_json:
-        click.echo(json.dumps({"index": index_dir, **summary.to_dict()}))
-        return
-    click.echo(
-        f"Indexed {summary.documents:,} documents, {summary.sentences:,} sentences, "
-        f"{summary.words:,} words, {summary.passages:,} passages ({summary.tokens:,} tokens) "
-        f"in {summary.seconds:.1f} s -> {index_dir}"
+    _print_summary(summary, index_dir, as_json, "Indexed")
+
+
+def _progress_bar(quiet: bool) -> tuple[Any, Callable[[int, int | None], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=None, unit="B", unit_scale=True, desc="indexing", disable=quiet, file=sys.stderr, leave=False
     )
+
+    def show_progress(done: int, total: int | None) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, show_progress
+
+
+def _print_summary(summary: senseindex.BuildSummary, index_dir: str, as_json: bool, verb: str) -> None:
+    for warning in summary.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps({"index": index_dir, **summary.to_dict()}, ensure_ascii=False))
+        return
+    resumed = " (resumed an unfinished build)" if summary.resumed else ""
+    click.echo(
+        f"{verb} {summary.documents:,} documents, {summary.sentences:,} sentences, "
+        f"{summary.words:,} words, {summary.passages:,} passages ({summary.tokens:,} tokens) "
+        f"in {summary.seconds:.1f} s -> {index_dir}{resumed}"
+    )
+    if summary.replaced:
+        click.echo(f"Replaced {summary.replaced:,} changed documents (counted above).")
+    if summary.unchanged:
+        click.echo(f"Left {summary.unchanged:,} unchanged documents as they were.")
     click.echo("Vector index: " + ", ".join(f"{table} {kind}" for table, kind in summary.index_types.items()))
+    for merge in summary.merges:
+        click.echo(f"Merged shards: {merge}")
     if summary.skipped_files:
         click.echo(f"Skipped {len(summary.skipped_files):,} files that are not .txt, .md or .jsonl.")
     if summary.empty_documents:
         click.echo(f"Skipped {summary.empty_documents:,} empty documents.")
     if summary.unaligned_words:
         click.echo(f"{summary.unaligned_words:,} words got no token from the tokenizer and were left out.")
+    if summary.warnings:
+        click.echo(f"{len(summary.warnings):,} warnings (above).")
+
+
+@main.command("add")
+@click.argument("sources", nargs=-1, required=True)
+@INDEX_OPTION
+@click.option("--dry-run", is_flag=True, help="Only report which documents are new, changed or unchanged.")
+@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@BACKEND_OPTION
+@SKIP_BAD_OPTION
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@JSON_OPTION
+@_one_line_errors
+def add_command(
+    sources: tuple[str, ...],
+    index_dir: str,
+    dry_run: bool,
+    model: str | None,
+    backend: str,
+    skip_bad: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Add documents to an index, with the settings stored in it.
+
+    A document's identity is its JSONL "id", or its path relative to the folder given as source.
+    Unchanged documents are left alone; changed ones are replaced (old sentences, words and vectors
+    disappear from queries in the same commit that adds the new ones).
+
+    
+    Example:
+      senseindex add more_notes/ --index notes.idx
+      senseindex add updated.jsonl --index notes.idx --dry-run
+    """
+    if dry_run:
+        plan = senseindex.plan_changes(list(sources), index_dir, skip_bad=skip_bad)
+        for warning in plan.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+        if as_json:
+            click.echo(json.dumps(plan.to_dict(), ensure_ascii=False))
+            return
+        for label, ids in (("new", plan.new), ("changed", plan.changed), ("unchanged", plan.unchanged)):
+            click.echo(f"{len(ids):,} {label}" + (": " + ", ".join(ids[:20]) if ids else ""))
+            if len(ids) > 20:
+                click.echo(f"  … and {len(ids) - 20:,} more")
+        return
+    bar, show_progress = _progress_bar(quiet)
+    try:
+        summary = senseindex.add_documents(
+            list(sources), index_dir, model=model, backend=backend, progress=show_progress, skip_bad=skip_bad
+        )
+    finally:
+        bar.close()
+    _print_summary(summary, index_dir, as_json, "Added")
+
+
+@main.command("delete")
+@click.argument("doc_ids", nargs=-1, required=True)
+@INDEX_OPTION
+@JSON_OPTION
+@_one_line_errors
+def delete_command(doc_ids: tuple[str, ...], index_dir: str, as_json: bool) -> None:
+    """Delete documents, with all their sentences, words and vectors.
+
+    DOC_IDS are document ids as stored (the JSONL "id", or the file's path relative to its source
+    folder; `senseindex info` counts them, query hits show them).
+
+    
+    Example:
+      senseindex delete zoo_visit.md --index sample.idx
+    """
+    summary = senseindex.delete_documents(index_dir, list(doc_ids))
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
+        return
+    rows = summary.rows
+    click.echo(
+        f"Deleted {rows['documents']:,} documents ({rows['sentences']:,} sentences, {rows['words']:,} words, "
+        f"{rows['passages']:,} passages) from {index_dir}"
+    )
+    for merge in summary.merges:
+        click.echo(f"Merged shards: {merge}")
+
+
+@main.command("check")
+@INDEX_OPTION
+@JSON_OPTION
+@_one_line_errors
+def check_command(index_dir: str, as_json: bool) -> None:
+    """Verify an index: files readable, every vector with its row and back, spans exact.
+
+    Exits with status 1 and lists the problems if there are any.
+
+    
+    Example:
+      senseindex check --index sample.idx
+    """
+    report = senseindex.check_index(index_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        counts = ", ".join(f"{value:,} {name}" for name, value in report.counts.items())
+        for note in report.notes:
+            click.echo(f"Note: {note}")
+        if report.ok:
+            click.echo(f"OK: {index_dir} ({counts})")
+        for problem in report.problems:
+            click.echo(f"Problem: {problem}")
+    if not report.ok:
+        sys.exit(1)
 
 
 @main.command("query")
@@ -330,6 +470,12 @@ def info_command(index_dir: str, as_json: bool) -> None:
         click.echo(f"{name}: {value:,}")
     for name, value in info["settings"].items():
         click.echo(f"{name}: {value}")
+    deleted = {table: n for table, n in info["deleted_vectors"].items() if n}
+    if deleted:
+        click.echo(
+            "vectors of deleted rows still on disk (skipped by searches): "
+            + ", ".join(f"{table} {n:,}" for table, n in deleted.items())
+        )
     for shard in info["vector_files"]:
         size = "missing" if shard["bytes"] is None else f"{shard['bytes']:,} bytes"
         click.echo(f"vector file {shard['file']}: {shard['count']:,} vectors, {shard['index_type']}, {size}")

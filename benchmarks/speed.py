@@ -6,8 +6,9 @@ Prints one table:
   1. the ceiling: the novel's sentences through the bare transformers forward pass, length-sorted
      batches of 64, tokens/s; measured before and after the build, the ratio uses their mean (the
      machine's speed drifts by several per cent over minutes);
-  2. build-index end to end (a fresh process, default settings): wall time, words/s, tokens/s, ratio
-     to (1);
+  2. build-index end to end (a fresh process, default settings) per backend (torch float32,
+     torch-bf16, onnx): wall time, words/s, tokens/s, ratio to (1) and to that backend's own bare
+     forward pass (how much the work around the model costs);
   3. peak resident memory of the build, for the novel and for the novel repeated --repeat times;
   4. index size on disk: bytes per word occurrence (FAISS and SQLite apart), and per index type;
   5. query latency p50/p95 (sentence, same-word frequent, same-word rare, --any-word) on the default
@@ -53,7 +54,7 @@ def bare_forward_tokens_per_second(sentences: list[str], backend: str = "torch")
     import torch
 
     encoder = load_encoder(EncoderSettings(backend=backend))
-    if encoder.backend != backend:
+    if encoder.backend != backend:  # e.g. onnx without its packages
         raise SystemExit(f"the {backend} backend is not available")
     forward = (
         encoder._onnx.run
@@ -271,8 +272,10 @@ def measure_pairs(novel: Path, work: Path, pairs: int) -> None:
             f"pair {pair + 1}: ceiling {ceiling:.0f} tokens/s, build {seconds:.0f} s, "
             f"{end_to_end:.2f}x end to end, {library:.2f}x as the library times it"
         )
+    default_backend = load_encoder(EncoderSettings()).backend
     print(
-        f"| build / ceiling, median of {pairs} pairs | {np.median([r[0] for r in ratios]):.2f}x end to end, "
+        f"| default build ({default_backend}) / torch ceiling, median of {pairs} pairs |"
+        f" {np.median([r[0] for r in ratios]):.2f}x end to end, "
         f"{np.median([r[1] for r in ratios]):.2f}x as the library times it | "
         + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in ratios)
         + " |"
@@ -345,6 +348,7 @@ def main() -> None:
         builds = {}  # name -> (summary, wall seconds, peak MB)
         for name, source, extra in (
             ("torch", one, ("--backend", "torch")),
+            ("torch-bf16", one, ("--backend", "torch-bf16")),
             ("onnx", one, ("--backend", "onnx")),
         ):
             builds[name] = build_in_fresh_process(source, work / f"{name}.idx", extra)
@@ -354,6 +358,9 @@ def main() -> None:
         log(f"ceiling again {ceiling_after:.0f} tokens/s")
         onnx_forward, _ = bare_forward_tokens_per_second(sentences, backend="onnx")
         log(f"ONNX Runtime forward {onnx_forward:.0f} tokens/s")
+        bf16_forward, _ = bare_forward_tokens_per_second(sentences, backend="torch-bf16")
+        log(f"bfloat16 forward {bf16_forward:.0f} tokens/s")
+        forwards = {"torch": ceiling, "torch-bf16": bf16_forward, "onnx": onnx_forward}
         many = work / f"novel-x{args.repeat}"
         many.mkdir(exist_ok=True)
         for copy in range(args.repeat):
@@ -389,15 +396,21 @@ def main() -> None:
                 f"{onnx_forward:,.0f} tokens/s",
                 f"{onnx_forward / ceiling:.2f}x the torch ceiling",
             ],
+            [
+                "torch-bf16 forward pass (bfloat16 linear layers), same batches",
+                f"{bf16_forward:,.0f} tokens/s",
+                f"{bf16_forward / ceiling:.2f}x the torch ceiling",
+            ],
             *[
                 [
                     f"build-index --backend {name}, end to end (fresh process, model load included)",
                     f"{built['tokens'] / wall:,.0f} tokens/s, {built['words'] / wall:,.0f} words/s",
                     f"**{built['tokens'] / wall / ceiling:.2f}x the torch ceiling**; {wall:.0f} s wall; "
-                    f"as the library times it {built['tokens'] / built['seconds'] / ceiling:.2f}x",
+                    f"as the library times it {built['tokens'] / built['seconds'] / ceiling:.2f}x; "
+                    f"{built['tokens'] / wall / forwards[name]:.2f}x its own backend's forward pass",
                 ]
                 for name, (built, wall, _) in builds.items()
-                if name in ("torch", "onnx")
+                if name in forwards
             ],
             [
                 "peak RSS of the build, 1x novel",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import transformers
 
-from indexer.errors import ModelLoadError, SettingsError
+from indexer.errors import IndexCorrupted, ModelLoadError, ModelMismatch, SettingsError
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -882,6 +882,7 @@ def _export_onnx(encoder: Encoder, path: Path) -> None:
 
 
 _CACHE: dict[EncoderSettings, Encoder] = {}
+_STORED_ENCODER_SETTINGS = ("layers", "piece_pooling", "sentence_pooling", "max_length", "batch_size")
 
 
 def load_encoder(settings: EncoderSettings) -> Encoder:
@@ -896,3 +897,47 @@ def load_encoder(settings: EncoderSettings) -> Encoder:
     if settings not in _CACHE:
         _CACHE[settings] = Encoder(settings)
     return _CACHE[settings]
+
+
+def load_index_encoder(stored: dict, model: str | None = None, backend: str = "auto") -> Encoder:
+    """Load the encoder an index was built with, from its stored settings.
+
+    Args:
+        stored: the index's settings (``model``, ``model_fingerprint``, layer and pooling settings).
+        model: a model folder to use instead of the stored one (e.g. the index was moved to another
+            machine); its weights must have the stored fingerprint.
+        backend: what runs the model (any backend reads any index).
+
+    Returns:
+        The encoder.
+
+    Raises:
+        ModelMismatch: the model's weights are not the ones the index was built with.
+        ModelLoadError: the model cannot be found or loaded.
+        IndexCorrupted: a setting is missing.
+    """
+    missing = [key for key in ("model", "model_fingerprint", *_STORED_ENCODER_SETTINGS) if key not in stored]
+    if missing:
+        raise IndexCorrupted(f"the index has no {missing[0]!r} setting; rebuild it")
+    chosen = model or stored["model"]
+    try:
+        folder = resolve_model_path(chosen)
+    except ModelLoadError:
+        if model is None and stored["model"] != DEFAULT_MODEL:
+            raise ModelLoadError(
+                f"the index's model folder {stored['model']} is gone; pass --model with a copy of that model"
+            ) from None
+        raise
+    fingerprint = fingerprint_model(folder)
+    if fingerprint != stored["model_fingerprint"]:
+        raise ModelMismatch(
+            f"the index was built with model {stored['model']} ({stored['model_fingerprint'][:19]}…) "
+            f"but {chosen} has different weights ({fingerprint[:19]}…)"
+        )
+    return load_encoder(
+        EncoderSettings(
+            model=str(folder) if chosen != DEFAULT_MODEL else DEFAULT_MODEL,
+            backend=backend,
+            **{key: stored[key] for key in _STORED_ENCODER_SETTINGS},
+        )
+    )

@@ -19,6 +19,10 @@ class IndexExists(SenseIndexError):
     """The target folder already holds a finished index and overwriting was not asked for."""
 
 
+class IndexBusy(SenseIndexError):
+    """Another process is writing to the index (one writer at a time; readers are never blocked)."""
+
+
 class IndexCorrupted(SenseIndexError):
     """The index files cannot be read, or disagree with each other."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import json
 import time
@@ -26,10 +27,24 @@ from typing import Any, TextIO
 import numpy as np
 
 from indexer import __version__
-from indexer.encoder import DEFAULT_MODEL, Encoder, EncoderSettings, PreparedBatch, load_encoder
-from indexer.errors import SettingsError, SourceError
+from indexer.encoder import (
+    DEFAULT_MODEL,
+    Encoder,
+    EncoderSettings,
+    PreparedBatch,
+    load_encoder,
+    load_index_encoder,
+)
+from indexer.errors import IndexExists, SenseIndexError, SettingsError, SourceError
 from indexer.sources import STDIN, Document, read_documents, scan_sources
-from indexer.storage import AUTO_INDEX_TYPE, VECTOR_TABLES, IndexStore, check_index_type
+from indexer.storage import (
+    AUTO_INDEX_TYPE,
+    STATUS_BUILDING,
+    VECTOR_TABLES,
+    IndexStore,
+    check_index_type,
+    read_index_status,
+)
 from indexer.text import check_sentence_mode, split_text, split_words
 
 ProgressCallback = Callable[[int, int | None], None]
@@ -40,6 +55,23 @@ ProgressCallback = Callable[[int, int | None], None]
 _CHUNK_CHARACTERS = 100_000
 _FIRST_CHUNK_CHARACTERS = 20_000
 PASSAGE_MODES = ("pooled", "encoded", "none")
+# A commit (at the end of a document) once this much text or time has gone by since the last one:
+# a killed build loses at most about this much work; each commit writes the shards being filled.
+COMMIT_CHARACTERS = 1_000_000
+COMMIT_SECONDS = 3.0
+# Settings that must match for a build to resume an unfinished index (the rest, e.g. the creation
+# time or the model folder's path, may differ).
+_RESUMABLE_SETTINGS = (
+    "model_fingerprint",
+    "layers",
+    "piece_pooling",
+    "sentence_pooling",
+    "max_length",
+    "skip_stopwords",
+    "passages",
+    "sentence_splitting",
+    "index_type",
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +88,14 @@ class BuildSummary:
         skipped_files: files in source folders that are not ``.txt``, ``.md`` or ``.jsonl``.
         empty_documents: documents with no text, not stored.
         unaligned_words: words no WordPiece covered, not stored (should be 0).
-        index_types: the vector index type each table got (``flat`` or a FAISS factory string).
+        index_types: the vector index type each table got (``flat``, a FAISS factory string, or
+            several joined with ``+`` when its shards differ).
+        unchanged: documents already in the index with the same content, left as they were.
+        replaced: documents already in the index with other content, replaced (counted in
+            ``documents`` too).
+        resumed: a build that continued an unfinished index (killed or failed before).
+        merges: what the shard merge after the last commit did, one line each.
+        warnings: problems with sources that were skipped or repaired (``--skip-bad``, bad bytes).
     """
 
     documents: int
@@ -69,6 +108,11 @@ class BuildSummary:
     empty_documents: int = 0
     unaligned_words: int = 0
     index_types: dict[str, str] = field(default_factory=dict)
+    unchanged: int = 0
+    replaced: int = 0
+    resumed: bool = False
+    merges: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as a JSON-able dict."""
@@ -126,6 +170,9 @@ class _Chunk:
         self.sentences: list[dict[str, Any]] = []
         self.words: list[list[tuple[int, int, str, str]]] = []  # (start, end, form, lemma)
         self.texts: list[str] = []  # the full text of each sentence's document, for passages
+        self.ends: list[bool] = []  # whether each sentence is its document's last
+        self.replaces: list[str] = []  # ids of stored documents this chunk's new versions replace
+        self.at_document_end = False  # the chunk's last sentence ends a document
         self.characters = 0
         self.prepared: PreparedBatch | None = None
         self.done_bytes = 0  # source bytes read when the chunk was complete
@@ -233,6 +280,8 @@ class _Builder:
                     int(encoded.piece_counts[offset]),
                     encoded.sentence_weights[offset] * encoded.sentence_vectors[offset],
                 )
+                if chunk.ends[offset]:  # a commit after this chunk must hold the whole document
+                    self.packer.close()
         if self.packer is not None and last:
             self.packer.close()
         passage_rows, passage_vectors = self._passages()
@@ -286,8 +335,14 @@ def build_index(
     passages: str = "pooled",
     sentence_splitting: str = "auto",
     index_type: str = AUTO_INDEX_TYPE,
+    skip_bad: bool = False,
 ) -> BuildSummary:
     """Build a new index of documents at sentence, word and passage level.
+
+    The index is written in place and committed every few seconds, at document boundaries: a build
+    that is killed leaves an index holding the documents committed so far, and running the same build
+    again resumes it (documents already stored with the same content are skipped). With
+    ``overwrite``, the new index is written next to the old one and replaces it only when complete.
 
     Args:
         sources: files (``.txt``, ``.md``: paragraphs split at blank lines; ``.jsonl``: one JSON object
@@ -306,13 +361,16 @@ def build_index(
         index_type: vector index type: ``auto`` (exact for tables of up to 65,536 vectors, 8-bit
             scalar quantisation above), ``flat`` (always exact) or a FAISS ``index_factory`` string
             such as ``SQ8``, ``IVF1024,SQ8`` or ``HNSW32`` (see the README's choice table).
+        skip_bad: skip malformed JSONL lines and binary files with a warning instead of stopping.
 
     Returns:
         What was stored.
 
     Raises:
         SourceError: a missing, unreadable or malformed source, or nothing to index.
-        IndexExists: ``index_dir`` already holds an index and ``overwrite`` is False.
+        IndexExists: ``index_dir`` already holds a finished index (or an unfinished one built with
+            other settings) and ``overwrite`` is False.
+        IndexBusy: another process is writing to ``index_dir``.
         ModelLoadError, SettingsError: the model or a setting is unusable.
     """
     started = time.perf_counter()
@@ -320,7 +378,7 @@ def build_index(
         raise SettingsError(f"unknown passage mode {passages!r}; use one of {', '.join(PASSAGE_MODES)}")
     check_sentence_mode(sentence_splitting)
     settings = settings or EncoderSettings(model=DEFAULT_MODEL)
-    files, scan = scan_sources(sources)
+    files, scan = scan_sources(sources, skip_bad=skip_bad)
     read_stdin = STDIN in sources
     if not files and not read_stdin:
         raise SourceError(
@@ -329,37 +387,303 @@ def build_index(
         )
     encoder = load_encoder(settings)
     check_index_type(index_type, (encoder.word_dimension, encoder.sentence_dimension))
-    store = IndexStore.create(
-        Path(index_dir),
-        index_settings(encoder, skip_stopwords, passages, sentence_splitting, index_type),
-        overwrite,
-    )
-    builder = _Builder(encoder, store, passages)
-    counts = builder.counts
-    total_bytes = None if read_stdin else scan.total_bytes
-    chunks = _chunks(
-        read_documents(files, read_stdin, stdin),
+    wanted = index_settings(encoder, skip_stopwords, passages, sentence_splitting, index_type)
+    folder = Path(index_dir)
+    resumed = not overwrite and read_index_status(folder) == STATUS_BUILDING
+    if resumed:
+        store = IndexStore.open_for_writing(folder)
+        different = [key for key in _RESUMABLE_SETTINGS if store.settings.get(key) != wanted[key]]
+        if different:
+            store.close()
+            key = different[0]
+            raise IndexExists(
+                f"{folder} holds an unfinished index built with other settings ({key}: "
+                f"{store.settings.get(key)!r}, not {wanted[key]!r}); run the same build again to "
+                "resume it, or use --overwrite"
+            )
+    else:
+        store = IndexStore.create(folder, wanted, overwrite)
+    return _write_documents(
+        store,
         encoder,
-        skip_stopwords,
-        sentence_splitting,
-        builder.next_document,
-        counts,
+        read_documents(files, read_stdin, stdin, skip_bad=skip_bad, warnings=scan.warnings),
+        None if read_stdin else scan.total_bytes,
+        progress,
+        scan,
+        started,
+        complete=True,
+        resumed=resumed,
+        check_existing=resumed,
     )
+
+
+def add_documents(
+    sources: Sequence[str],
+    index_dir: str | Path,
+    model: str | None = None,
+    backend: str = "auto",
+    progress: ProgressCallback | None = None,
+    stdin: TextIO | None = None,
+    skip_bad: bool = False,
+) -> BuildSummary:
+    """Add documents to an existing index, with the settings stored in it.
+
+    A document's identity is its ``id`` (JSONL) or its path relative to the folder given as source. A
+    document stored with the same content is left alone; one stored with other content is replaced
+    (its old sentences, words and vectors leave every query in the same commit that adds the new
+    ones).
+
+    Args:
+        sources: files, folders or ``-``, as for :func:`build_index`.
+        index_dir: the index folder.
+        model: a copy of the index's model to use instead of the stored folder (same weights).
+        backend: what runs the model (see :class:`EncoderSettings`).
+        progress: called after each stored chunk with bytes done and bytes in total.
+        stdin: the stream ``-`` reads.
+        skip_bad: skip malformed JSONL lines and binary files with a warning.
+
+    Returns:
+        What was stored (``documents`` counts new and replaced ones).
+
+    Raises:
+        IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
+        IndexBusy: another process is writing to it.
+        ModelMismatch, ModelLoadError: the model is not the index's or cannot be loaded.
+        SourceError: a missing, unreadable or malformed source.
+    """
+    started = time.perf_counter()
+    files, scan = scan_sources(sources, skip_bad=skip_bad)
+    read_stdin = STDIN in sources
+    if not files and not read_stdin:
+        raise SourceError(f"no .txt, .md or .jsonl files in {', '.join(sources)}")
+    store = IndexStore.open_for_writing(Path(index_dir))
     try:
-        for chunk in chunks:
-            batch = builder.embed(chunk)
-            if batch is not None:
-                store.add_batch(*batch)
-            _return_free_memory()
-            if progress:
-                progress(chunk.done_bytes, total_bytes)
-        if not counts["documents"]:
-            raise SourceError("the sources hold no text to index (all documents are empty)")
-        store.finish()
+        encoder = load_index_encoder(store.settings, model, backend)
+    except BaseException:
+        store.close()
+        raise
+    return _write_documents(
+        store,
+        encoder,
+        read_documents(files, read_stdin, stdin, skip_bad=skip_bad, warnings=scan.warnings),
+        None if read_stdin else scan.total_bytes,
+        progress,
+        scan,
+        started,
+        complete=False,
+        resumed=False,
+        check_existing=True,
+    )
+
+
+@dataclass(frozen=True)
+class ChangePlan:
+    """What an ``add`` would do, found without running the model.
+
+    Attributes:
+        new: ids of documents not in the index.
+        changed: ids of documents in the index with other content (would be replaced).
+        unchanged: ids of documents in the index with the same content (would be left alone).
+        skipped_files: files in source folders that are not ``.txt``, ``.md`` or ``.jsonl``.
+        warnings: problems with sources that would be skipped or repaired.
+    """
+
+    new: list[str]
+    changed: list[str]
+    unchanged: list[str]
+    skipped_files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as a JSON-able dict."""
+        return asdict(self)
+
+
+def plan_changes(
+    sources: Sequence[str], index_dir: str | Path, stdin: TextIO | None = None, skip_bad: bool = False
+) -> ChangePlan:
+    """What :func:`add_documents` would change (``--dry-run``): reads the sources and compares them
+    with the index by content hash, without loading the model or writing anything.
+
+    Raises:
+        IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
+        SourceError: a missing, unreadable or malformed source.
+    """
+    files, scan = scan_sources(sources, skip_bad=skip_bad)
+    store = IndexStore.open(Path(index_dir))
+    new: list[str] = []
+    changed: list[str] = []
+    unchanged: list[str] = []
+    try:
+        for document in read_documents(
+            files, STDIN in sources, stdin, skip_bad=skip_bad, warnings=scan.warnings
+        ):
+            stored = store.document_hashes([document.doc_id]).get(document.doc_id)
+            if stored is None:
+                new.append(document.doc_id)
+            elif stored == document.content_hash:
+                unchanged.append(document.doc_id)
+            else:
+                changed.append(document.doc_id)
+    finally:
+        store.close()
+    return ChangePlan(new, changed, unchanged, scan.skipped_files, scan.warnings)
+
+
+@dataclass(frozen=True)
+class DeleteSummary:
+    """What a delete removed.
+
+    Attributes:
+        documents: ids of the documents deleted.
+        rows: rows deleted per table (``documents``, ``sentences``, ``words``, ``passages``).
+        merges: what the shard merge after the delete did, one line each.
+    """
+
+    documents: list[str]
+    rows: dict[str, int]
+    merges: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-able dict."""
+        return asdict(self)
+
+
+def delete_documents(index_dir: str | Path, doc_ids: Sequence[str]) -> DeleteSummary:
+    """Delete documents and all their sentences, words, passages and vectors, in one commit.
+
+    Args:
+        index_dir: the index folder.
+        doc_ids: ids of stored documents.
+
+    Returns:
+        What was deleted.
+
+    Raises:
+        SourceError: an id is not in the index (nothing is deleted then).
+        IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
+        IndexBusy: another process is writing to it.
+    """
+    if not doc_ids:
+        raise SourceError("no document id given")
+    store = IndexStore.open_for_writing(Path(index_dir))
+    try:
+        unique = list(dict.fromkeys(doc_ids))
+        known = store.document_hashes(unique)
+        unknown = [doc_id for doc_id in unique if doc_id not in known]
+        if unknown:
+            more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+            raise SourceError(f"no document {unknown[0]!r}{more} in {index_dir}; nothing was deleted")
+        rows = store.delete_documents(unique)
+        merges = store.finish(complete=False)
     except BaseException:
         store.abort()
         raise
-    store.close()
+    return DeleteSummary(unique, rows, merges)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What :func:`check_index` found.
+
+    Attributes:
+        path: the index folder.
+        problems: one line per problem; empty for a sound index.
+        notes: remarks that are not problems (an unfinished build, leftover files).
+        counts: rows per table.
+    """
+
+    path: str
+    problems: list[str]
+    notes: list[str]
+    counts: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-able dict (with ``ok``)."""
+        return {"ok": self.ok, **asdict(self)}
+
+
+def check_index(index_dir: str | Path) -> CheckReport:
+    """Verify an index without changing it: SQLite's integrity check, every vector file readable and
+    holding the vectors its record says, every row with its vector, every span slicing its document
+    to its text, no half-stored document.
+
+    Args:
+        index_dir: the index folder.
+
+    Returns:
+        The report.
+
+    Raises:
+        IndexNotFound: no index in ``index_dir``.
+        SchemaMismatch: an index of another format version.
+        IndexCorrupted: the database cannot be opened at all.
+    """
+    store = IndexStore.open(Path(index_dir))
+    try:
+        problems, notes = store.check()
+        try:
+            counts = store.counts()
+        except SenseIndexError:
+            counts = {}
+    finally:
+        store.close()
+    return CheckReport(str(index_dir), problems, notes, counts)
+
+
+def _write_documents(
+    store: IndexStore,
+    encoder: Encoder,
+    documents: Iterator[Document],
+    total_bytes: int | None,
+    progress: ProgressCallback | None,
+    scan: Any,
+    started: float,
+    complete: bool,
+    resumed: bool,
+    check_existing: bool,
+) -> BuildSummary:
+    """Embed and store documents with commits at document boundaries; the shared core of
+    :func:`build_index` and :func:`add_documents`."""
+    builder = _Builder(encoder, store, str(store.settings.get("passages", "none")))
+    counts = builder.counts
+    counts.update(unchanged=0, replaced=0)
+    chunks = _chunks(
+        _new_or_changed(documents, store, counts) if check_existing else documents,
+        encoder,
+        bool(store.settings.get("skip_stopwords")),
+        str(store.settings.get("sentence_splitting", "auto")),
+        builder.next_document,
+        counts,
+    )
+    last_commit, characters_since = time.monotonic(), 0
+    try:
+        for chunk in chunks:
+            if chunk.replaces:
+                store.delete_documents(chunk.replaces)
+            batch = builder.embed(chunk)
+            if batch is not None:
+                store.add_batch(*batch)
+            characters_since += chunk.characters
+            if chunk.at_document_end and (
+                characters_since >= COMMIT_CHARACTERS or time.monotonic() - last_commit >= COMMIT_SECONDS
+            ):
+                store.commit()
+                last_commit, characters_since = time.monotonic(), 0
+            _return_free_memory()
+            if progress:
+                progress(chunk.done_bytes, total_bytes)
+        if complete and not counts["documents"] and not counts["unchanged"]:
+            raise SourceError("the sources hold no text to index (all documents are empty)")
+        merges = store.finish(complete=complete)
+    except BaseException:
+        store.abort()
+        raise
     return BuildSummary(
         documents=counts["documents"],
         sentences=counts["sentences"],
@@ -371,7 +695,27 @@ def build_index(
         empty_documents=counts["empty"],
         unaligned_words=counts["unaligned"],
         index_types={table: str(store.settings.get(f"{table}_index_type")) for table in VECTOR_TABLES},
+        unchanged=counts["unchanged"],
+        replaced=counts["replaced"],
+        resumed=resumed,
+        merges=merges,
+        warnings=list(scan.warnings),
     )
+
+
+def _new_or_changed(
+    documents: Iterator[Document], store: IndexStore, counts: dict[str, int]
+) -> Iterator[Document]:
+    """Documents to store: new ones, and changed ones marked to replace their stored version."""
+    for document in documents:
+        stored = store.document_hashes([document.doc_id]).get(document.doc_id)
+        if stored == document.content_hash:
+            counts["unchanged"] += 1
+            continue
+        if stored is not None:
+            counts["replaced"] += 1
+            document = dataclasses.replace(document, replaces=True)
+        yield document
 
 
 def _chunks(
@@ -383,7 +727,8 @@ def _chunks(
     counts: dict[str, int],
 ) -> Iterator[_Chunk]:
     """Split documents into sentences and words and group them into prepared chunks; the last chunk
-    (possibly empty) is marked ``last``."""
+    (possibly empty) is marked ``last``. A chunk is cut at a sentence once it holds enough text; a cut
+    that falls at a document's end is marked, as only there may a commit follow."""
     next_document = first_document
     done_bytes = 0
     chunk = _Chunk()
@@ -393,7 +738,11 @@ def _chunks(
         sentences = _split_document(document, skip_stopwords, sentence_splitting)
         if not sentences:
             counts["empty"] += 1
+            if document.replaces:  # the new version is empty: the old one goes all the same
+                chunk.replaces.append(document.doc_id)
             continue
+        if document.replaces:
+            chunk.replaces.append(document.doc_id)
         chunk.documents.append(_document_row(document, next_document))
         for position, (span, words) in enumerate(sentences):
             chunk.sentences.append(
@@ -407,13 +756,17 @@ def _chunks(
             )
             chunk.words.append(words)
             chunk.texts.append(document.text)
+            chunk.ends.append(position == len(sentences) - 1)
             chunk.characters += span[1] - span[0]
             if chunk.characters >= limit:
+                chunk.at_document_end = position == len(sentences) - 1
                 yield chunk.prepare(encoder, done_bytes, last=False)
                 chunk = _Chunk()
                 limit = _CHUNK_CHARACTERS
+        chunk.at_document_end = True
         next_document += 1
         counts["documents"] += 1
+    chunk.at_document_end = True
     yield chunk.prepare(encoder, done_bytes, last=True)
 
 

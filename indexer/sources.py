@@ -29,6 +29,7 @@ class Document:
         source: where it was read from.
         metadata: other JSONL fields.
         size: bytes of the source it took, for progress reporting.
+        replaces: it replaces a stored document with the same id (set when adding to an index).
     """
 
     doc_id: str
@@ -36,6 +37,7 @@ class Document:
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)
     size: int = 0
+    replaces: bool = False
 
     @property
     def content_hash(self) -> str:
@@ -47,10 +49,18 @@ class Document:
 
 @dataclass
 class SourceScan:
-    """What a scan of the sources found besides documents."""
+    """What a scan of the sources found besides documents.
+
+    Attributes:
+        skipped_files: files in source folders that are not ``.txt``, ``.md`` or ``.jsonl``.
+        total_bytes: bytes of all files to read.
+        warnings: problems found while reading: bytes that are not UTF-8 (replaced), and with
+            ``skip_bad`` binary files, malformed JSONL lines and repeated ids (skipped).
+    """
 
     skipped_files: list[str] = field(default_factory=list)
     total_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def _files_of(source: str, scan: SourceScan) -> list[tuple[Path, str]]:
@@ -71,17 +81,21 @@ def _files_of(source: str, scan: SourceScan) -> list[tuple[Path, str]]:
     raise SourceError(f"source {source!r} does not exist")
 
 
-def scan_sources(sources: Sequence[str]) -> tuple[list[tuple[Path, str]], SourceScan]:
-    """List the files the sources stand for, without reading them.
+def scan_sources(sources: Sequence[str], skip_bad: bool = False) -> tuple[list[tuple[Path, str]], SourceScan]:
+    """List the files the sources stand for and check that they read as documents (every file is
+    read once here, so a malformed line stops the work before the model is loaded).
 
     Args:
         sources: file paths, folder paths, or ``-`` for standard input.
+        skip_bad: skip binary files, malformed JSONL lines and repeated ids (each with a warning in
+            the scan) instead of raising.
 
     Returns:
         ``(files, scan)``: the files to read with their document ids, and what was skipped.
 
     Raises:
-        SourceError: a source does not exist, or no source was given.
+        SourceError: a source does not exist, no source was given, or (without ``skip_bad``) a file
+            is binary, a JSONL line is malformed or a document id occurs twice.
     """
     if not sources:
         raise SourceError("no source given; pass files, folders or - for standard input")
@@ -93,38 +107,73 @@ def scan_sources(sources: Sequence[str]) -> tuple[list[tuple[Path, str]], Source
         for file, doc_id in _files_of(source, scan):
             files.append((file, doc_id))
             scan.total_bytes += file.stat().st_size
+    for _ in read_documents(files, False, skip_bad=skip_bad, warnings=[]):
+        pass  # reading raises the first problem; the warnings come again when the build reads
     return files, scan
 
 
-def _decode(data: bytes, where: str) -> str:
-    if b"\x00" in data[:8192]:
-        raise SourceError(f"{where} looks like a binary file, not text")
+def _decode(data: bytes, where: str, warnings: list[str]) -> str:
+    """Text of a file or line: UTF-8 (a byte-order mark is dropped); bytes that are not UTF-8 are
+    replaced with U+FFFD and a warning says where."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise SourceError(f"{where} is not UTF-8 text (byte {error.start})") from error
+        warnings.append(
+            f"{where} is not valid UTF-8 (first bad byte at {error.start}); "
+            "bad bytes were replaced with U+FFFD"
+        )
+        return data.decode("utf-8-sig", errors="replace")
 
 
-def _read_jsonl(file: Path) -> Iterator[Document]:
+def _looks_binary(data: bytes) -> bool:
+    return b"\x00" in data[:8192]
+
+
+class _Skip(Exception):
+    """A source item to skip under ``skip_bad`` (the message is the warning)."""
+
+
+def _read_jsonl(file: Path, skip_bad: bool, warnings: list[str]) -> Iterator[Document]:
     with file.open("rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             where = f"{file}:{line_number}"
-            line = _decode(raw, where).strip()
-            if not line:
-                continue
             try:
-                record = json.loads(line)
-            except ValueError as error:
-                raise SourceError(f"{where}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise SourceError(f"{where}: each line must be a JSON object with a 'text' string")
-            doc_id = str(record["id"]) if record.get("id") is not None else f"{file.name}:{line_number}"
-            metadata = {k: v for k, v in record.items() if k not in ("id", "text")}
-            yield Document(doc_id, record["text"], str(file), metadata, len(raw))
+                yield _parse_jsonl_line(raw, file, line_number, where, warnings)
+            except _Skip as problem:
+                if not skip_bad:
+                    raise SourceError(f"{problem} (--skip-bad skips such lines)") from None
+                warnings.append(f"skipped {problem}")
+            except _Blank:
+                continue
+
+
+class _Blank(Exception):
+    """An empty JSONL line."""
+
+
+def _parse_jsonl_line(raw: bytes, file: Path, line_number: int, where: str, warnings: list[str]) -> Document:
+    if b"\x00" in raw:
+        raise _Skip(f"{where}: a NUL byte; not a JSON line")
+    line = _decode(raw, where, warnings).strip()
+    if not line:
+        raise _Blank
+    try:
+        record = json.loads(line)
+    except ValueError as error:
+        raise _Skip(f"{where}: not valid JSON ({error.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise _Skip(f"{where}: each line must be a JSON object with a 'text' string")
+    doc_id = str(record["id"]) if record.get("id") is not None else f"{file.name}:{line_number}"
+    metadata = {k: v for k, v in record.items() if k not in ("id", "text")}
+    return Document(doc_id, record["text"], str(file), metadata, len(raw))
 
 
 def read_documents(
-    files: Sequence[tuple[Path, str]], read_stdin: bool, stdin: TextIO | None = None
+    files: Sequence[tuple[Path, str]],
+    read_stdin: bool,
+    stdin: TextIO | None = None,
+    skip_bad: bool = False,
+    warnings: list[str] | None = None,
 ) -> Iterator[Document]:
     """Read documents one at a time (a JSONL file is streamed line by line).
 
@@ -132,35 +181,55 @@ def read_documents(
         files: files and their document ids, from :func:`scan_sources`.
         read_stdin: also read standard input as one plain-text document with id ``stdin``.
         stdin: the stream to read instead of ``sys.stdin``.
+        skip_bad: skip binary files, malformed JSONL lines and repeated ids instead of raising.
+        warnings: a list that receives one line per problem skipped or repaired.
 
     Yields:
         Documents, in source order.
 
     Raises:
-        SourceError: an unreadable, binary, non-UTF-8 or malformed source, or a document id seen twice.
+        SourceError: an unreadable source; without ``skip_bad`` also a binary file, a malformed JSONL
+            line or a document id seen twice.
     """
+    warnings = warnings if warnings is not None else []
     seen: set[str] = set()
 
-    def unique(document: Document) -> Document:
+    def fresh(document: Document) -> bool:
         if document.doc_id in seen:
-            raise SourceError(
-                f"document id {document.doc_id!r} occurs twice ({document.source}); ids must be unique"
-            )
+            problem = f"document id {document.doc_id!r} occurs twice ({document.source})"
+            if not skip_bad:
+                raise SourceError(f"{problem}; ids must be unique (--skip-bad keeps the first)")
+            warnings.append(f"skipped {problem}: kept the first")
+            return False
         seen.add(document.doc_id)
-        return document
+        return True
+
+    def binary(where: str) -> bool:
+        if not skip_bad:
+            raise SourceError(f"{where} looks like a binary file, not text (--skip-bad skips it)")
+        warnings.append(f"skipped {where}: a binary file, not text")
+        return True
 
     if read_stdin:
         stream = stdin or sys.stdin
-        binary = getattr(stream, "buffer", None)
-        data = binary.read() if binary is not None else stream.read().encode("utf-8", "surrogateescape")
-        yield unique(Document("stdin", _decode(data, "standard input"), STDIN, {}, len(data)))
+        raw = getattr(stream, "buffer", None)
+        data = raw.read() if raw is not None else stream.read().encode("utf-8", "surrogateescape")
+        if not (_looks_binary(data) and binary("standard input")):
+            document = Document("stdin", _decode(data, "standard input", warnings), STDIN, {}, len(data))
+            if fresh(document):
+                yield document
     for file, doc_id in files:
         if file.suffix.lower() in JSONL_SUFFIXES:
-            for document in _read_jsonl(file):
-                yield unique(document)
+            for document in _read_jsonl(file, skip_bad, warnings):
+                if fresh(document):
+                    yield document
             continue
         try:
             data = file.read_bytes()
         except OSError as error:
             raise SourceError(f"cannot read {file}: {error.strerror}") from error
-        yield unique(Document(doc_id, _decode(data, str(file)), str(file), {}, len(data)))
+        if _looks_binary(data) and binary(str(file)):
+            continue
+        document = Document(doc_id, _decode(data, str(file), warnings), str(file), {}, len(data))
+        if fresh(document):
+            yield document

@@ -10,15 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from indexer.encoder import (
-    DEFAULT_MODEL,
-    Encoder,
-    EncoderSettings,
-    fingerprint_model,
-    load_encoder,
-    resolve_model_path,
-)
-from indexer.errors import ModelLoadError, ModelMismatch, QueryError
+from indexer.encoder import Encoder, load_index_encoder
+from indexer.errors import QueryError
 from indexer.stopwords import is_stopword
 from indexer.storage import IndexStore
 from indexer.text import Span, lemmatize, split_text, split_words
@@ -31,15 +24,6 @@ DEFAULT_DOCUMENT_SCORING = "combined"
 # The passage share of "combined" document scoring, per passage mode: the best on BEIR SciFact's train
 # claims (benchmarks/quality.py; README, "Quality").
 DEFAULT_PASSAGE_WEIGHTS = {"pooled": 0.25, "encoded": 0.5}
-_ENCODER_SETTINGS = (
-    "model",
-    "model_fingerprint",
-    "layers",
-    "piece_pooling",
-    "sentence_pooling",
-    "max_length",
-    "batch_size",
-)
 
 
 @dataclass(frozen=True)
@@ -141,6 +125,18 @@ class SenseIndex:
     def info(self) -> dict[str, Any]:
         """Settings, row counts and vector files: ``{"path", "settings", "counts", "vector_files"}``."""
         return _describe(self._store)
+
+    def refresh(self) -> None:
+        """See the documents committed since the index was opened (or last refreshed).
+
+        An open index answers every query from the state it opened, whatever another process adds or
+        deletes meanwhile; a long-running program calls this to move to the latest committed state.
+
+        Raises:
+            IndexCorrupted: a vector file of the new state cannot be read.
+        """
+        self._store.refresh()
+        self._store.open_vectors()
 
     def close(self) -> None:
         """Release the database connection."""
@@ -553,42 +549,17 @@ def open_index(path: str | Path, model: str | None = None, backend: str = "auto"
         The opened index.
 
     Raises:
-        IndexNotFound: no finished index in ``path``.
-        SchemaMismatch: the index was written by a newer format.
+        IndexNotFound: no index in ``path``.
+        SchemaMismatch: the index was written by another format version.
+        IndexCorrupted: a file of the index cannot be read.
         ModelMismatch: ``model`` (or the stored model folder) is not the model the index was built
             with.
         ModelLoadError: the model cannot be loaded.
     """
     store = IndexStore.open(Path(path))
     try:
-        stored = {key: store.setting(key) for key in _ENCODER_SETTINGS}
-        chosen = model or stored["model"]
-        try:
-            folder = resolve_model_path(chosen)
-        except ModelLoadError:
-            if model is None and stored["model"] != DEFAULT_MODEL:
-                raise ModelLoadError(
-                    f"the index's model folder {stored['model']} is gone; pass --model with a copy "
-                    "of that model"
-                ) from None
-            raise
-        fingerprint = fingerprint_model(folder)
-        if fingerprint != stored["model_fingerprint"]:
-            raise ModelMismatch(
-                f"the index was built with model {stored['model']} ({stored['model_fingerprint'][:19]}…) "
-                f"but {chosen} has different weights ({fingerprint[:19]}…)"
-            )
-        encoder = load_encoder(
-            EncoderSettings(
-                model=str(folder) if chosen != DEFAULT_MODEL else DEFAULT_MODEL,
-                layers=stored["layers"],
-                piece_pooling=stored["piece_pooling"],
-                sentence_pooling=stored["sentence_pooling"],
-                max_length=stored["max_length"],
-                batch_size=stored["batch_size"],
-                backend=backend,
-            )
-        )
+        store.open_vectors()
+        encoder = load_index_encoder(store.settings, model, backend)
     except BaseException:
         store.close()
         raise
@@ -621,4 +592,5 @@ def _describe(store: IndexStore) -> dict[str, Any]:
         "settings": dict(store.settings),
         "counts": store.counts(),
         "vector_files": store.vector_files(),
+        "deleted_vectors": store.deleted_count(),
     }

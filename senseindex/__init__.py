@@ -15,6 +15,7 @@ This module is the stable Python API; everything a program needs is importable f
 from indexer import __version__
 from indexer.encoder import BACKENDS, DEFAULT_MODEL, PIECE_POOLINGS, SENTENCE_POOLINGS, EncoderSettings
 from indexer.errors import (
+    IndexBusy,
     IndexCorrupted,
     IndexExists,
     IndexNotFound,
@@ -26,7 +27,18 @@ from indexer.errors import (
     SettingsError,
     SourceError,
 )
-from indexer.pipeline import PASSAGE_MODES, BuildSummary, build_index
+from indexer.pipeline import (
+    PASSAGE_MODES,
+    BuildSummary,
+    ChangePlan,
+    CheckReport,
+    DeleteSummary,
+    add_documents,
+    build_index,
+    check_index,
+    delete_documents,
+    plan_changes,
+)
 from indexer.text import SENTENCE_MODES
 from search import (
     DocumentHit,
@@ -51,10 +63,14 @@ __all__ = [
     "SENTENCE_MODES",
     "SENTENCE_POOLINGS",
     "BuildSummary",
+    "ChangePlan",
+    "CheckReport",
+    "DeleteSummary",
     "DocumentHit",
     "EmbeddedSentence",
     "EmbeddedWord",
     "EncoderSettings",
+    "IndexBusy",
     "IndexCorrupted",
     "IndexExists",
     "IndexNotFound",
@@ -70,7 +86,11 @@ __all__ = [
     "SourceError",
     "WordHit",
     "__version__",
+    "add_documents",
     "build_index",
+    "check_index",
+    "delete_documents",
     "index_info",
     "open_index",
+    "plan_changes",
 ]

@@ -61,7 +61,6 @@ def test_folders_are_walked_and_other_files_counted(tmp_path):
         ("bad.jsonl", b'{"text": "fine"}\n{not json}\n', "bad.jsonl:2: not valid JSON"),
         ("notext.jsonl", b'{"title": "no text field"}\n', "notext.jsonl:1: each line must be a JSON object"),
         ("dupes.jsonl", b'{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "document id '1' occurs twice"),
-        ("latin1.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "is not UTF-8"),
         ("binary.txt", b"\x00\x01\x02binary", "binary file"),
     ],
 )
@@ -72,4 +71,37 @@ def test_malformed_sources_are_one_line_errors(tmp_path, name, content, message)
     )
     assert result.exit_code == 1
     assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+    assert not (tmp_path / "idx").exists()  # found before anything was written
+
+
+def test_bytes_that_are_not_utf8_are_replaced_with_a_warning(tmp_path, runner):
+    (tmp_path / "latin1.txt").write_bytes("The caf\u00e9 sold cr\u00e8me cakes.".encode("latin-1"))
+    result = runner.invoke(
+        main, ["build-index", str(tmp_path / "latin1.txt"), "--index", str(tmp_path / "i"), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "latin1.txt is not valid UTF-8 (first bad byte at 7); bad bytes were replaced" in result.output
+    with senseindex.open_index(tmp_path / "i") as index:
+        hit = index.search_sentences("cakes", k=1)[0]
+    assert hit.text == "The caf\ufffd sold cr\ufffdme cakes."
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kept"),
+    [
+        ("bad.jsonl", b'{"id": "a", "text": "Fine."}\n{not json}\n{"id": "b", "text": "Also fine."}\n', 2),
+        ("dupes.jsonl", b'{"id": 1, "text": "First."}\n{"id": 1, "text": "Second."}\n', 1),
+    ],
+)
+def test_skip_bad_goes_on_past_bad_lines_with_a_warning(tmp_path, runner, name, content, kept):
+    (tmp_path / name).write_bytes(content)
+    (tmp_path / "blob.txt").write_bytes(b"\x00\x01 binary")
+    arguments = [str(tmp_path / name), str(tmp_path / "blob.txt"), "--index", str(tmp_path / "i"), "-q"]
+    result = runner.invoke(main, ["build-index", *arguments, "--skip-bad", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["documents"] == kept
+    assert len(summary["warnings"]) == 2
+    assert any("blob.txt: a binary file" in w for w in summary["warnings"])

@@ -6,16 +6,28 @@ always tied to the SQLite rowid of the row it belongs to (``sentences.id``, ``wo
 
 Folder layout (see the README, "On-disk index format")::
 
-    DIR/index.sqlite            settings, documents, sentences, words, passages, shards
+    DIR/index.sqlite            settings, documents, sentences, words, passages, shards, deleted
     DIR/sentences-00000.faiss   sentence vectors, one shard file per run of rowids
     DIR/words-00000.faiss       word-occurrence vectors
     DIR/passages-00000.faiss    passage vectors (consecutive sentences)
+    DIR/write.lock              held by the one process writing, if any
+
+Writing is crash safe: a writer adds rows inside one SQLite transaction per batch of whole
+documents, writes the batch's vectors to new shard files (under a temporary name, flushed, then
+renamed) and only then commits the rows together with the ``shards`` records that make those files
+part of the index. A process killed at any moment leaves the last committed state; files it wrote
+after that are not referenced and the next writer deletes them. Readers use SQLite's write-ahead log:
+each reader keeps the snapshot it opened (see :meth:`IndexStore.refresh`) and never sees a
+half-applied batch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +38,7 @@ import numpy as np
 import sqlite_utils
 
 from indexer.errors import (
+    IndexBusy,
     IndexCorrupted,
     IndexExists,
     IndexNotFound,
@@ -33,20 +46,31 @@ from indexer.errors import (
     SenseIndexError,
 )
 from indexer.storage.vectors import (
+    AUTO_COMPRESSED_TYPE,
     AUTO_INDEX_TYPE,
+    EXACT_LIMIT,
+    FLAT_INDEX_TYPE,
+    SHARD_BYTES,
     Shard,
     ShardSet,
     ShardWriter,
     check_index_type,
+    merge_shards,
+    shard_number,
+    training_needed,
 )
 
-__all__ = ["AUTO_INDEX_TYPE", "IndexStore", "check_index_type"]
+__all__ = ["AUTO_INDEX_TYPE", "IndexStore", "check_index_type", "read_index_status"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DATABASE_FILE = "index.sqlite"
+LOCK_FILE = "write.lock"
 VECTOR_TABLES = ("sentences", "words", "passages")
-_STATUS_BUILDING = "building"
-_STATUS_COMPLETE = "complete"
+ROW_TABLES = ("documents", *VECTOR_TABLES)
+STATUS_BUILDING = "building"
+STATUS_COMPLETE = "complete"
+# A run of at least this many small shards of a table is merged into one (fewer files to search).
+MERGE_SMALL_SHARDS = 8
 # Every table's columns, in the order rows given as tuples use; `id` is the rowid.
 _SCHEMA: dict[str, dict[str, type]] = {
     "documents": {"id": int, "doc_id": str, "source": str, "text": str, "metadata": str, "content_hash": str},
@@ -69,6 +93,8 @@ _SCHEMA: dict[str, dict[str, type]] = {
         "last_sentence": int,
     },
     "shards": {"id": int, "table_name": str, "file": str, "first_id": int, "count": int, "index_type": str},
+    # rowids (inclusive ranges) of deleted rows whose vectors are still in a shard file
+    "deleted": {"id": int, "table_name": str, "first_id": int, "last_id": int},
 }
 _COLUMNS = {table: tuple(columns) for table, columns in _SCHEMA.items()}
 
@@ -98,21 +124,30 @@ def _reading(method: _Method) -> _Method:
 class IndexStore:
     """An index folder: the SQLite database and the FAISS vector shards of each table.
 
-    Use :meth:`create` to start a new index and :meth:`open` to read an existing one.
+    :meth:`open` opens an index for reading, :meth:`create` starts a new one and :meth:`open_for_writing`
+    adds to or deletes from an existing one. A writer holds the folder's write lock until
+    :meth:`finish`, :meth:`abort` or :meth:`close`.
     """
 
-    def __init__(self, folder: Path, database: sqlite_utils.Database) -> None:
+    def __init__(self, folder: Path, connection: sqlite3.Connection) -> None:
         self.folder = folder
-        self.db = database
+        self.db = sqlite_utils.Database(connection)
         self.settings: dict[str, Any] = {}
         self._shard_sets: dict[str, ShardSet] = {}
         self._writers: dict[str, ShardWriter] = {}
-        self._target: Path | None = None
+        self._target: Path | None = None  # set while an --overwrite build is written next to it
+        self._lock: int | None = None
+        self._target_lock: int | None = None
+        self._created_here = False
+        self._writing = False
+        self._opened: dict[str, Any] = {}
         self._load_settings()
 
     @_reading
     def _load_settings(self) -> None:
-        self.settings = {row["key"]: json.loads(row["value"]) for row in self.db["settings"].rows}
+        self.settings = {
+            row[0]: json.loads(row[1]) for row in self.db.execute("select key, value from settings")
+        }
 
     def setting(self, key: str) -> Any:
         """One stored setting.
@@ -124,11 +159,21 @@ class IndexStore:
             raise IndexCorrupted(f"the index in {self.folder} has no {key!r} setting; rebuild it")
         return self.settings[key]
 
+    @property
+    def complete(self) -> bool:
+        """False while a build-index run has not finished (the documents committed so far are
+        searchable)."""
+        return self.settings.get("status") == STATUS_COMPLETE
+
     # ----------------------------------------------------------------------------------- lifecycle
 
     @classmethod
     def create(cls, folder: Path, settings: dict[str, Any], overwrite: bool = False) -> IndexStore:
-        """Create an empty index in a folder.
+        """Create an empty index in a folder and open it for writing.
+
+        A new folder gets the index in place: every commit is searchable, and a build that is killed
+        is resumed with :meth:`open_for_writing`. With ``overwrite``, the new index is written next to
+        the old one and moved into its place by :meth:`finish`, so the old one stays whole until then.
 
         Args:
             folder: the index folder; created if missing.
@@ -138,142 +183,263 @@ class IndexStore:
             overwrite: replace an index already in the folder.
 
         Returns:
-            The new store, ready for :meth:`add_batch`; :meth:`finish` completes the index and
-            :meth:`abort` discards it.
+            The new store, ready for :meth:`add_batch`.
 
         Raises:
             IndexExists: the folder holds an index and ``overwrite`` is False.
+            IndexBusy: another process is writing to the index being replaced.
             SenseIndexError: the folder cannot be created or written.
         """
-        # The finished index is moved into place by renaming: work on the real, absolute folder (a
-        # symbolic link is followed), and never on the folder the process runs in.
+        # The finished index may be moved into place by renaming: work on the real, absolute folder
+        # (a symbolic link is followed), and never on the folder the process runs in.
         folder = Path(folder).expanduser().resolve()
         if folder == Path.cwd().resolve() or folder.parent == folder:
             raise SenseIndexError(f"build the index in a folder of its own, not in {folder}")
-        database_path = folder / DATABASE_FILE
         if folder.exists() and not folder.is_dir():
             raise SenseIndexError(f"{folder} exists and is not a folder")
-        if database_path.exists():
-            if not overwrite:
-                status = _read_status(database_path)
-                state = "an unfinished index" if status == _STATUS_BUILDING else "an index"
-                raise IndexExists(
-                    f"{folder} already holds {state}; use --overwrite to rebuild it from scratch"
-                )
-        elif folder.is_dir() and any(folder.iterdir()):
+        replacing = (folder / DATABASE_FILE).exists()
+        if replacing and not overwrite:
+            status = _read_status(folder / DATABASE_FILE)
+            state = "an unfinished index" if status == STATUS_BUILDING else "an index"
+            raise IndexExists(f"{folder} already holds {state}; use --overwrite to rebuild it from scratch")
+        if not replacing and folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir()):
             raise IndexExists(
                 f"{folder} is a folder with other files in it, not an index; choose a new folder"
             )
-        # The new index is written next to the target and moved into place only once finished, so a
-        # failed or killed build never damages the index it was to replace.
-        staging = _staging_folder(folder)
+        target_lock = None
+        if replacing:
+            target_lock = _take_lock(folder)
+        where = _staging_folder(folder) if replacing else folder
         try:
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir(parents=True)
-            database = sqlite_utils.Database(staging / DATABASE_FILE)
+            if replacing and where.exists():
+                shutil.rmtree(where)
+            where.mkdir(parents=True, exist_ok=True)
+            lock = _take_lock(where)
+            connection = _connect(where / DATABASE_FILE, writable=True)
         except (OSError, sqlite3.Error) as error:
+            _release_lock(target_lock)
             raise SenseIndexError(f"cannot create an index in {folder}: {error}") from error
-        database.enable_wal()
-        database["settings"].create({"key": str, "value": str}, pk="key")
-        database["documents"].create(_SCHEMA["documents"], pk="id")
-        database["documents"].create_index(["doc_id"], unique=True)
-        database["sentences"].create(
-            _SCHEMA["sentences"], pk="id", foreign_keys=[("document", "documents", "id")]
-        )
-        database["sentences"].create_index(["document"])
-        database["words"].create(
-            _SCHEMA["words"],
-            pk="id",
-            foreign_keys=[("sentence", "sentences", "id"), ("document", "documents", "id")],
-        )
-        database["words"].create_index(["lemma"])
-        database["words"].create_index(["sentence"])
-        database["passages"].create(
-            _SCHEMA["passages"], pk="id", foreign_keys=[("document", "documents", "id")]
-        )
-        database["passages"].create_index(["document"])
-        database["shards"].create(_SCHEMA["shards"], pk="id")
-        all_settings = {**settings, "schema_version": SCHEMA_VERSION, "status": _STATUS_BUILDING}
-        database["settings"].insert_all(
-            [{"key": key, "value": json.dumps(value)} for key, value in all_settings.items()]
-        )
-        store = cls(staging, database)
-        store._target = folder
-        index_type = str(settings.get("index_type", AUTO_INDEX_TYPE))
-        for table in VECTOR_TABLES:
-            dimension = store.dimension(table)
-            store._writers[table] = ShardWriter(staging, table, dimension, index_type, first_id=1)
+        database = sqlite_utils.Database(connection)
+        with connection:
+            database["settings"].create({"key": str, "value": str}, pk="key")
+            database["documents"].create(_SCHEMA["documents"], pk="id")
+            database["documents"].create_index(["doc_id"], unique=True)
+            database["sentences"].create(
+                _SCHEMA["sentences"], pk="id", foreign_keys=[("document", "documents", "id")]
+            )
+            database["sentences"].create_index(["document"])
+            database["words"].create(
+                _SCHEMA["words"],
+                pk="id",
+                foreign_keys=[("sentence", "sentences", "id"), ("document", "documents", "id")],
+            )
+            database["words"].create_index(["lemma"])
+            database["words"].create_index(["sentence"])
+            database["words"].create_index(["document"])
+            database["passages"].create(
+                _SCHEMA["passages"], pk="id", foreign_keys=[("document", "documents", "id")]
+            )
+            database["passages"].create_index(["document"])
+            database["shards"].create(_SCHEMA["shards"], pk="id")
+            database["deleted"].create(_SCHEMA["deleted"], pk="id")
+            all_settings = {
+                **settings,
+                "schema_version": SCHEMA_VERSION,
+                "status": STATUS_BUILDING,
+                "next_ids": dict.fromkeys(ROW_TABLES, 1),
+            }
+            database["settings"].insert_all(
+                [{"key": key, "value": json.dumps(value)} for key, value in all_settings.items()]
+            )
+        store = cls(where, connection)
+        store._lock = lock
+        store._target = folder if replacing else None
+        store._target_lock = target_lock
+        store._created_here = not replacing
+        store._start_writing()
         return store
 
     @classmethod
     def open(cls, folder: Path) -> IndexStore:
-        """Open a finished index for reading.
+        """Open an index for reading, at the state of its last commit.
 
         Args:
             folder: the index folder.
 
         Returns:
-            The store; vector files are loaded on first use.
+            The store; its snapshot stays fixed until :meth:`refresh`. Vector files are opened on
+            first use (or all at once with :meth:`open_vectors`).
 
         Raises:
-            IndexNotFound: no index in the folder, or it was never finished.
-            SchemaMismatch: the index was written by a newer format version.
+            IndexNotFound: no index in the folder.
+            SchemaMismatch: the index was written by another format version.
             IndexCorrupted: the database cannot be read.
         """
         folder = Path(folder)
-        database_path = folder / DATABASE_FILE
-        if not folder.is_dir():
-            raise IndexNotFound(f"index folder {folder} does not exist; build one with build-index")
-        if not database_path.is_file():
-            raise IndexNotFound(f"{folder} is not a senseindex index (no {DATABASE_FILE})")
-        status = _read_status(database_path)
-        if status != _STATUS_COMPLETE:
-            raise IndexNotFound(
-                f"{folder} holds an unfinished index (its build did not complete); "
-                "rebuild it with build-index --overwrite"
-            )
-        database = sqlite_utils.Database(database_path)
-        store = cls(folder, database)
-        version = store.settings.get("schema_version")
+        store = cls(folder, _open_database(folder, writable=False))
+        try:
+            store._check_version()
+            store.refresh()
+        except BaseException:
+            store.db.conn.close()
+            raise
+        return store
+
+    @classmethod
+    def open_for_writing(cls, folder: Path) -> IndexStore:
+        """Open an existing index to add or delete documents; takes the folder's write lock and
+        deletes files an interrupted writer left behind.
+
+        Args:
+            folder: the index folder.
+
+        Returns:
+            The store, ready for :meth:`add_batch`, :meth:`delete_documents` and :meth:`commit`.
+
+        Raises:
+            IndexNotFound: no index in the folder.
+            IndexBusy: another process is writing to it.
+            SchemaMismatch: the index was written by another format version.
+            IndexCorrupted: the database or a vector file cannot be read.
+            SenseIndexError: the folder is not writable.
+        """
+        folder = Path(folder).expanduser().resolve()
+        connection = _open_database(folder, writable=True)
+        lock = None
+        try:
+            lock = _take_lock(folder)
+            store = cls(folder, connection)
+            store._lock = lock
+            store._check_version()
+            store._remove_unreferenced_files()
+            for table in VECTOR_TABLES:  # every file must be readable before anything is changed
+                store._vectors(table).open_all()
+            store._start_writing()
+        except BaseException:
+            connection.close()
+            _release_lock(lock)
+            raise
+        return store
+
+    def _check_version(self) -> None:
+        version = self.settings.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise SchemaMismatch(
-                f"{folder} was written with index format version {version}; this senseindex reads "
+                f"{self.folder} was written with index format version {version}; this senseindex reads "
                 f"up to version {SCHEMA_VERSION} — upgrade senseindex"
             )
         if version < SCHEMA_VERSION:
             raise SchemaMismatch(
-                f"{folder} was written with the older index format version {version}; this senseindex "
-                f"reads version {SCHEMA_VERSION} — rebuild it with build-index --overwrite"
+                f"{self.folder} was written with the older index format version {version}; this "
+                f"senseindex reads version {SCHEMA_VERSION} — rebuild it with build-index --overwrite"
             )
-        return store
 
-    def finish(self) -> None:
-        """Write the vector files, mark the index complete and move it into its folder.
+    def refresh(self) -> None:
+        """Move a reader to the index's latest committed state (a reader otherwise keeps the state
+        it opened, whatever writers do meanwhile)."""
+        if self._writing:
+            return
+        connection = self.db.conn
+        if connection.in_transaction:
+            connection.execute("commit")
+        connection.execute("begin")
+        self._load_settings()  # the first read fixes the snapshot
+        opened: dict[str, Any] = {}
+        for shard_set in self._shard_sets.values():
+            opened.update(shard_set._indexes)
+        self._shard_sets = {}
+        self._opened = opened
+
+    def open_vectors(self) -> None:
+        """Open every vector file of the snapshot now, so a writer retiring one later cannot take it
+        away from this reader.
+
+        Raises:
+            IndexCorrupted: a vector file is missing or unreadable.
+        """
+        for table in VECTOR_TABLES:
+            self._vectors(table).open_all()
+
+    def _start_writing(self) -> None:
+        self.db.conn.isolation_level = None  # explicit transactions: one per commit
+        self.db.execute("pragma synchronous=full")
+        self._writing = True
+        next_ids = self.next_ids()
+        numbers = [shard_number(f) for f in self._files_on_disk()] + [
+            shard_number(row[0]) for row in self.db.execute("select file from shards")
+        ]
+        next_number = max(numbers, default=-1) + 1
+        index_type = str(self.settings.get("index_type", AUTO_INDEX_TYPE))
+        for position, table in enumerate(VECTOR_TABLES):
+            existing = self.db.execute(
+                "select coalesce(sum(count), 0) from shards where table_name = ?", [table]
+            ).fetchone()[0]
+            self._writers[table] = ShardWriter(
+                self.folder,
+                table,
+                self.dimension(table),
+                index_type,
+                first_id=next_ids[position + 1],
+                first_number=next_number,
+                existing=int(existing),
+            )
+        self._begin()
+
+    def _begin(self) -> None:
+        if not self.db.conn.in_transaction:
+            self.db.execute("begin immediate")
+
+    def commit(self) -> list[Shard]:
+        """Make everything added or deleted since the last commit durable and visible to readers:
+        write the vectors still in memory, then commit the rows with the shard records.
+
+        Returns:
+            The shards written by this commit.
+        """
+        written: list[Shard] = []
+        for writer in self._writers.values():
+            shards = writer.flush()
+            self._record_shards(shards)
+            written += shards
+        _sync_folder(self.folder)
+        self._upsert_setting("next_ids", dict(zip(ROW_TABLES, self.next_ids(), strict=True)))
+        self.db.execute("commit")
+        self._shard_sets = {}
+        self._begin()
+        return written
+
+    def finish(self, complete: bool = True) -> list[str]:
+        """Commit, merge small or untrained shards, mark the index complete (for a build) and, for an
+        ``--overwrite`` build, move it into its folder; then release the write lock.
+
+        Args:
+            complete: mark the index complete (a build that read all its sources).
+
+        Returns:
+            What the shard merge did, one line each.
 
         Raises:
             SenseIndexError: the finished index cannot be moved into place.
         """
-        with self.db.conn:
-            for table, writer in self._writers.items():
-                self._record_shards(writer.finish())
-                self._upsert_setting(f"{table}_index_type", writer.resolved_type or "flat")
-            self._upsert_setting("status", _STATUS_COMPLETE)
+        self.commit()
+        merges = self.merge_shards()
+        if complete:
+            self._upsert_setting("status", STATUS_COMPLETE)
+        self._index_types()
+        self.db.execute("commit")
         self._writers = {}
-        if self._target is None:
-            return
-        # A finished index is read far more than written: rollback-journal mode lets it be read from
-        # a read-only folder, which WAL mode does not.
-        self.db.execute("pragma wal_checkpoint(truncate)")
-        self.db.execute("pragma journal_mode=delete")
-        self.db.close()
+        self._writing = False
+        self.db.execute("pragma wal_checkpoint(passive)")
         target, staging = self._target, self.folder
+        if target is None:
+            self.close()
+            return merges
+        self.db.conn.close()
         retired = target.with_name(f".{target.name}.replaced")
         try:
             if retired.exists():
                 shutil.rmtree(retired)
-            if target.exists():
-                target.rename(retired)
+            target.rename(retired)
             try:
                 staging.rename(target)
             except OSError:
@@ -284,25 +450,81 @@ class IndexStore:
                 shutil.rmtree(retired)
         except OSError as error:
             raise SenseIndexError(f"cannot move the finished index into {target}: {error}") from error
+        finally:
+            _release_lock(self._lock)
+            _release_lock(self._target_lock)
+            self._lock = None
         self.folder = target
         self._target = None
-        self.db = sqlite_utils.Database(target / DATABASE_FILE)
+        return merges
 
     def abort(self) -> None:
-        """Give up a build: close and delete the unfinished index (the target folder is untouched)."""
-        self.db.close()
-        if self._target is not None:
+        """Give up writing: roll back what was not committed. An ``--overwrite`` build's unfinished
+        index is deleted (the index it was to replace is untouched); an index built in place keeps its
+        committed documents and can be resumed."""
+        try:
+            if self.db.conn.in_transaction:
+                self.db.execute("rollback")
+        except sqlite3.Error:
+            pass
+        self._writers = {}
+        self._writing = False
+        empty = False
+        with contextlib.suppress(sqlite3.Error):
+            empty = self.db.execute("select count(*) from documents").fetchone()[0] == 0
+        self.db.conn.close()
+        if self._target is not None or (self._created_here and empty):
+            # an --overwrite build's unfinished copy, or a new index that never stored a document
             shutil.rmtree(self.folder, ignore_errors=True)
+        _release_lock(self._lock)
+        _release_lock(self._target_lock)
+        self._lock = None
 
     def close(self) -> None:
-        """Close the database connection."""
-        self.db.close()
+        """Close the database connection (rolling back anything not committed) and release the write
+        lock if this store holds it."""
+        try:
+            if self.db.conn.in_transaction:
+                self.db.execute("rollback")
+        except sqlite3.Error:
+            pass
+        self.db.conn.close()
+        _release_lock(self._lock)
+        self._lock = None
 
     def _upsert_setting(self, key: str, value: Any) -> None:
         self.db.execute(
             "insert or replace into settings (key, value) values (?, ?)", [key, json.dumps(value)]
         )
         self.settings[key] = value
+
+    def _files_on_disk(self) -> list[str]:
+        return [p.name for p in self.folder.iterdir() if p.suffix in (".faiss", ".tmp")]
+
+    def _remove_unreferenced_files(self) -> list[str]:
+        """Delete vector files no commit refers to: written by a writer killed before its commit, or
+        replaced by a merge (readers that still use them opened them already)."""
+        referenced = {row[0] for row in self.db.execute("select file from shards")}
+        removed = []
+        for name in self._files_on_disk():
+            if name not in referenced:
+                (self.folder / name).unlink(missing_ok=True)
+                removed.append(name)
+        return removed
+
+    def _index_types(self) -> None:
+        for table in VECTOR_TABLES:
+            self._upsert_setting(f"{table}_index_type", self.table_index_type(table))
+
+    def table_index_type(self, table: str) -> str:
+        """The index type of a table's vectors: one type, or the types of its shards joined with ``+``,
+        most vectors first (``flat`` when it has none)."""
+        rows = self.db.execute(
+            "select index_type, sum(count) as n from shards where table_name = ? "
+            "group by index_type order by n desc",
+            [table],
+        ).fetchall()
+        return "+".join(row[0] for row in rows) or FLAT_INDEX_TYPE
 
     # ----------------------------------------------------------------------------------- writing
 
@@ -311,11 +533,25 @@ class IndexStore:
         return int(self.settings["word_dimension" if table == "words" else "sentence_dimension"])
 
     def next_ids(self) -> tuple[int, int, int, int]:
-        """The next free rowids of documents, sentences, words and passages."""
-        return tuple(  # type: ignore[return-value]
-            (self.db.execute(f"select max(id) from {table}").fetchone()[0] or 0) + 1
-            for table in ("documents", "sentences", "words", "passages")
-        )
+        """The next free rowids of documents, sentences, words and passages.
+
+        Rowids are never reused, not even after a delete: a deleted row's vector stays in its shard at
+        the position its rowid names.
+        """
+        stored = self.settings.get("next_ids") or {}
+        result = []
+        for table in ROW_TABLES:
+            largest = self.db.execute(f"select max(id) from {table}").fetchone()[0] or 0
+            if table in VECTOR_TABLES:
+                covered = self.db.execute(
+                    "select max(first_id + count) from shards where table_name = ?", [table]
+                ).fetchone()[0]
+                largest = max(largest, (covered or 1) - 1)
+                writer = self._writers.get(table)
+                if writer is not None:
+                    largest = max(largest, writer.next_id - 1)
+            result.append(max(largest + 1, int(stored.get(table, 1))))
+        return tuple(result)  # type: ignore[return-value]
 
     def add_batch(
         self,
@@ -340,30 +576,151 @@ class IndexStore:
             passages: passage rows (``id``, ``document``, ``start``, ``end``, ``first_sentence``,
                 ``last_sentence``).
             passage_vectors: ``(len(passages), sentence_dimension)`` float32.
+
+        The rows become visible to readers, and durable, at the next :meth:`commit`.
         """
-        with self.db.conn:
-            for table, rows in (
-                ("documents", documents),
-                ("sentences", sentences),
-                ("words", words),
-                ("passages", passages),
-            ):
-                self._insert(table, rows)
-            for table, rows, vectors in (
-                ("sentences", sentences, sentence_vectors),
-                ("words", words, word_vectors),
-                ("passages", passages, passage_vectors),
-            ):
-                if not rows:
-                    continue
-                if vectors is None or len(vectors) != len(rows):
-                    # a vector's position in its shard is its rowid: a missing one shifts all after it
-                    raise ValueError(f"{len(rows)} {table} rows need as many vectors")
-                writer = self._writers[table]
-                first, last = _row_id(rows[0]), _row_id(rows[-1])
-                if first != writer.next_id or last != writer.next_id + len(rows) - 1:
-                    raise ValueError(f"{table} ids must continue from {writer.next_id} without gaps")
-                self._record_shards(writer.add(vectors))
+        self._require_writing()
+        tables = (
+            ("sentences", sentences, sentence_vectors),
+            ("words", words, word_vectors),
+            ("passages", passages, passage_vectors),
+        )
+        for table, rows, vectors in tables:
+            if not rows:
+                continue
+            if vectors is None or len(vectors) != len(rows):
+                # a vector's position in its shard is its rowid: a missing one shifts all after it
+                raise ValueError(f"{len(rows)} {table} rows need as many vectors")
+            writer = self._writers[table]
+            first, last = _row_id(rows[0]), _row_id(rows[-1])
+            if first != writer.next_id or last != writer.next_id + len(rows) - 1:
+                raise ValueError(f"{table} ids must continue from {writer.next_id} without gaps")
+        self._insert("documents", documents)
+        for table, rows, vectors in tables:
+            self._insert(table, rows)
+            if rows:
+                self._record_shards(self._writers[table].add(vectors))
+
+    def _require_writing(self) -> None:
+        if not self._writing:
+            raise SenseIndexError(f"the index in {self.folder} is open for reading only")
+
+    @_reading
+    def document_hashes(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """Content hash of each stored document among ``doc_ids`` (absent ids are left out)."""
+        return dict(
+            self._select_in_text("select doc_id, content_hash from documents where doc_id in ({})", doc_ids)
+        )
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """Delete documents with all their sentences, words and passages (their vectors are skipped by
+        every search from the next commit on).
+
+        Args:
+            doc_ids: document ids; unknown ids are ignored.
+
+        Returns:
+            Rows deleted per table: ``documents``, ``sentences``, ``words``, ``passages``.
+        """
+        self._require_writing()
+        rowids = [
+            row[0] for row in self._select_in_text("select id from documents where doc_id in ({})", doc_ids)
+        ]
+        counts = dict.fromkeys(ROW_TABLES, 0)
+        if not rowids:
+            return counts
+        for table in VECTOR_TABLES:
+            ids = sorted(
+                row[0] for row in self._select_in(f"select id from {table} where document in ({{}})", rowids)
+            )
+            for first, last in _ranges(ids):
+                self.db.execute(
+                    "insert into deleted (table_name, first_id, last_id) values (?, ?, ?)",
+                    [table, first, last],
+                )
+            counts[table] = len(ids)
+        for table in ("words", "passages", "sentences"):
+            self._select_in(f"delete from {table} where document in ({{}})", rowids)
+        self._select_in("delete from documents where id in ({})", rowids)
+        counts["documents"] = len(rowids)
+        return counts
+
+    def merge_shards(self) -> list[str]:
+        """Merge shards, in one commit of their own: runs of adjacent exact shards of a compressed
+        table that hold enough vectors to train on become shards of the table's type, trained on
+        them; runs of many small shards become one; shards whose every vector is deleted are dropped.
+        Old files stay until the next writer starts (readers may use them).
+
+        Returns:
+            One line per merge, saying what was merged (empty when nothing was).
+        """
+        self._require_writing()
+        messages = []
+        next_number = max(
+            [shard_number(f) for f in self._files_on_disk()]
+            + [w.next_number for w in self._writers.values()],
+            default=0,
+        )
+        next_number += 1
+        for table in VECTOR_TABLES:
+            shard_set = self._vectors(table)
+            shards = shard_set.shards
+            for shard in shards:
+                if shard_set.live_count(shard) == 0:
+                    self.db.execute("delete from shards where file = ?", [shard.file])
+                    self.db.execute(
+                        "delete from deleted where table_name = ? and first_id >= ? and last_id < ?",
+                        [table, shard.first_id, shard.first_id + shard.count],
+                    )
+                    messages.append(f"{table}: dropped {shard.file}, all its {shard.count:,} vectors deleted")
+            live = [s for s in shards if shard_set.live_count(s) > 0]
+            target = self._compressed_type(table, sum(s.count for s in live))
+            capacity = SHARD_BYTES // (4 * self.dimension(table))
+            for run in _adjacent_runs(live):
+                flat = [s for s in run if s.index_type == FLAT_INDEX_TYPE]
+                small = [s for s in run if s.count < capacity // 4]
+                if target is not None and len(flat) == len(run):
+                    total = sum(s.count for s in run)
+                    if total >= training_needed(target, self.dimension(table)):
+                        new = merge_shards(self.folder, run, self.dimension(table), target, next_number)
+                        self._replace_shards(run, new)
+                        next_number += len(new)
+                        messages.append(
+                            f"{table}: {len(run)} exact shard(s), {total:,} vectors, compressed to {target} "
+                            "trained on them"
+                        )
+                        continue
+                if len(small) == len(run) and len(run) >= MERGE_SMALL_SHARDS and len(flat) == len(run):
+                    new = merge_shards(self.folder, run, self.dimension(table), FLAT_INDEX_TYPE, next_number)
+                    self._replace_shards(run, new)
+                    next_number += len(new)
+                    messages.append(f"{table}: {len(run)} small exact shards merged into {len(new)}")
+        _sync_folder(self.folder)
+        self.db.execute("commit")
+        self._shard_sets = {}
+        self._begin()
+        return messages
+
+    def _compressed_type(self, table: str, total: int) -> str | None:
+        requested = str(self.settings.get("index_type", AUTO_INDEX_TYPE))
+        if requested == FLAT_INDEX_TYPE:
+            return None
+        if requested == AUTO_INDEX_TYPE:
+            return AUTO_COMPRESSED_TYPE if total > EXACT_LIMIT else None
+        return requested
+
+    def _replace_shards(self, old: list[Shard], new: list[Shard]) -> None:
+        for shard in old:
+            self.db.execute("delete from shards where file = ?", [shard.file])
+        self._record_shards(new)
+
+    def _select_in_text(self, sql: str, values: Iterable[str]) -> list[Any]:
+        value_list = [str(v) for v in values]
+        rows: list[Any] = []
+        for start in range(0, len(value_list), 900):
+            chunk = value_list[start : start + 900]
+            rows += self.db.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
+        return rows
 
     def _insert(self, table: str, rows: Sequence[Row]) -> None:
         # Plain executemany: sqlite-utils' insert_all costs more than the model on big builds.
@@ -394,8 +751,135 @@ class IndexStore:
                 [table],
             ).fetchall()
             shards = [Shard(table, file, first, count, kind) for file, first, count, kind in rows]
-            self._shard_sets[table] = ShardSet(self.folder, shards, self.dimension(table))
+            deleted = self.db.execute(
+                "select first_id, last_id from deleted where table_name = ?", [table]
+            ).fetchall()
+            self._shard_sets[table] = ShardSet(
+                self.folder, shards, self.dimension(table), deleted, self._opened
+            )
         return self._shard_sets[table]
+
+    def check(self) -> tuple[list[str], list[str]]:
+        """Verify the index: the database's integrity, every vector file against its record, every
+        row against its vector and its document's text, no half-stored document.
+
+        Returns:
+            ``(problems, notes)``: one line per problem found (none for a sound index), and notes
+            that are not problems (an unfinished build, files left by an interrupted writer).
+        """
+        problems: list[str] = []
+        notes: list[str] = []
+        try:
+            result = self.db.execute("pragma quick_check").fetchone()[0]
+            if result != "ok":
+                return [f"index.sqlite fails SQLite's integrity check: {result}"], notes
+            problems += self._check_vectors()
+            problems += self._check_rows()
+        except sqlite3.DatabaseError as error:
+            problems.append(f"index.sqlite cannot be read: {error}")
+        if not self.complete:
+            notes.append("the build did not finish; run the same build-index again to complete it")
+        referenced = {row[0] for row in self.db.execute("select file from shards")}
+        leftovers = sorted(set(self._files_on_disk()) - referenced)
+        if leftovers:
+            notes.append(
+                f"{len(leftovers)} vector file(s) no commit refers to (left by an interrupted or "
+                f"merging writer; the next add removes them): {', '.join(leftovers[:5])}"
+            )
+        return problems, notes
+
+    def _check_vectors(self) -> list[str]:
+        problems = []
+        for table in VECTOR_TABLES:
+            shard_set = self._vectors(table)
+            end = 0
+            for shard in shard_set.shards:
+                if shard.first_id < end:
+                    problems.append(f"{table}: {shard.file} overlaps the shard before it")
+                end = shard.first_id + shard.count
+                try:
+                    shard_set._index(shard)
+                except IndexCorrupted as error:
+                    problems.append(f"{table}: {error}")
+                    continue
+                rows = self.db.execute(
+                    f"select count(*) from {table} where id >= ? and id < ?", [shard.first_id, end]
+                ).fetchone()[0]
+                gone = shard.count - shard_set.live_count(shard)
+                if rows + gone != shard.count:
+                    problems.append(
+                        f"{table}: {shard.file} holds {shard.count:,} vectors but {rows:,} rows and "
+                        f"{gone:,} deleted ids fall in its range"
+                    )
+            covered = sum(
+                self.db.execute(
+                    f"select count(*) from {table} where id >= ? and id < ?",
+                    [s.first_id, s.first_id + s.count],
+                ).fetchone()[0]
+                for s in shard_set.shards
+            )
+            total = self.db.execute(f"select count(*) from {table}").fetchone()[0]
+            if covered != total:
+                problems.append(f"{table}: {total - covered:,} rows have no vector in any shard")
+            revived = self.db.execute(
+                f"select count(*) from {table} t join deleted d on d.table_name = ? "
+                "and t.id between d.first_id and d.last_id",
+                [table],
+            ).fetchone()[0]
+            if revived:
+                problems.append(f"{table}: {revived:,} rows have ids recorded as deleted")
+        return problems
+
+    def _check_rows(self) -> list[str]:
+        problems = []
+        for sql, what in (
+            ("select count(*) from sentences where document not in (select id from documents)", "sentences"),
+            ("select count(*) from words where sentence not in (select id from sentences)", "words"),
+            ("select count(*) from words where document not in (select id from documents)", "words"),
+            ("select count(*) from passages where document not in (select id from documents)", "passages"),
+        ):
+            orphans = self.db.execute(sql).fetchone()[0]
+            if orphans:
+                problems.append(f"{orphans:,} {what} belong to no stored document or sentence")
+        empty = self.db.execute(
+            "select count(*) from documents where id not in (select document from sentences)"
+        ).fetchone()[0]
+        if empty:
+            problems.append(f"{empty:,} documents have no sentences (stored by halves)")
+        if self.settings.get("passages", "none") != "none":
+            bare = self.db.execute(
+                "select count(*) from documents where id not in (select document from passages)"
+            ).fetchone()[0]
+            if bare:
+                problems.append(f"{bare:,} documents have no passages (stored by halves)")
+        bad_spans = 0
+        examples: list[str] = []
+        for document, text in self.db.execute("select id, text from documents"):
+            for kind, sql in (
+                ("sentence", "select id, start, end, text from sentences where document = ?"),
+                ("word", "select id, start, end, form from words where document = ?"),
+            ):
+                for row_id, start, end, stored in self.db.execute(sql, [document]):
+                    if text[start:end] != stored:
+                        bad_spans += 1
+                        if len(examples) < 3:
+                            examples.append(f"{kind} {row_id}: {stored[:30]!r} at {start}-{end}")
+        if bad_spans:
+            problems.append(
+                f"{bad_spans:,} stored spans do not slice their document to their text "
+                f"({'; '.join(examples)})"
+            )
+        return problems
+
+    @_reading
+    def deleted_count(self) -> dict[str, int]:
+        """Vectors of deleted rows still on disk, per table (skipped by searches)."""
+        return {
+            table: self.db.execute(
+                "select coalesce(sum(last_id - first_id + 1), 0) from deleted where table_name = ?", [table]
+            ).fetchone()[0]
+            for table in VECTOR_TABLES
+        }
 
     @_reading
     def vector_files(self) -> list[dict[str, Any]]:
@@ -564,8 +1048,106 @@ def _row_id(row: dict[str, Any] | tuple[Any, ...]) -> int:
     return int(row[0] if isinstance(row, tuple) else row["id"])
 
 
+def _ranges(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted ids as inclusive ``(first, last)`` runs of consecutive values."""
+    runs: list[tuple[int, int]] = []
+    for value in ids:
+        if runs and value == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], value)
+        else:
+            runs.append((value, value))
+    return runs
+
+
+def _adjacent_runs(shards: list[Shard]) -> list[list[Shard]]:
+    """Shards (in rowid order) grouped into runs where each starts where the previous one ends."""
+    runs: list[list[Shard]] = []
+    for shard in shards:
+        if runs and runs[-1][-1].first_id + runs[-1][-1].count == shard.first_id:
+            runs[-1].append(shard)
+        else:
+            runs.append([shard])
+    return runs
+
+
 def _staging_folder(folder: Path) -> Path:
     return folder.with_name(f".{folder.name}.building")
+
+
+def _connect(path: Path, writable: bool) -> sqlite3.Connection:
+    if writable:
+        connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        connection.execute("pragma journal_mode=wal")
+    elif os.access(path.parent, os.W_OK):
+        connection = sqlite3.connect(
+            path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30, check_same_thread=False
+        )
+    else:  # a read-only folder cannot hold the write-ahead log's index: read the file as it is
+        connection = sqlite3.connect(
+            path.resolve().as_uri() + "?immutable=1", uri=True, timeout=30, check_same_thread=False
+        )
+    connection.execute("pragma busy_timeout=30000")
+    return connection
+
+
+def _open_database(folder: Path, writable: bool) -> sqlite3.Connection:
+    database_path = folder / DATABASE_FILE
+    if not folder.is_dir():
+        raise IndexNotFound(f"index folder {folder} does not exist; build one with build-index")
+    if not database_path.is_file():
+        raise IndexNotFound(f"{folder} is not a senseindex index (no {DATABASE_FILE})")
+    try:
+        connection = _connect(database_path, writable)
+        connection.execute("select count(*) from settings").fetchone()
+    except sqlite3.DatabaseError as error:
+        raise IndexCorrupted(f"{database_path} is not a readable index database ({error})") from error
+    return connection
+
+
+def _take_lock(folder: Path) -> int:
+    """Take the folder's write lock (released when the process ends, however it ends)."""
+    try:
+        descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise SenseIndexError(f"cannot write to the index in {folder}: {error.strerror}") from error
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise IndexBusy(
+            f"another process is writing to the index in {folder}; try again when it has finished"
+        ) from None
+    return descriptor
+
+
+def _release_lock(descriptor: int | None) -> None:
+    if descriptor is not None:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)  # closing the descriptor releases its lock
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder's entries (the renamed vector files) to disk before the commit names them."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def read_index_status(folder: Path) -> str | None:
+    """``building`` or ``complete`` for an index folder; None when the folder holds no index.
+
+    Raises:
+        IndexCorrupted: the database cannot be read.
+    """
+    database_path = Path(folder) / DATABASE_FILE
+    return _read_status(database_path) if database_path.is_file() else None
 
 
 def _read_status(database_path: Path) -> str | None:

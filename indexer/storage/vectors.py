@@ -4,7 +4,12 @@ A table's vectors (sentences, words or passages) live in one or more shard files
 vectors of a contiguous run of SQLite rowids, so a FAISS result ``i`` of a shard is rowid
 ``first_id + i`` and no id map (8 bytes per vector) is stored. During a build at most one shard per
 table is in memory; a full shard is written to disk and dropped, which keeps a build's memory flat in
-the corpus size.
+the corpus size. At every commit the shard being filled is written too (:meth:`ShardWriter.flush`),
+so everything committed has its vectors on disk.
+
+Shard files are never changed once written: deleting a document leaves its vectors in place and
+records their rowids as deleted (searches skip them with a FAISS ID selector); merging shards writes
+new files. A reader therefore keeps using the files of the state it opened while a writer works.
 
 Index types (``index_type``):
 
@@ -12,8 +17,11 @@ Index types (``index_type``):
 - ``auto`` (default): exact while a table holds at most :data:`EXACT_LIMIT` vectors; above it the
   table is stored as :data:`AUTO_COMPRESSED_TYPE` (8-bit scalar quantisation, a quarter of the size).
 - any FAISS ``index_factory`` string (``SQ8``, ``SQ4``, ``IVF1024,SQ8``, ``HNSW32``, ``PQ64``...),
-  trained on the table's first :data:`TRAINING_VECTORS` vectors; every later shard of the table
-  reuses that training, so scores stay comparable across shards.
+  trained on the first :data:`TRAINING_VECTORS` vectors of each writing session (a build, or an
+  ``add``); the session's later shards reuse that training. Vectors committed before a session had
+  enough to train on are stored exactly and merged into trained shards later
+  (:func:`merge_shards`), so every compressed shard is trained on data of its own time and the
+  training never goes stale as documents are added.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ AUTO_COMPRESSED_TYPE = "SQ8"
 EXACT_LIMIT = 65_536
 """Under ``auto``, a table with more vectors than this is compressed."""
 TRAINING_VECTORS = 65_536
-"""Vectors a trained index type (SQ, IVF, PQ) learns from: the table's first ones."""
+"""Vectors a trained index type (SQ, IVF, PQ) learns from: the first ones of a writing session."""
 SHARD_BYTES = 64 * 2**20
 """A shard is written to disk once its stored codes reach this size."""
 IVF_PROBE_FRACTION = 16
@@ -102,6 +110,13 @@ def _training_points_needed(index: faiss.Index) -> int:
     return needed
 
 
+def training_needed(index_type: str, dimension: int) -> int:
+    """Vectors a type must be trained on at the least (0 for ``flat``)."""
+    if index_type == FLAT_INDEX_TYPE:
+        return 0
+    return _training_points_needed(_factory(index_type, dimension))
+
+
 def _factory(index_type: str, dimension: int) -> faiss.Index:
     description = "Flat" if index_type == FLAT_INDEX_TYPE else index_type
     return faiss.index_factory(dimension, description, faiss.METRIC_INNER_PRODUCT)
@@ -117,12 +132,21 @@ class ShardWriter:
         index_type: ``auto``, ``flat`` or a FAISS factory string (checked by :func:`check_index_type`).
         first_id: rowid of the first vector that will be added.
         first_number: number of the first shard file (files are ``{table}-{number:05d}.faiss``).
+        existing: vectors the table already holds (``auto`` compresses once the table is large).
     """
 
     def __init__(
-        self, folder: Path, table: str, dimension: int, index_type: str, first_id: int, first_number: int = 0
+        self,
+        folder: Path,
+        table: str,
+        dimension: int,
+        index_type: str,
+        first_id: int,
+        first_number: int = 0,
+        existing: int = 0,
     ) -> None:
         self.folder = folder
+        self.existing = existing
         self.table = table
         self.dimension = dimension
         self.requested = index_type
@@ -143,8 +167,11 @@ class ShardWriter:
         self._training = TRAINING_VECTORS
         if index_type not in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
             self._training = max(TRAINING_VECTORS, _training_points_needed(_factory(index_type, dimension)))
-        # auto waits until the table is known to be large; a fixed type only for its training sample
-        self._settle_at = EXACT_LIMIT + 1 if index_type == AUTO_INDEX_TYPE else self._training
+        # auto waits until the table is known to be large (and for a training sample); a fixed type
+        # only for its training sample
+        self._settle_at = self._training
+        if index_type == AUTO_INDEX_TYPE:
+            self._settle_at = max(self._training, EXACT_LIMIT + 1 - existing)
         if self._resolved == FLAT_INDEX_TYPE:
             self._start_shards(_factory(FLAT_INDEX_TYPE, dimension))
 
@@ -174,23 +201,84 @@ class ShardWriter:
             return self._drain_pending()
         return self._append(vectors)
 
-    def finish(self) -> list[Shard]:
-        """Write everything still in memory.
+    def flush(self) -> list[Shard]:
+        """Write every vector still in memory, so that all vectors added so far are on disk.
+
+        Vectors still waiting for the table's type to be settled are written exactly (``flat``) while
+        an ``auto`` table is small or when there are too few of them to train the type at all, and as
+        a shard trained on just themselves when they are fewer than a full training sample; either
+        way the writer then waits afresh, so no later vector is encoded with a training it did not
+        fit. :func:`merge_shards` turns flat runs into trained shards later.
 
         Returns:
             The shards written by this call.
         """
-        if self._current is None:
-            if not self._pending_count:
-                return []
-            self._settle(self._pending_count > EXACT_LIMIT)
-            written = self._drain_pending()
-        else:
-            written = []
+        written: list[Shard] = []
+        if self._current is None and self._pending_count:
+            large = self.requested != AUTO_INDEX_TYPE or self.existing + self._pending_count > EXACT_LIMIT
+            if self.requested == FLAT_INDEX_TYPE or not large or self._pending_count < self.training_needed():
+                written = [self._write_pending_flat()]
+            elif self._pending_count >= self._training:
+                self._settle(large=True)
+                written = self._drain_pending()
+            else:
+                written = self._write_pending_trained()
         if self._current is not None and self._current.ntotal:
             written.append(self._write_current())
+            self._current = faiss.deserialize_index(self._trained)
+        return written
+
+    def finish(self) -> list[Shard]:
+        """Write everything still in memory and stop.
+
+        Returns:
+            The shards written by this call.
+        """
+        written = self.flush()
         self._current = None
         return written
+
+    def training_needed(self) -> int:
+        """Vectors the table's compressed type needs before this writer trains it."""
+        return training_needed(self._target_type(large=True), self.dimension)
+
+    def _target_type(self, large: bool) -> str:
+        if self.requested == AUTO_INDEX_TYPE:
+            return AUTO_COMPRESSED_TYPE if large else FLAT_INDEX_TYPE
+        return self.requested
+
+    def _write_pending_trained(self) -> list[Shard]:
+        """The waiting vectors as shards of the table's type trained on just them; then wait afresh."""
+        count = self._pending_count
+        written = merge_vectors(
+            self.folder,
+            self.table,
+            self._pending(),
+            self.dimension,
+            self._target_type(large=True),
+            self.next_id - count,
+            self.next_number,
+        )
+        self.next_number += len(written)
+        self.existing += count
+        self._pending_count = 0
+        self._buffer, self._overflow = None, []
+        if self.requested == AUTO_INDEX_TYPE:
+            self._settle_at = max(self._training, EXACT_LIMIT + 1 - self.existing)
+        return written
+
+    def _write_pending_flat(self) -> Shard:
+        index = _factory(FLAT_INDEX_TYPE, self.dimension)
+        for vectors in self._pending():
+            index.add(vectors)
+        first = self.next_id - self._pending_count
+        shard = self._write(index, first, FLAT_INDEX_TYPE)
+        self.existing += self._pending_count
+        self._pending_count = 0
+        self._buffer, self._overflow = None, []
+        if self.requested == AUTO_INDEX_TYPE:
+            self._settle_at = max(self._training, EXACT_LIMIT + 1 - self.existing)
+        return shard
 
     def _hold(self, vectors: np.ndarray) -> None:
         capacity = self._settle_at
@@ -208,10 +296,7 @@ class ShardWriter:
 
     def _settle(self, large: bool) -> None:
         """Choose the table's index type and train it on the waiting vectors."""
-        if self.requested == AUTO_INDEX_TYPE:
-            self._resolved = AUTO_COMPRESSED_TYPE if large else FLAT_INDEX_TYPE
-        else:
-            self._resolved = self.requested
+        self._resolved = self._target_type(large)
         try:
             index = _factory(self._resolved, self.dimension)
             if not index.is_trained:
@@ -258,12 +343,77 @@ class ShardWriter:
 
     def _write_current(self) -> Shard:
         index = self._current
-        name = f"{self.table}-{self.next_number:05d}.faiss"
-        write_index_atomically(index, self.folder / name)
-        shard = Shard(self.table, name, self._current_first, int(index.ntotal), str(self._resolved))
-        self.next_number += 1
+        shard = self._write(index, self._current_first, str(self._resolved))
         self._current_first += int(index.ntotal)
+        self.existing += int(index.ntotal)
         return shard
+
+    def _write(self, index: faiss.Index, first_id: int, index_type: str) -> Shard:
+        name = shard_file_name(self.table, self.next_number)
+        write_index_atomically(index, self.folder / name)
+        self.next_number += 1
+        return Shard(self.table, name, first_id, int(index.ntotal), index_type)
+
+
+def shard_file_name(table: str, number: int) -> str:
+    """The file name of a table's shard number ``number``."""
+    return f"{table}-{number:05d}.faiss"
+
+
+def shard_number(file: str) -> int:
+    """The number in a shard file name (-1 for a name not made by :func:`shard_file_name`)."""
+    stem = file.rsplit(".", 1)[0]
+    number = stem.rsplit("-", 1)[-1]
+    return int(number) if number.isdigit() else -1
+
+
+def merge_shards(
+    folder: Path, shards: list[Shard], dimension: int, index_type: str, first_number: int
+) -> list[Shard]:
+    """Rewrite adjacent shards (a contiguous run of rowids) as new shards of ``index_type``, trained on
+    their own vectors. The old files are left in place: readers may still use them.
+
+    Args:
+        folder: the index folder.
+        shards: shards in rowid order, each starting where the previous one ends; their vectors are
+            read back exactly only from ``flat`` shards, so callers pass flat ones.
+        dimension: vector dimension.
+        index_type: ``flat`` or a FAISS factory string; a run too small to train it stays flat.
+        first_number: number of the first new shard file.
+
+    Returns:
+        The new shards, in rowid order.
+    """
+    parts = [
+        _open_shard(folder / shard.file, shard, dimension).reconstruct_n(0, shard.count) for shard in shards
+    ]
+    return merge_vectors(
+        folder, shards[0].table, parts, dimension, index_type, shards[0].first_id, first_number
+    )
+
+
+def merge_vectors(
+    folder: Path,
+    table: str,
+    parts: list[np.ndarray],
+    dimension: int,
+    index_type: str,
+    first_id: int,
+    first_number: int,
+) -> list[Shard]:
+    """Write vectors (consecutive rowids from ``first_id``) as shards of ``index_type`` trained on
+    them (its first :data:`TRAINING_VECTORS`); too few to train it: ``flat``."""
+    writer = ShardWriter(folder, table, dimension, index_type, first_id, first_number)
+    total = sum(len(p) for p in parts)
+    if index_type != FLAT_INDEX_TYPE:
+        writer._settle_at = total + 1  # hold everything, then train once on the sample
+    written: list[Shard] = []
+    for part in parts:
+        written += writer.add(part)
+    if writer._current is None and writer._pending_count:
+        writer._settle(large=True)
+        written += writer._drain_pending()
+    return written + writer.finish()
 
 
 def _bytes_per_vector(index: faiss.Index, dimension: int) -> int:
@@ -282,9 +432,15 @@ def _bytes_per_vector(index: faiss.Index, dimension: int) -> int:
 
 
 def write_index_atomically(index: faiss.Index, path: Path) -> None:
-    """Write a FAISS index under a temporary name, then rename it into place."""
+    """Write a FAISS index under a temporary name, flush it to the disk, then rename it into place: a
+    file with the final name is always complete."""
     temporary = path.with_name(path.name + ".tmp")
     faiss.write_index(index, str(temporary))
+    descriptor = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
     os.replace(temporary, path)
 
 
@@ -298,15 +454,55 @@ class ShardSet:
         folder: the index folder.
         shards: the table's shards, as recorded in the database.
         dimension: the table's vector dimension.
+        deleted: ``(first_id, last_id)`` rowid ranges (inclusive) whose vectors searches must skip.
+        opened: shard indexes already opened, by file name (shared with an older snapshot).
     """
 
-    def __init__(self, folder: Path, shards: list[Shard], dimension: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        shards: list[Shard],
+        dimension: int,
+        deleted: Iterable[tuple[int, int]] = (),
+        opened: dict[str, faiss.Index] | None = None,
+    ) -> None:
         self.folder = folder
         self.shards = sorted(shards, key=lambda s: s.first_id)
         self.dimension = dimension
-        self._indexes: dict[str, faiss.Index] = {}
+        self._indexes: dict[str, faiss.Index] = dict(opened or {})
         self._firsts = np.asarray([s.first_id for s in self.shards], dtype=np.int64)
         self.ntotal = sum(s.count for s in self.shards)
+        # per shard with deleted vectors: (live bitmap, its FAISS selector, number deleted)
+        self._live: dict[str, tuple[np.ndarray, faiss.IDSelector, int]] = {}
+        ranges = sorted(deleted)
+        for shard in self.shards:
+            live = np.ones(shard.count, dtype=bool)
+            for first, last in ranges:
+                start, stop = max(first, shard.first_id), min(last + 1, shard.first_id + shard.count)
+                if start < stop:
+                    live[start - shard.first_id : stop - shard.first_id] = False
+            gone = int(shard.count - live.sum())
+            if gone:
+                bitmap = np.packbits(live, bitorder="little")
+                selector = faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap))
+                self._live[shard.file] = (bitmap, selector, gone)
+
+    def open_all(self) -> dict[str, faiss.Index]:
+        """Open every shard now (a reader then keeps its files even if a writer retires them).
+
+        Returns:
+            The opened indexes by file name.
+
+        Raises:
+            IndexCorrupted: a shard file is missing or unreadable.
+        """
+        for shard in self.shards:
+            self._index(shard)
+        return self._indexes
+
+    def live_count(self, shard: Shard) -> int:
+        """Vectors of a shard that are not deleted."""
+        return shard.count - (self._live[shard.file][2] if shard.file in self._live else 0)
 
     def _index(self, shard: Shard) -> faiss.Index:
         index = self._indexes.get(shard.file)
@@ -328,18 +524,33 @@ class ShardSet:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         all_ids, all_scores = [], []
         for shard in self.shards:
-            depth = min(k, shard.count)
+            depth = min(k, self.live_count(shard))
             if depth <= 0:
                 continue
-            scores, local = self._index(shard).search(query, depth)
-            keep = local[0] >= 0
-            all_ids.append(local[0][keep] + shard.first_id)
-            all_scores.append(scores[0][keep])
+            scores, local = self._search_shard(shard, query, depth)
+            all_ids.append(local + shard.first_id)
+            all_scores.append(scores)
         if not all_ids:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         ids, scores = np.concatenate(all_ids), np.concatenate(all_scores)
         order = np.argsort(-scores, kind="stable")[:k]
         return ids[order], scores[order]
+
+    def _search_shard(self, shard: Shard, query: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self._index(shard)
+        if shard.file not in self._live:
+            scores, local = index.search(query, depth)
+        else:
+            bitmap, selector, gone = self._live[shard.file]
+            try:
+                scores, local = index.search(query, depth, params=_search_parameters(index, selector))
+            except RuntimeError:  # a type without selector support (plain PQ): search deeper, filter
+                scores, local = index.search(query, min(shard.count, depth + gone))
+                live = np.unpackbits(bitmap, count=shard.count, bitorder="little").astype(bool)
+                keep = (local[0] >= 0) & live[np.maximum(local[0], 0)]
+                return scores[0][keep][:depth], local[0][keep][:depth]
+        keep = local[0] >= 0
+        return scores[0][keep], local[0][keep]
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors read by rowid (decoded from a compressed shard), without a scan.
@@ -368,6 +579,16 @@ class ShardSet:
                 raise IndexCorrupted(f"vector {int(ids[rows].max())} is in no shard; rebuild the index")
             result[rows] = self._index(shard).reconstruct_batch(np.ascontiguousarray(local))
         return result
+
+
+def _search_parameters(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    """Search parameters that skip deleted vectors and keep the shard's own search settings."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+    return faiss.SearchParameters(sel=selector)
 
 
 def _open_shard(path: Path, shard: Shard, dimension: int) -> faiss.Index:
