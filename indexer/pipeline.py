@@ -727,8 +727,9 @@ def _chunks(
     counts: dict[str, int],
 ) -> Iterator[_Chunk]:
     """Split documents into sentences and words and group them into prepared chunks; the last chunk
-    (possibly empty) is marked ``last``. A chunk is cut at a sentence once it holds enough text; a cut
-    that falls at a document's end is marked, as only there may a commit follow."""
+    (possibly empty) is marked ``last``. A chunk is cut once it holds enough text: at a document's end,
+    or inside a document longer than a chunk; a chunk ending at a document's end is marked, as only
+    there may a commit follow."""
     next_document = first_document
     done_bytes = 0
     chunk = _Chunk()
@@ -744,6 +745,10 @@ def _chunks(
         if document.replaces:
             chunk.replaces.append(document.doc_id)
         chunk.documents.append(_document_row(document, next_document))
+        chunk.at_document_end = False
+        # a document longer than a chunk is cut inside; a shorter one never is, so that most chunks
+        # end with a whole document and may be committed
+        cut_inside = len(document.text) > limit
         for position, (span, words) in enumerate(sentences):
             chunk.sentences.append(
                 {
@@ -758,14 +763,19 @@ def _chunks(
             chunk.texts.append(document.text)
             chunk.ends.append(position == len(sentences) - 1)
             chunk.characters += span[1] - span[0]
-            if chunk.characters >= limit:
-                chunk.at_document_end = position == len(sentences) - 1
-                yield chunk.prepare(encoder, done_bytes, last=False)
+            if cut_inside and chunk.characters >= limit and position < len(sentences) - 1:
+                # progress inside a long document: the share of its text read so far
+                inside = done_bytes - document.size + document.size * span[1] // len(document.text)
+                yield chunk.prepare(encoder, inside, last=False)
                 chunk = _Chunk()
                 limit = _CHUNK_CHARACTERS
-        chunk.at_document_end = True
         next_document += 1
         counts["documents"] += 1
+        chunk.at_document_end = True
+        if chunk.characters >= limit:
+            yield chunk.prepare(encoder, done_bytes, last=False)
+            chunk = _Chunk()
+            limit = _CHUNK_CHARACTERS
     chunk.at_document_end = True
     yield chunk.prepare(encoder, done_bytes, last=True)
 

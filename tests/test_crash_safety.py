@@ -1,0 +1,174 @@
+"""Crash safety for real: build-index and add killed with SIGKILL at several moments, then checked and
+run again; the result must equal a clean build, with no half document at any point."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import senseindex
+from cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+# float32 is the slower backend: the build takes several seconds, so kills land inside it
+COMMAND = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())"]
+
+
+def _sentence_pool() -> list[str]:
+    pool = []
+    for path in sorted(SAMPLE.iterdir()):
+        for paragraph in path.read_text(encoding="utf-8").split("\n\n"):
+            pool += [s.strip() + "." for s in paragraph.replace("\n", " ").split(". ") if len(s.split()) > 4]
+    return pool
+
+
+def _write_corpus(path: Path, documents: int, seed: int, prefix: str = "d") -> dict[str, str]:
+    rng = random.Random(seed)
+    pool = _sentence_pool()
+    texts = {f"{prefix}{i:04d}": " ".join(rng.sample(pool, 6)) for i in range(documents)}
+    path.write_text(
+        "\n".join(json.dumps({"id": k, "text": v}) for k, v in texts.items()) + "\n", encoding="utf-8"
+    )
+    return texts
+
+
+def _start(arguments: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*COMMAND, *arguments], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _start_and_kill(arguments: list[str], index: Path, delay: float) -> subprocess.Popen:
+    """Start a command and SIGKILL it ``delay`` seconds after it takes the index's write lock."""
+    # no process holds the lock now; its file is made again by the writer that takes it
+    (index / "write.lock").unlink(missing_ok=True)
+    process = _start(arguments)
+    started = time.monotonic()
+    while not (index / "write.lock").exists() and process.poll() is None:
+        if time.monotonic() - started > 120:
+            process.kill()
+            pytest.fail("the build never started writing")
+        time.sleep(0.02)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return process
+
+
+def _stored(index: Path) -> dict[str, tuple[str, int, int]]:
+    """doc_id -> (text, sentences, words) as stored (read straight from the database)."""
+    with sqlite3.connect(f"file:{index / 'index.sqlite'}?mode=ro", uri=True) as connection:
+        return {
+            doc_id: (text, sentences, words)
+            for doc_id, text, sentences, words in connection.execute(
+                "select d.doc_id, d.text, (select count(*) from sentences s where s.document = d.id), "
+                "(select count(*) from words w where w.document = d.id) from documents d"
+            )
+        }
+
+
+def _check_passes(runner, index: Path) -> None:
+    result = runner.invoke(main, ["check", "--index", str(index)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crash")
+    first = _write_corpus(folder / "corpus.jsonl", 480, seed=1)
+    # the update: 150 documents changed, 150 new, the rest as they were
+    changed = _write_corpus(folder / "changed.jsonl", 150, seed=2)
+    new = _write_corpus(folder / "new.jsonl", 150, seed=3, prefix="n")
+    second = {**first, **changed, **new}
+    (folder / "update.jsonl").write_text(
+        "\n".join(json.dumps({"id": k, "text": v}) for k, v in second.items()) + "\n", encoding="utf-8"
+    )
+    clean = {}
+    for name in ("corpus", "update"):
+        index = folder / f"{name}-clean.idx"
+        senseindex.build_index(
+            [str(folder / f"{name}.jsonl")], index, senseindex.EncoderSettings(backend="torch")
+        )
+        clean[name] = _stored(index)
+    return folder, first, second, clean
+
+
+def test_a_killed_build_keeps_whole_documents_and_the_same_command_completes_it(tmp_path, runner, corpora):
+    folder, first, _, clean = corpora
+    index = tmp_path / "idx"
+    arguments = [
+        "build-index",
+        str(folder / "corpus.jsonl"),
+        "--index",
+        str(index),
+        "--backend",
+        "torch",
+        "-q",
+    ]
+    seen = []
+    for delay in (0.3, 6.0, 2.0):
+        process = _start_and_kill(arguments, index, delay)
+        assert process.returncode == -signal.SIGKILL, process.stderr.read()
+        _check_passes(runner, index)
+        stored = _stored(index)
+        # every stored document is whole: the same sentences and words as in a clean build
+        assert {k: v for k, v in clean["corpus"].items() if k in stored} == stored
+        seen.append(len(stored))
+        with senseindex.open_index(index, backend="torch") as opened:  # it opens and answers
+            opened.search_sentences("a heron in the reeds", k=3)
+    assert seen == sorted(seen)  # commits are never lost
+    assert 0 < max(seen) < len(first), seen  # the kills fell inside the build, after commits
+    result = subprocess.run([*COMMAND, *arguments, "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["resumed"] is True
+    assert summary["unchanged"] == seen[-1] and summary["documents"] == len(first) - seen[-1]
+    _check_passes(runner, index)
+    assert _stored(index) == clean["corpus"]
+    assert (
+        senseindex.index_info(index)["counts"] == senseindex.index_info(folder / "corpus-clean.idx")["counts"]
+    )
+    assert senseindex.index_info(index)["settings"]["status"] == "complete"
+
+
+def test_a_killed_add_leaves_each_document_old_or_new_and_rerunning_completes_it(tmp_path, runner, corpora):
+    folder, first, second, clean = corpora
+    index = tmp_path / "idx"
+    senseindex.build_index([str(folder / "corpus.jsonl")], index, senseindex.EncoderSettings(backend="torch"))
+    arguments = ["add", str(folder / "update.jsonl"), "--index", str(index), "--backend", "torch", "-q"]
+    process = _start_and_kill(arguments, index, 5.0)
+    assert process.returncode == -signal.SIGKILL, process.stderr.read()
+    _check_passes(runner, index)
+    stored = _stored(index)
+    for doc_id, (text, _, _) in stored.items():
+        assert text in (first.get(doc_id), second[doc_id])  # never a mixture, never lost
+    assert set(first) <= set(stored)  # a replaced document is never missing, not even for a moment
+    result = subprocess.run([*COMMAND, *arguments, "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    _check_passes(runner, index)
+    assert _stored(index) == clean["update"]
+    counts = senseindex.index_info(index)["counts"]
+    assert counts == senseindex.index_info(folder / "update-clean.idx")["counts"]
+    assert not [p for p in index.iterdir() if p.suffix == ".tmp"]
+
+
+def test_files_left_by_a_killed_writer_are_removed_by_the_next_one(tmp_path, runner):
+    index = tmp_path / "idx"
+    senseindex.build_index([str(SAMPLE / "zoo_visit.md")], index, senseindex.EncoderSettings(backend="torch"))
+    (index / "words-00042.faiss").write_bytes(b"half-written")  # as a killed writer leaves it
+    (index / "words-00043.faiss.tmp").write_bytes(b"half")
+    result = runner.invoke(main, ["check", "--index", str(index)])
+    assert result.exit_code == 0
+    assert "2 vector file(s) no commit refers to" in result.output
+    senseindex.add_documents([str(SAMPLE / "town_bank.md")], index, backend="torch")
+    assert not (index / "words-00042.faiss").exists() and not (index / "words-00043.faiss.tmp").exists()
+    _check_passes(runner, index)
