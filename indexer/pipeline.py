@@ -13,6 +13,7 @@ they fill with padding): the model's kernels went from 56 % to 81 % of a profile
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -626,6 +627,8 @@ def check_index(index_dir: str | Path) -> CheckReport:
     """
     store = IndexStore.open(Path(index_dir))
     try:
+        with contextlib.suppress(SenseIndexError):
+            store.open_vectors()  # on the newest snapshot whose files are all there, if any
         problems, notes = store.check()
         try:
             counts = store.counts()

@@ -134,7 +134,11 @@ class _Skip(Exception):
 
 
 def _read_jsonl(file: Path, skip_bad: bool, warnings: list[str]) -> Iterator[Document]:
-    with file.open("rb") as handle:
+    try:
+        handle = file.open("rb")
+    except OSError as error:
+        raise SourceError(f"cannot read {file}: {error.strerror}") from error
+    with handle:
         for line_number, raw in enumerate(handle, start=1):
             where = f"{file}:{line_number}"
             try:

@@ -108,3 +108,25 @@ def test_a_reader_keeps_its_snapshot_until_it_refreshes(tmp_path):
         reader.refresh()
         assert reader.info()["counts"]["documents"] == 1
         assert {h.doc_id for h in reader.search_sentences("penguins", k=50)} == {"town_bank.md"}
+
+
+def test_shard_file_names_are_never_reused_so_a_refreshing_reader_stays_right(tmp_path):
+    """A shard dropped by a delete must not come back under the same name with other vectors: a
+    reader that opened the old file keeps it open under that name."""
+    index_dir = tmp_path / "idx"
+    settings = senseindex.EncoderSettings(backend="torch")
+    senseindex.build_index([str(SAMPLE / "zoo_visit.md")], index_dir, settings)
+    senseindex.add_documents([str(SAMPLE / "town_bank.md")], index_dir, backend="torch")
+    with senseindex.open_index(index_dir, backend="torch") as reader:
+        files_before = {f["file"] for f in reader.info()["vector_files"]}
+        assert reader.search_sentences("interest rates", k=1)[0].doc_id == "town_bank.md"
+        senseindex.delete_documents(index_dir, ["town_bank.md"])  # its shards: all deleted, dropped
+        senseindex.add_documents([str(SAMPLE / "baseball.md")], index_dir, backend="torch")
+        files_after = {f["file"] for f in senseindex.index_info(index_dir)["vector_files"]}
+        new_files = files_after - files_before
+        assert new_files and not new_files & files_before
+        assert len(files_after) == len(files_before)  # dropped as many as were added
+        reader.refresh()
+        hits = reader.search_sentences("the pitcher threw the ball", k=300)
+        assert hits[0].doc_id == "baseball.md"
+        assert {h.doc_id for h in hits} == {"zoo_visit.md", "baseball.md"}

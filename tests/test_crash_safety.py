@@ -172,3 +172,36 @@ def test_files_left_by_a_killed_writer_are_removed_by_the_next_one(tmp_path, run
     senseindex.add_documents([str(SAMPLE / "town_bank.md")], index, backend="torch")
     assert not (index / "words-00042.faiss").exists() and not (index / "words-00043.faiss.tmp").exists()
     _check_passes(runner, index)
+
+
+def test_an_overwrite_killed_between_its_two_renames_is_finished_or_undone(tmp_path):
+    """finish() moves the old index aside, then the new one in; a kill in between leaves neither in
+    place. The next command that opens the folder puts the complete new index in (or, if the new one
+    was not complete, the old one back)."""
+    settings = senseindex.EncoderSettings(backend="torch")
+    for outcome in ("new", "old"):
+        index = tmp_path / outcome / "idx"
+        senseindex.build_index([str(SAMPLE / "zoo_visit.md")], index, settings)
+        senseindex.build_index([str(SAMPLE / "town_bank.md")], tmp_path / outcome / "other", settings)
+        staging = index.with_name(".idx.building")
+        (tmp_path / outcome / "other").rename(staging)
+        if outcome == "old":  # the new index never finished
+            with sqlite3.connect(staging / "index.sqlite") as connection:
+                connection.execute("update settings set value = '\"building\"' where key = 'status'")
+        index.rename(index.with_name(".idx.replaced"))
+        with senseindex.open_index(index, backend="torch") as opened:
+            expected = "town_bank.md" if outcome == "new" else "zoo_visit.md"
+            assert opened.search_sentences("money", k=1)[0].doc_id == expected
+        assert not index.with_name(".idx.replaced").exists()
+
+
+def test_a_build_killed_while_creating_the_database_starts_again_cleanly(tmp_path):
+    index = tmp_path / "idx"
+    index.mkdir()
+    (index / "index.sqlite.tmp").write_bytes(b"half a database")  # as a kill during create leaves it
+    (index / "write.lock").touch()
+    summary = senseindex.build_index(
+        [str(SAMPLE / "zoo_visit.md")], index, senseindex.EncoderSettings(backend="torch")
+    )
+    assert summary.documents == 1
+    assert sorted(p.name for p in index.iterdir() if p.name.startswith("index")) == ["index.sqlite"]

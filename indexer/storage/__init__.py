@@ -72,6 +72,8 @@ STATUS_BUILDING = "building"
 STATUS_COMPLETE = "complete"
 # A run of at least this many small shards of a table is merged into one (fewer files to search).
 MERGE_SMALL_SHARDS = 8
+# Vectors read back and rewritten by one merge at most (200 MB of 384-d float32, held twice).
+MERGE_VECTORS = 131_072
 # Every table's columns, in the order rows given as tuples use; `id` is the rowid.
 _SCHEMA: dict[str, dict[str, type]] = {
     "documents": {"id": int, "doc_id": str, "source": str, "text": str, "metadata": str, "content_hash": str},
@@ -142,6 +144,7 @@ class IndexStore:
         self._created_here = False
         self._writing = False
         self._opened: dict[str, Any] = {}
+        self._database_identity: tuple[int, int] | None = None
         self._load_settings()
 
     @_reading
@@ -198,12 +201,13 @@ class IndexStore:
             raise SenseIndexError(f"build the index in a folder of its own, not in {folder}")
         if folder.exists() and not folder.is_dir():
             raise SenseIndexError(f"{folder} exists and is not a folder")
+        _recover_interrupted_swap(folder)
         replacing = (folder / DATABASE_FILE).exists()
         if replacing and not overwrite:
             status = _read_status(folder / DATABASE_FILE)
             state = "an unfinished index" if status == STATUS_BUILDING else "an index"
             raise IndexExists(f"{folder} already holds {state}; use --overwrite to rebuild it from scratch")
-        if not replacing and folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir()):
+        if not replacing and folder.is_dir() and any(not _is_own_leftover(p.name) for p in folder.iterdir()):
             raise IndexExists(
                 f"{folder} is a folder with other files in it, not an index; choose a new folder"
             )
@@ -215,43 +219,21 @@ class IndexStore:
             if replacing and where.exists():
                 shutil.rmtree(where)
             where.mkdir(parents=True, exist_ok=True)
-            lock = _take_lock(where)
-            connection = _connect(where / DATABASE_FILE, writable=True)
-        except (OSError, sqlite3.Error) as error:
+        except OSError as error:
             _release_lock(target_lock)
             raise SenseIndexError(f"cannot create an index in {folder}: {error}") from error
-        database = sqlite_utils.Database(connection)
-        with connection:
-            database["settings"].create({"key": str, "value": str}, pk="key")
-            database["documents"].create(_SCHEMA["documents"], pk="id")
-            database["documents"].create_index(["doc_id"], unique=True)
-            database["sentences"].create(
-                _SCHEMA["sentences"], pk="id", foreign_keys=[("document", "documents", "id")]
-            )
-            database["sentences"].create_index(["document"])
-            database["words"].create(
-                _SCHEMA["words"],
-                pk="id",
-                foreign_keys=[("sentence", "sentences", "id"), ("document", "documents", "id")],
-            )
-            database["words"].create_index(["lemma"])
-            database["words"].create_index(["sentence"])
-            database["words"].create_index(["document"])
-            database["passages"].create(
-                _SCHEMA["passages"], pk="id", foreign_keys=[("document", "documents", "id")]
-            )
-            database["passages"].create_index(["document"])
-            database["shards"].create(_SCHEMA["shards"], pk="id")
-            database["deleted"].create(_SCHEMA["deleted"], pk="id")
-            all_settings = {
-                **settings,
-                "schema_version": SCHEMA_VERSION,
-                "status": STATUS_BUILDING,
-                "next_ids": dict.fromkeys(ROW_TABLES, 1),
-            }
-            database["settings"].insert_all(
-                [{"key": key, "value": json.dumps(value)} for key, value in all_settings.items()]
-            )
+        try:
+            lock = _take_lock(where)
+        except SenseIndexError:
+            _release_lock(target_lock)
+            raise
+        try:
+            _create_database(where, settings)
+            connection = _connect(where / DATABASE_FILE, writable=True)
+        except (OSError, sqlite3.Error) as error:
+            _release_lock(lock)
+            _release_lock(target_lock)
+            raise SenseIndexError(f"cannot create an index in {folder}: {error}") from error
         store = cls(where, connection)
         store._lock = lock
         store._target = folder if replacing else None
@@ -337,12 +319,18 @@ class IndexStore:
 
     def refresh(self) -> None:
         """Move a reader to the index's latest committed state (a reader otherwise keeps the state
-        it opened, whatever writers do meanwhile)."""
+        it opened, whatever writers do meanwhile). An index replaced by ``--overwrite`` is reopened."""
         if self._writing:
             return
         connection = self.db.conn
         if connection.in_transaction:
             connection.execute("commit")
+        if self._database_identity is not None and self._database_identity != _identity(self.folder):
+            connection.close()
+            connection = _open_database(self.folder, writable=False)
+            self.db = sqlite_utils.Database(connection)
+            self._shard_sets, self._opened = {}, {}
+        self._database_identity = _identity(self.folder)
         connection.execute("begin")
         self._load_settings()  # the first read fixes the snapshot
         opened: dict[str, Any] = {}
@@ -358,18 +346,24 @@ class IndexStore:
         Raises:
             IndexCorrupted: a vector file is missing or unreadable.
         """
-        for table in VECTOR_TABLES:
-            self._vectors(table).open_all()
+        for attempt in range(3):
+            try:
+                for table in VECTOR_TABLES:
+                    self._vectors(table).open_all()
+                return
+            except IndexCorrupted:
+                # A writer may have retired a file between this snapshot and opening it: a newer
+                # snapshot no longer needs it. A file that stays missing is a damaged index.
+                if attempt == 2 or self._writing:
+                    raise
+                self.refresh()
 
     def _start_writing(self) -> None:
         self.db.conn.isolation_level = None  # explicit transactions: one per commit
         self.db.execute("pragma synchronous=full")
         self._writing = True
         next_ids = self.next_ids()
-        numbers = [shard_number(f) for f in self._files_on_disk()] + [
-            shard_number(row[0]) for row in self.db.execute("select file from shards")
-        ]
-        next_number = max(numbers, default=-1) + 1
+        next_number = self._next_shard_number()
         index_type = str(self.settings.get("index_type", AUTO_INDEX_TYPE))
         for position, table in enumerate(VECTOR_TABLES):
             existing = self.db.execute(
@@ -390,24 +384,29 @@ class IndexStore:
         if not self.db.conn.in_transaction:
             self.db.execute("begin immediate")
 
-    def commit(self) -> list[Shard]:
+    def commit(self) -> None:
         """Make everything added or deleted since the last commit durable and visible to readers:
-        write the vectors still in memory, then commit the rows with the shard records.
+        write the vectors still in memory, then commit the rows with the shard records."""
+        self._write_shards(final=False)
 
-        Returns:
-            The shards written by this commit.
-        """
-        written: list[Shard] = []
+    def _write_shards(self, final: bool) -> None:
         for writer in self._writers.values():
-            shards = writer.flush()
-            self._record_shards(shards)
-            written += shards
+            written, retired = writer.finish() if final else writer.checkpoint()
+            self._replace_shards(retired, written)
         _sync_folder(self.folder)
         self._upsert_setting("next_ids", dict(zip(ROW_TABLES, self.next_ids(), strict=True)))
+        self._upsert_setting("next_shard_number", self._next_shard_number())
         self.db.execute("commit")
         self._shard_sets = {}
         self._begin()
-        return written
+
+    def _next_shard_number(self) -> int:
+        """The next shard file number: only ever grows, so no file name is used twice (a reader may
+        still hold a retired file under its name)."""
+        numbers = [shard_number(f) for f in self._files_on_disk()]
+        numbers += [shard_number(row[0]) for row in self.db.execute("select file from shards")]
+        numbers += [w.next_number - 1 for w in self._writers.values()]
+        return max([*numbers, int(self.settings.get("next_shard_number", 0)) - 1]) + 1
 
     def finish(self, complete: bool = True) -> list[str]:
         """Commit, merge small or untrained shards, mark the index complete (for a build) and, for an
@@ -422,7 +421,7 @@ class IndexStore:
         Raises:
             SenseIndexError: the finished index cannot be moved into place.
         """
-        self.commit()
+        self._write_shards(final=True)
         merges = self.merge_shards()
         if complete:
             self._upsert_setting("status", STATUS_COMPLETE)
@@ -454,7 +453,7 @@ class IndexStore:
         finally:
             _release_lock(self._lock)
             _release_lock(self._target_lock)
-            self._lock = None
+            self._lock = self._target_lock = None
         self.folder = target
         self._target = None
         return merges
@@ -479,7 +478,7 @@ class IndexStore:
             shutil.rmtree(self.folder, ignore_errors=True)
         _release_lock(self._lock)
         _release_lock(self._target_lock)
-        self._lock = None
+        self._lock = self._target_lock = None
 
     def close(self) -> None:
         """Close the database connection (rolling back anything not committed) and release the write
@@ -657,12 +656,7 @@ class IndexStore:
         """
         self._require_writing()
         messages = []
-        next_number = max(
-            [shard_number(f) for f in self._files_on_disk()]
-            + [w.next_number for w in self._writers.values()],
-            default=0,
-        )
-        next_number += 1
+        next_number = self._next_shard_number()
         for table in VECTOR_TABLES:
             shard_set = self._vectors(table)
             shards = shard_set.shards
@@ -680,9 +674,11 @@ class IndexStore:
             merges: list[tuple[list[Shard], str, str]] = []
             if target is not None:
                 enough = max(MIN_TRAINED_SHARD, training_needed(target, self.dimension(table)))
-                for run in _adjacent_runs(exact):
-                    total = sum(s.count for s in run)
-                    if total >= enough:
+                for whole in _adjacent_runs(exact):
+                    for run in _pieces(whole, MERGE_VECTORS, enough):
+                        total = sum(s.count for s in run)
+                        if total < enough:
+                            continue
                         merges.append(
                             (
                                 run,
@@ -708,6 +704,7 @@ class IndexStore:
                 self._replace_shards(run, new)
                 next_number += len(new)
                 messages.append(f"{table}: {message}")
+        self._upsert_setting("next_shard_number", next_number)
         _sync_folder(self.folder)
         self.db.execute("commit")
         self._shard_sets = {}
@@ -1083,6 +1080,115 @@ def _adjacent_runs(shards: list[Shard]) -> list[list[Shard]]:
     return runs
 
 
+def _pieces(run: list[Shard], limit: int, least: int) -> list[list[Shard]]:
+    """A run of shards cut into consecutive pieces of at most ``limit`` vectors where it can be; a
+    last piece under ``least`` vectors joins the piece before it."""
+    pieces: list[list[Shard]] = []
+    for shard in run:
+        if pieces and sum(s.count for s in pieces[-1]) + shard.count <= limit:
+            pieces[-1].append(shard)
+        else:
+            pieces.append([shard])
+    if len(pieces) > 1 and sum(s.count for s in pieces[-1]) < least:
+        pieces[-2] += pieces.pop()
+    return pieces
+
+
+def _create_database(folder: Path, settings: dict[str, Any]) -> None:
+    """Write a new, empty database under a temporary name and rename it into place: a process killed
+    meanwhile leaves no half-made ``index.sqlite``."""
+    temporary = folder / f"{DATABASE_FILE}.tmp"
+    for leftover in folder.glob(f"{DATABASE_FILE}.tmp*"):
+        leftover.unlink()
+    connection = _connect(temporary, writable=True)
+    try:
+        connection.execute("pragma journal_mode=wal")  # kept in the file: readers during writes
+        database = sqlite_utils.Database(connection)
+        database["settings"].create({"key": str, "value": str}, pk="key")
+        database["documents"].create(_SCHEMA["documents"], pk="id")
+        database["documents"].create_index(["doc_id"], unique=True)
+        database["sentences"].create(
+            _SCHEMA["sentences"], pk="id", foreign_keys=[("document", "documents", "id")]
+        )
+        database["sentences"].create_index(["document"])
+        database["words"].create(
+            _SCHEMA["words"],
+            pk="id",
+            foreign_keys=[("sentence", "sentences", "id"), ("document", "documents", "id")],
+        )
+        database["words"].create_index(["lemma"])
+        database["words"].create_index(["sentence"])
+        database["words"].create_index(["document"])
+        database["passages"].create(
+            _SCHEMA["passages"], pk="id", foreign_keys=[("document", "documents", "id")]
+        )
+        database["passages"].create_index(["document"])
+        database["shards"].create(_SCHEMA["shards"], pk="id")
+        database["deleted"].create(_SCHEMA["deleted"], pk="id")
+        all_settings = {
+            **settings,
+            "schema_version": SCHEMA_VERSION,
+            "status": STATUS_BUILDING,
+            "next_ids": dict.fromkeys(ROW_TABLES, 1),
+            "next_shard_number": 0,
+        }
+        database["settings"].insert_all(
+            [{"key": key, "value": json.dumps(value)} for key, value in all_settings.items()]
+        )
+        connection.commit()
+    finally:
+        connection.close()  # the last connection: the write-ahead log is folded in and removed
+    descriptor = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, folder / DATABASE_FILE)
+    _sync_folder(folder)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Device and inode of an index's database file: they change when the index is replaced."""
+    try:
+        status = (folder / DATABASE_FILE).stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _is_own_leftover(name: str) -> bool:
+    """Files a killed ``create`` may leave in a new index folder."""
+    return name == LOCK_FILE or name.startswith(f"{DATABASE_FILE}.tmp")
+
+
+def _recover_interrupted_swap(folder: Path) -> None:
+    """Finish or undo an ``--overwrite`` build killed between its two renames (old index moved
+    aside, new one not yet moved in): the new index goes in if it was complete, else the old one goes
+    back. Nothing happens while a writer holds the old index's lock (it is in the middle of the swap)."""
+    folder = Path(folder).expanduser().resolve()
+    if folder.parent == folder or folder.exists():
+        return
+    retired = folder.with_name(f".{folder.name}.replaced")
+    if not retired.is_dir():
+        return
+    try:
+        lock = _take_lock(retired)
+    except SenseIndexError:
+        return
+    try:
+        staging = _staging_folder(folder)
+        database = staging / DATABASE_FILE
+        if database.is_file() and _read_status(database) == STATUS_COMPLETE:
+            staging.rename(folder)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            retired.rename(folder)
+    except (OSError, IndexCorrupted):
+        pass
+    finally:
+        _release_lock(lock)
+
+
 def _staging_folder(folder: Path) -> Path:
     return folder.with_name(f".{folder.name}.building")
 
@@ -1092,9 +1198,7 @@ def _connect(path: Path, writable: bool) -> sqlite3.Connection:
         # A reader opens the database writable but with query_only on: as the last connection to
         # close it can then remove the write-ahead log files, which a read-only one would leave.
         connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        if writable:
-            connection.execute("pragma journal_mode=wal")
-        else:
+        if not writable:
             connection.execute("pragma query_only=1")
     else:  # a read-only folder cannot hold the write-ahead log's index: read the file as it is
         connection = sqlite3.connect(
@@ -1105,6 +1209,7 @@ def _connect(path: Path, writable: bool) -> sqlite3.Connection:
 
 
 def _open_database(folder: Path, writable: bool) -> sqlite3.Connection:
+    _recover_interrupted_swap(folder)
     database_path = folder / DATABASE_FILE
     if not folder.is_dir():
         raise IndexNotFound(f"index folder {folder} does not exist; build one with build-index")
@@ -1160,6 +1265,7 @@ def read_index_status(folder: Path) -> str | None:
     Raises:
         IndexCorrupted: the database cannot be read.
     """
+    _recover_interrupted_swap(Path(folder))
     database_path = Path(folder) / DATABASE_FILE
     return _read_status(database_path) if database_path.is_file() else None
 

@@ -4,8 +4,9 @@ A table's vectors (sentences, words or passages) live in one or more shard files
 vectors of a contiguous run of SQLite rowids, so a FAISS result ``i`` of a shard is rowid
 ``first_id + i`` and no id map (8 bytes per vector) is stored. During a build at most one shard per
 table is in memory; a full shard is written to disk and dropped, which keeps a build's memory flat in
-the corpus size. At every commit the shard being filled is written too (:meth:`ShardWriter.flush`),
-so everything committed has its vectors on disk.
+the corpus size. At every commit the vectors still in memory are written too, to provisional files
+that the next commit replaces (:meth:`ShardWriter.checkpoint`), so everything committed has its
+vectors on disk and frequent commits do not cut a table into small shards.
 
 Shard files are never changed once written: deleting a document leaves its vectors in place and
 records their rowids as deleted (searches skip them with a FAISS ID selector); merging shards writes
@@ -166,6 +167,7 @@ class ShardWriter:
         self._current_first = first_id
         self._capacity = 0
         self._resolved: str | None = FLAT_INDEX_TYPE if index_type == FLAT_INDEX_TYPE else None
+        self._provisional: list[Shard] = []  # written at the last checkpoint, still held in memory
         # A fixed type waits for as many vectors as it needs to train well (IVF4096: 159,744).
         self._training = TRAINING_VECTORS
         if index_type not in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
@@ -204,19 +206,43 @@ class ShardWriter:
             return self._drain_pending()
         return self._append(vectors)
 
-    def flush(self) -> list[Shard]:
-        """Write every vector still in memory, so that all vectors added so far are on disk.
+    def checkpoint(self) -> tuple[list[Shard], list[Shard]]:
+        """Make every vector added so far durable without changing how the table is laid out.
+
+        The vectors still in memory (the shard being filled, or those waiting for the table's type
+        to be settled, written exactly) go to *provisional* files; the writer keeps them in memory
+        and goes on filling the same shard, so frequent commits do not cut a table into small
+        shards. The next checkpoint, or :meth:`finish`, retires them.
+
+        Returns:
+            ``(written, retired)``: the shards this call wrote, and the provisional shards of the
+            previous checkpoint, which the shards written since replace. A caller records both in
+            the same commit.
+        """
+        retired, self._provisional = self._provisional, []
+        if self._current is None and self._pending_count:
+            index = _factory(FLAT_INDEX_TYPE, self.dimension)
+            for vectors in self._pending():
+                index.add(vectors)
+            first = self.next_id - self._pending_count
+            self._provisional.append(self._write(index, first, FLAT_INDEX_TYPE))
+        elif self._current is not None and self._current.ntotal:
+            self._provisional.append(self._write(self._current, self._current_first, str(self._resolved)))
+        return list(self._provisional), retired
+
+    def finish(self) -> tuple[list[Shard], list[Shard]]:
+        """Write every vector still in memory for good, and stop.
 
         Vectors still waiting for the table's type to be settled are written exactly (``flat``) while
         an ``auto`` table is small, when there are too few of them to train the type at all, or when
-        they are a small addition (under :data:`MIN_TRAINED_SHARD`) to a table; otherwise as a shard
-        trained on just themselves when they are fewer than a full training sample; either
-        way the writer then waits afresh, so no later vector is encoded with a training it did not
-        fit. :func:`merge_shards` turns flat runs into trained shards later.
+        they are a small addition (under :data:`MIN_TRAINED_SHARD`) to a table that has vectors;
+        otherwise trained on themselves. :func:`merge_shards` turns runs of exact shards into trained
+        shards later.
 
         Returns:
-            The shards written by this call.
+            ``(written, retired)``, as for :meth:`checkpoint`.
         """
+        retired, self._provisional = self._provisional, []
         written: list[Shard] = []
         if self._current is None and self._pending_count:
             large = self.requested != AUTO_INDEX_TYPE or self.existing + self._pending_count > EXACT_LIMIT
@@ -229,25 +255,13 @@ class ShardWriter:
                 or self._pending_count < self.training_needed()
             ):
                 written = [self._write_pending_flat()]
-            elif self._pending_count >= self._training:
+            else:
                 self._settle(large=True)
                 written = self._drain_pending()
-            else:
-                written = self._write_pending_trained()
         if self._current is not None and self._current.ntotal:
             written.append(self._write_current())
-            self._current = faiss.deserialize_index(self._trained)
-        return written
-
-    def finish(self) -> list[Shard]:
-        """Write everything still in memory and stop.
-
-        Returns:
-            The shards written by this call.
-        """
-        written = self.flush()
         self._current = None
-        return written
+        return written, retired
 
     def training_needed(self) -> int:
         """Vectors the table's compressed type needs before this writer trains it."""
@@ -257,26 +271,6 @@ class ShardWriter:
         if self.requested == AUTO_INDEX_TYPE:
             return AUTO_COMPRESSED_TYPE if large else FLAT_INDEX_TYPE
         return self.requested
-
-    def _write_pending_trained(self) -> list[Shard]:
-        """The waiting vectors as shards of the table's type trained on just them; then wait afresh."""
-        count = self._pending_count
-        written = merge_vectors(
-            self.folder,
-            self.table,
-            self._pending(),
-            self.dimension,
-            self._target_type(large=True),
-            self.next_id - count,
-            self.next_number,
-        )
-        self.next_number += len(written)
-        self.existing += count
-        self._pending_count = 0
-        self._buffer, self._overflow = None, []
-        if self.requested == AUTO_INDEX_TYPE:
-            self._settle_at = max(self._training, EXACT_LIMIT + 1 - self.existing)
-        return written
 
     def _write_pending_flat(self) -> Shard:
         index = _factory(FLAT_INDEX_TYPE, self.dimension)
@@ -424,7 +418,7 @@ def merge_vectors(
     if writer._current is None and writer._pending_count:
         writer._settle(large=True)
         written += writer._drain_pending()
-    return written + writer.finish()
+    return written + writer.finish()[0]
 
 
 def _bytes_per_vector(index: faiss.Index, dimension: int) -> int:
@@ -480,7 +474,9 @@ class ShardSet:
         self.folder = folder
         self.shards = sorted(shards, key=lambda s: s.first_id)
         self.dimension = dimension
-        self._indexes: dict[str, faiss.Index] = dict(opened or {})
+        # indexes a previous snapshot opened, for the files this one still has (names are never reused)
+        names = {s.file for s in shards}
+        self._indexes: dict[str, faiss.Index] = {k: v for k, v in (opened or {}).items() if k in names}
         self._firsts = np.asarray([s.first_id for s in self.shards], dtype=np.int64)
         self.ntotal = sum(s.count for s in self.shards)
         # per shard with deleted vectors: (live bitmap, its FAISS selector, number deleted)
