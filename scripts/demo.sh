@@ -20,3 +20,6 @@ senseindex query "a heron standing still in shallow water" --index sample.idx -k
 echo
 echo '$ senseindex query "a family day out at the zoo" --documents --index sample.idx -k 3'
 senseindex query "a family day out at the zoo" --documents --index sample.idx -k 3
+echo
+echo '$ senseindex check --index sample.idx'
+senseindex check --index sample.idx
