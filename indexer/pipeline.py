@@ -325,6 +325,37 @@ class _Builder:
         return rows, np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+@dataclass
+class _Sources:
+    """The documents a build or an add reads, scanned and checked before the model loads."""
+
+    files: list[tuple[Path, str]]
+    scan: Any
+    read_stdin: bool
+    stdin: TextIO | None
+    skip_bad: bool
+
+    @classmethod
+    def read(cls, sources: Sequence[str], stdin: TextIO | None, skip_bad: bool) -> _Sources:
+        files, scan = scan_sources(sources, skip_bad=skip_bad)
+        read_stdin = STDIN in sources
+        if not files and not read_stdin:
+            raise SourceError(
+                f"no .txt, .md or .jsonl files in {', '.join(sources)}"
+                + (f" ({len(scan.skipped_files)} other files skipped)" if scan.skipped_files else "")
+            )
+        return cls(files, scan, read_stdin, stdin, skip_bad)
+
+    def documents(self) -> Iterator[Document]:
+        return read_documents(
+            self.files, self.read_stdin, self.stdin, skip_bad=self.skip_bad, warnings=self.scan.warnings
+        )
+
+    @property
+    def total_bytes(self) -> int | None:
+        return None if self.read_stdin else self.scan.total_bytes
+
+
 def build_index(
     sources: Sequence[str],
     index_dir: str | Path,
@@ -379,13 +410,7 @@ def build_index(
         raise SettingsError(f"unknown passage mode {passages!r}; use one of {', '.join(PASSAGE_MODES)}")
     check_sentence_mode(sentence_splitting)
     settings = settings or EncoderSettings(model=DEFAULT_MODEL)
-    files, scan = scan_sources(sources, skip_bad=skip_bad)
-    read_stdin = STDIN in sources
-    if not files and not read_stdin:
-        raise SourceError(
-            f"no .txt, .md or .jsonl files in {', '.join(sources)}"
-            + (f" ({len(scan.skipped_files)} other files skipped)" if scan.skipped_files else "")
-        )
+    reading = _Sources.read(sources, stdin, skip_bad)
     encoder = load_encoder(settings)
     check_index_type(index_type, (encoder.word_dimension, encoder.sentence_dimension))
     wanted = index_settings(encoder, skip_stopwords, passages, sentence_splitting, index_type)
@@ -404,18 +429,7 @@ def build_index(
             )
     else:
         store = IndexStore.create(folder, wanted, overwrite)
-    return _write_documents(
-        store,
-        encoder,
-        read_documents(files, read_stdin, stdin, skip_bad=skip_bad, warnings=scan.warnings),
-        None if read_stdin else scan.total_bytes,
-        progress,
-        scan,
-        started,
-        complete=True,
-        resumed=resumed,
-        check_existing=resumed,
-    )
+    return _write_documents(store, encoder, reading, progress, started, complete=True, resumed=resumed)
 
 
 def add_documents(
@@ -453,28 +467,14 @@ def add_documents(
         SourceError: a missing, unreadable or malformed source.
     """
     started = time.perf_counter()
-    files, scan = scan_sources(sources, skip_bad=skip_bad)
-    read_stdin = STDIN in sources
-    if not files and not read_stdin:
-        raise SourceError(f"no .txt, .md or .jsonl files in {', '.join(sources)}")
+    reading = _Sources.read(sources, stdin, skip_bad)
     store = IndexStore.open_for_writing(Path(index_dir))
     try:
         encoder = load_index_encoder(store.settings, model, backend)
     except BaseException:
         store.close()
         raise
-    return _write_documents(
-        store,
-        encoder,
-        read_documents(files, read_stdin, stdin, skip_bad=skip_bad, warnings=scan.warnings),
-        None if read_stdin else scan.total_bytes,
-        progress,
-        scan,
-        started,
-        complete=False,
-        resumed=False,
-        check_existing=True,
-    )
+    return _write_documents(store, encoder, reading, progress, started, complete=False, resumed=False)
 
 
 @dataclass(frozen=True)
@@ -642,17 +642,20 @@ def check_index(index_dir: str | Path) -> CheckReport:
 def _write_documents(
     store: IndexStore,
     encoder: Encoder,
-    documents: Iterator[Document],
-    total_bytes: int | None,
+    reading: _Sources,
     progress: ProgressCallback | None,
-    scan: Any,
     started: float,
     complete: bool,
     resumed: bool,
-    check_existing: bool,
 ) -> BuildSummary:
     """Embed and store documents with commits at document boundaries; the shared core of
-    :func:`build_index` and :func:`add_documents`."""
+    :func:`build_index` (``complete``: mark the index complete at the end) and
+    :func:`add_documents`. Stored documents are compared by content hash unless this is a new build
+    (neither resumed nor an add)."""
+    documents = reading.documents()
+    total_bytes = reading.total_bytes
+    scan = reading.scan
+    check_existing = resumed or not complete
     builder = _Builder(encoder, store, str(store.settings.get("passages", "none")))
     counts = builder.counts
     counts.update(unchanged=0, replaced=0)

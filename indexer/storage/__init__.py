@@ -462,11 +462,7 @@ class IndexStore:
         """Give up writing: roll back what was not committed. An ``--overwrite`` build's unfinished
         index is deleted (the index it was to replace is untouched); an index built in place keeps its
         committed documents and can be resumed."""
-        try:
-            if self.db.conn.in_transaction:
-                self.db.execute("rollback")
-        except sqlite3.Error:
-            pass
+        self._roll_back()
         self._writers = {}
         self._writing = False
         empty = False
@@ -483,14 +479,15 @@ class IndexStore:
     def close(self) -> None:
         """Close the database connection (rolling back anything not committed) and release the write
         lock if this store holds it."""
-        try:
-            if self.db.conn.in_transaction:
-                self.db.execute("rollback")
-        except sqlite3.Error:
-            pass
+        self._roll_back()
         self.db.conn.close()
         _release_lock(self._lock)
         self._lock = None
+
+    def _roll_back(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self.db.conn.in_transaction:
+                self.db.execute("rollback")
 
     def _upsert_setting(self, key: str, value: Any) -> None:
         self.db.execute(
