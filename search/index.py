@@ -67,10 +67,12 @@ def parse_word_query(text: str, target: str | None = None) -> WordQuery:
         target = target.strip()
         if not target or len(split_words(target, Span(0, len(target)))) != 1:
             raise QueryError(f"--target must be one word, not {target!r}")
-        match = re.search(rf"(?<![^\W_]){re.escape(target)}(?![^\W_])", text, re.IGNORECASE)
-        if match is None:
-            raise QueryError(f"the target word {target!r} does not occur in the query sentence")
-        return WordQuery(text, match.start(), match.end())
+        # whole words as the index splits them (combining marks belong to their word)
+        wanted = target.casefold()
+        for word in split_words(text, Span(0, len(text))):
+            if word.form.casefold() == wanted:
+                return WordQuery(text, word.start, word.end)
+        raise QueryError(f"the target word {target!r} does not occur in the query sentence")
     marked = list(_MARKED_TARGET.finditer(text))
     if not marked:
         raise QueryError(

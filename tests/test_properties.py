@@ -83,11 +83,10 @@ def test_any_text_is_stored_with_exact_spans_and_queried_without_error(live_inde
         index.search_documents(query, k=2)
         for sentence in index.embed(text)[:2]:
             assert text[sentence.start : sentence.end] == sentence.text
-            forms = [w.form for w in sentence.words]
             for word in sentence.words[:2]:
                 assert text[word.start : word.end] == word.form
-                if forms.count(word.form) > 1:  # a target names its first occurrence: ambiguous
-                    continue
+                if sentence.text.casefold().count(word.form.casefold()) > 1:
+                    continue  # a target names its first occurrence, which may be another word
                 if not word.pieces:  # the tokenizer dropped it (control characters): not indexed
                     with pytest.raises(senseindex.QueryError, match="gives no token"):
                         index.search_word(sentence.text, target=word.form, k=3)

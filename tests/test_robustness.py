@@ -218,3 +218,13 @@ def test_a_finished_index_leaves_no_journal_files_and_reads_from_a_read_only_fol
             assert len(index.search_word("a [crane] in the reeds", k=5)) == 2
     finally:
         frozen.chmod(stat.S_IRWXU)
+
+
+def test_a_named_target_is_a_whole_word_as_the_index_splits_words():
+    """A combining mark belongs to its word: target '0' is not the start of '0\u0301'."""
+    from search.index import parse_word_query
+
+    query = parse_word_query("0\u0301 0 and e\u0301 e", target="0")
+    assert (query.start, query.end) == (3, 4)
+    query = parse_word_query("Cafe\u0301 or cafe", target="CAFE")
+    assert query.text[query.start : query.end] == "cafe"
