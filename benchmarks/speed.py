@@ -350,6 +350,7 @@ def main() -> None:
             ("torch", one, ("--backend", "torch")),
             ("torch-bf16", one, ("--backend", "torch-bf16")),
             ("onnx", one, ("--backend", "onnx")),
+            ("onnx-int8", one, ("--backend", "onnx-int8")),
         ):
             builds[name] = build_in_fresh_process(source, work / f"{name}.idx", extra)
             log(f"1x build, {name}: {builds[name][1]:.0f} s, peak {builds[name][2]:.0f} MB")

