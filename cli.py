@@ -29,6 +29,7 @@ BACKEND_OPTION = click.option(
     "where the CPU has bfloat16 instructions, else torch). Same search results.",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line).")
+QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 SKIP_BAD_OPTION = click.option(
     "--skip-bad",
     is_flag=True,
@@ -148,7 +149,7 @@ def main() -> None:
 @click.option("--skip-stopwords", is_flag=True, help="Give function words no word vector.")
 @click.option("--overwrite", is_flag=True, help="Replace an index already in the folder.")
 @SKIP_BAD_OPTION
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@QUIET_OPTION
 @JSON_OPTION
 @_one_line_errors
 def build_index_command(
@@ -263,7 +264,7 @@ def _print_summary(summary: senseindex.BuildSummary, index_dir: str, as_json: bo
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 @BACKEND_OPTION
 @SKIP_BAD_OPTION
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@QUIET_OPTION
 @JSON_OPTION
 @_one_line_errors
 def add_command(

@@ -510,25 +510,15 @@ def plan_changes(
         IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
         SourceError: a missing, unreadable or malformed source.
     """
-    files, scan = scan_sources(sources, skip_bad=skip_bad)
+    reading = _Sources.read(sources, stdin, skip_bad)
     store = IndexStore.open(Path(index_dir))
-    new: list[str] = []
-    changed: list[str] = []
-    unchanged: list[str] = []
+    found: dict[str, list[str]] = {"new": [], "changed": [], "unchanged": []}
     try:
-        for document in read_documents(
-            files, STDIN in sources, stdin, skip_bad=skip_bad, warnings=scan.warnings
-        ):
-            stored = store.document_hashes([document.doc_id]).get(document.doc_id)
-            if stored is None:
-                new.append(document.doc_id)
-            elif stored == document.content_hash:
-                unchanged.append(document.doc_id)
-            else:
-                changed.append(document.doc_id)
+        for document in reading.documents():
+            found[_change_of(document, store)].append(document.doc_id)
     finally:
         store.close()
-    return ChangePlan(new, changed, unchanged, scan.skipped_files, scan.warnings)
+    return ChangePlan(**found, skipped_files=reading.scan.skipped_files, warnings=reading.scan.warnings)
 
 
 @dataclass(frozen=True)
@@ -714,14 +704,23 @@ def _new_or_changed(
 ) -> Iterator[Document]:
     """Documents to store: new ones, and changed ones marked to replace their stored version."""
     for document in documents:
-        stored = store.document_hashes([document.doc_id]).get(document.doc_id)
-        if stored == document.content_hash:
+        change = _change_of(document, store)
+        if change == "unchanged":
             counts["unchanged"] += 1
             continue
-        if stored is not None:
+        if change == "changed":
             counts["replaced"] += 1
             document = dataclasses.replace(document, replaces=True)
         yield document
+
+
+def _change_of(document: Document, store: IndexStore) -> str:
+    """``new``, ``changed`` or ``unchanged``: the document against its stored version, by content
+    hash."""
+    stored = store.document_hashes([document.doc_id]).get(document.doc_id)
+    if stored is None:
+        return "new"
+    return "unchanged" if stored == document.content_hash else "changed"
 
 
 def _chunks(

@@ -4,6 +4,8 @@ packages ONNX is a clear error."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,14 +60,24 @@ def float32_index_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def test_an_index_built_with_one_backend_answers_the_same_with_the_other(tmp_path, float32_index_dir):
-    pytest.importorskip("onnxruntime")
-    senseindex.build_index([SAMPLE], tmp_path / "onnx", senseindex.EncoderSettings(backend="onnx"))
+@contextmanager
+def _built_beside_float32(
+    folder: Path, build_backend: str, query_backend: str, float32_index_dir: Path
+) -> Iterator[tuple[senseindex.SenseIndex, senseindex.SenseIndex]]:
+    """The sample corpus built with one backend and opened with another, beside the float32 index;
+    both hold the same rows."""
+    senseindex.build_index([SAMPLE], folder, senseindex.EncoderSettings(backend=build_backend))
     with (
-        senseindex.open_index(tmp_path / "onnx", backend="torch") as index,
+        senseindex.open_index(folder, backend=query_backend) as index,
         senseindex.open_index(float32_index_dir, backend="torch") as float32,
     ):
         assert index.info()["counts"] == float32.info()["counts"]
+        yield index, float32
+
+
+def test_an_index_built_with_one_backend_answers_the_same_with_the_other(tmp_path, float32_index_dir):
+    pytest.importorskip("onnxruntime")
+    with _built_beside_float32(tmp_path / "onnx", "onnx", "torch", float32_index_dir) as (index, float32):
         for query in ("I sat on the [bank] of the river", "The [crane] lifted steel beams"):
             hits = index.search_word(query, k=10)
             expected = float32.search_word(query, k=10)
@@ -110,12 +122,10 @@ def test_bfloat16_vectors_point_where_float32_vectors_point(layers):
 
 
 def test_a_bfloat16_built_index_ranks_like_a_float32_one(tmp_path, float32_index_dir):
-    senseindex.build_index([SAMPLE], tmp_path / "bf16", senseindex.EncoderSettings(backend="torch-bf16"))
-    with (
-        senseindex.open_index(tmp_path / "bf16", backend="torch-bf16") as bf16,
-        senseindex.open_index(float32_index_dir, backend="torch") as float32,
+    with _built_beside_float32(tmp_path / "bf16", "torch-bf16", "torch-bf16", float32_index_dir) as (
+        bf16,
+        float32,
     ):
-        assert bf16.info()["counts"] == float32.info()["counts"]
         for query in ("I sat on the [bank] of the river", "The [crane] lifted steel beams"):
             hits, expected = bf16.search_word(query, k=5), float32.search_word(query, k=5)
             assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in expected]
@@ -143,12 +153,10 @@ def test_the_int8_onnx_backend_keeps_the_ranking_close_to_float32(tmp_path, floa
     assert not np.allclose(a.sentence_vectors, b.sentence_vectors, atol=1e-3)  # really quantised
     # measured on 3,000 sentences of a novel: mean sentence cosine 0.991, lowest 0.960
     assert np.einsum("ij,ij->i", a.sentence_vectors, b.sentence_vectors).min() > 0.95
-    senseindex.build_index([SAMPLE], tmp_path / "int8", senseindex.EncoderSettings(backend="onnx-int8"))
-    with (
-        senseindex.open_index(tmp_path / "int8", backend="onnx-int8") as index,
-        senseindex.open_index(float32_index_dir, backend="torch") as exact,
+    with _built_beside_float32(tmp_path / "int8", "onnx-int8", "onnx-int8", float32_index_dir) as (
+        index,
+        exact,
     ):
-        assert index.info()["counts"] == exact.info()["counts"]
         hits = index.search_word("I sat on the [bank] of the river", k=5)
         expected = exact.search_word("I sat on the [bank] of the river", k=5)
         assert len({(h.doc_id, h.start) for h in hits} & {(h.doc_id, h.start) for h in expected}) >= 4

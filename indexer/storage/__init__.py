@@ -606,7 +606,9 @@ class IndexStore:
     def document_hashes(self, doc_ids: Iterable[str]) -> dict[str, str]:
         """Content hash of each stored document among ``doc_ids`` (absent ids are left out)."""
         return dict(
-            self._select_in_text("select doc_id, content_hash from documents where doc_id in ({})", doc_ids)
+            self._select_in(
+                "select doc_id, content_hash from documents where doc_id in ({})", doc_ids, kind=str
+            )
         )
 
     def delete_documents(self, doc_ids: Sequence[str]) -> dict[str, int]:
@@ -621,7 +623,8 @@ class IndexStore:
         """
         self._require_writing()
         rowids = [
-            row[0] for row in self._select_in_text("select id from documents where doc_id in ({})", doc_ids)
+            row[0]
+            for row in self._select_in("select id from documents where doc_id in ({})", doc_ids, kind=str)
         ]
         counts = dict.fromkeys(ROW_TABLES, 0)
         if not rowids:
@@ -721,14 +724,6 @@ class IndexStore:
             self.db.execute("delete from shards where file = ?", [shard.file])
         self._record_shards(new)
 
-    def _select_in_text(self, sql: str, values: Iterable[str]) -> list[Any]:
-        value_list = [str(v) for v in values]
-        rows: list[Any] = []
-        for start in range(0, len(value_list), 900):
-            chunk = value_list[start : start + 900]
-            rows += self.db.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
-        return rows
-
     def _insert(self, table: str, rows: Sequence[Row]) -> None:
         # Plain executemany: sqlite-utils' insert_all costs more than the model on big builds.
         if not rows:
@@ -799,32 +794,26 @@ class IndexStore:
         problems = []
         for table in VECTOR_TABLES:
             shard_set = self._vectors(table)
-            end = 0
+            end = covered = 0
             for shard in shard_set.shards:
                 if shard.first_id < end:
                     problems.append(f"{table}: {shard.file} overlaps the shard before it")
                 end = shard.first_id + shard.count
+                rows = self.db.execute(
+                    f"select count(*) from {table} where id >= ? and id < ?", [shard.first_id, end]
+                ).fetchone()[0]
+                covered += rows
                 try:
                     shard_set._index(shard)
                 except IndexCorrupted as error:
                     problems.append(f"{table}: {error}")
                     continue
-                rows = self.db.execute(
-                    f"select count(*) from {table} where id >= ? and id < ?", [shard.first_id, end]
-                ).fetchone()[0]
                 gone = shard.count - shard_set.live_count(shard)
                 if rows + gone != shard.count:
                     problems.append(
                         f"{table}: {shard.file} holds {shard.count:,} vectors but {rows:,} rows and "
                         f"{gone:,} deleted ids fall in its range"
                     )
-            covered = sum(
-                self.db.execute(
-                    f"select count(*) from {table} where id >= ? and id < ?",
-                    [s.first_id, s.first_id + s.count],
-                ).fetchone()[0]
-                for s in shard_set.shards
-            )
             total = self.db.execute(f"select count(*) from {table}").fetchone()[0]
             if covered != total:
                 problems.append(f"{table}: {total - covered:,} rows have no vector in any shard")
@@ -1035,10 +1024,13 @@ class IndexStore:
             result[record["id"]] = record
         return result
 
-    def _select_in(self, sql: str, values: Iterable[int], as_dicts: bool = False) -> list[Any]:
-        """Run ``sql`` (with ``{}`` where the ``in (...)`` placeholders go) over many integer values,
-        in chunks that stay under SQLite's bound-parameter limit; rows as tuples or dicts."""
-        value_list = [int(v) for v in values]
+    def _select_in(
+        self, sql: str, values: Iterable[int | str], as_dicts: bool = False, kind: type = int
+    ) -> list[Any]:
+        """Run ``sql`` (with ``{}`` where the ``in (...)`` placeholders go) over many values (rowids,
+        or document ids with ``kind=str``), in chunks that stay under SQLite's bound-parameter limit;
+        rows as tuples or dicts."""
+        value_list = [kind(v) for v in values]
         rows: list[Any] = []
         for start in range(0, len(value_list), 900):
             chunk = value_list[start : start + 900]

@@ -137,6 +137,8 @@ class ShardWriter:
         first_id: rowid of the first vector that will be added.
         first_number: number of the first shard file (files are ``{table}-{number:05d}.faiss``).
         existing: vectors the table already holds (``auto`` compresses once the table is large).
+        settle_at: hold this many vectors before settling the type (default: a training sample, or
+            for ``auto`` until the table is large); :func:`merge_vectors` holds all of them.
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class ShardWriter:
         first_id: int,
         first_number: int = 0,
         existing: int = 0,
+        settle_at: int | None = None,
     ) -> None:
         self.folder = folder
         self.existing = existing
@@ -177,13 +180,10 @@ class ShardWriter:
         self._settle_at = self._training
         if index_type == AUTO_INDEX_TYPE:
             self._settle_at = max(self._training, EXACT_LIMIT + 1 - existing)
+        if settle_at is not None:
+            self._settle_at = settle_at
         if self._resolved == FLAT_INDEX_TYPE:
             self._start_shards(_factory(FLAT_INDEX_TYPE, dimension))
-
-    @property
-    def resolved_type(self) -> str | None:
-        """The index type the table got, once known."""
-        return self._resolved
 
     def add(self, vectors: np.ndarray) -> list[Shard]:
         """Append vectors (the next rowids in order).
@@ -221,11 +221,7 @@ class ShardWriter:
         """
         retired, self._provisional = self._provisional, []
         if self._current is None and self._pending_count:
-            index = _factory(FLAT_INDEX_TYPE, self.dimension)
-            for vectors in self._pending():
-                index.add(vectors)
-            first = self.next_id - self._pending_count
-            self._provisional.append(self._write(index, first, FLAT_INDEX_TYPE))
+            self._provisional.append(self._write(*self._pending_as_flat(), FLAT_INDEX_TYPE))
         elif self._current is not None and self._current.ntotal:
             self._provisional.append(self._write(self._current, self._current_first, str(self._resolved)))
         return list(self._provisional), retired
@@ -272,12 +268,15 @@ class ShardWriter:
             return AUTO_COMPRESSED_TYPE if large else FLAT_INDEX_TYPE
         return self.requested
 
-    def _write_pending_flat(self) -> Shard:
+    def _pending_as_flat(self) -> tuple[faiss.Index, int]:
+        """The waiting vectors in an exact index, with the rowid of the first."""
         index = _factory(FLAT_INDEX_TYPE, self.dimension)
         for vectors in self._pending():
             index.add(vectors)
-        first = self.next_id - self._pending_count
-        shard = self._write(index, first, FLAT_INDEX_TYPE)
+        return index, self.next_id - self._pending_count
+
+    def _write_pending_flat(self) -> Shard:
+        shard = self._write(*self._pending_as_flat(), FLAT_INDEX_TYPE)
         self.existing += self._pending_count
         self._pending_count = 0
         self._buffer, self._overflow = None, []
@@ -408,16 +407,12 @@ def merge_vectors(
 ) -> list[Shard]:
     """Write vectors (consecutive rowids from ``first_id``) as shards of ``index_type`` trained on
     them (its first :data:`TRAINING_VECTORS`); too few to train it: ``flat``."""
-    writer = ShardWriter(folder, table, dimension, index_type, first_id, first_number)
+    # hold everything, so that finish() trains once on the sample and writes the shards
     total = sum(len(p) for p in parts)
-    if index_type != FLAT_INDEX_TYPE:
-        writer._settle_at = total + 1  # hold everything, then train once on the sample
+    writer = ShardWriter(folder, table, dimension, index_type, first_id, first_number, settle_at=total + 1)
     written: list[Shard] = []
     for part in parts:
         written += writer.add(part)
-    if writer._current is None and writer._pending_count:
-        writer._settle(large=True)
-        written += writer._drain_pending()
     return written + writer.finish()[0]
 
 
