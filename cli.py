@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 import senseindex
+from senseindex.service import ServiceLimits, serve_index
 
 INDEX_OPTION = click.option(
     "--index",
@@ -480,6 +481,119 @@ def info_command(index_dir: str, as_json: bool) -> None:
     for shard in info["vector_files"]:
         size = "missing" if shard["bytes"] is None else f"{shard['bytes']:,} bytes"
         click.echo(f"vector file {shard['file']}: {shard['count']:,} vectors, {shard['index_type']}, {size}")
+
+
+_DEFAULT_LIMITS = ServiceLimits()
+
+
+@main.command("serve")
+@INDEX_OPTION
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (this machine only)."
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port."
+)
+@click.option(
+    "--token",
+    envvar="SENSEINDEX_TOKEN",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on every endpoint but /health "
+    "[env: SENSEINDEX_TOKEN; prefer it, a command line is visible to other users].",
+)
+@click.option(
+    "--max-text-chars",
+    type=click.IntRange(1),
+    default=_DEFAULT_LIMITS.max_text_characters,
+    show_default=True,
+    help="Longest query, text to embed or document text (longer: 413).",
+)
+@click.option(
+    "--max-k",
+    type=click.IntRange(1, 10_000),
+    default=_DEFAULT_LIMITS.max_k,
+    show_default=True,
+    help="Largest k a search may ask for (larger: 400).",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1),
+    default=_DEFAULT_LIMITS.max_batch,
+    show_default=True,
+    help="Most texts per /embed and documents per POST /documents (more: 413).",
+)
+@click.option(
+    "--max-body-mb",
+    type=click.FloatRange(0.001),
+    default=_DEFAULT_LIMITS.max_body_bytes / 2**20,
+    show_default=True,
+    help="Largest request body in MiB (larger: 413).",
+)
+@click.option(
+    "--max-query-batch",
+    type=click.IntRange(1, 4096),
+    default=64,
+    show_default=True,
+    help="Most query texts of concurrent requests run through the model together (1: no batching).",
+)
+@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@BACKEND_OPTION
+@click.option("--quiet", "-q", is_flag=True, help="No access log (one line per request on stderr).")
+@_one_line_errors
+def serve_command(
+    index_dir: str,
+    host: str,
+    port: int,
+    token: str | None,
+    max_text_chars: int,
+    max_k: int,
+    max_batch: int,
+    max_body_mb: float,
+    max_query_batch: int,
+    model: str | None,
+    backend: str,
+    quiet: bool,
+) -> None:
+    """Serve an index over HTTP: JSON search, embedding and document endpoints.
+
+    Loads the model and the index once, then answers until Ctrl+C. Endpoints: POST /search/sentences,
+    /search/words, /search/documents, /embed, /documents; DELETE /documents/ID; GET /health, /info,
+    /openapi.json. Errors are JSON with a status and a message.
+
+    \b
+    Example:
+      senseindex serve --index sample.idx --port 8000
+      curl -s localhost:8000/search/sentences -H 'Content-Type: application/json' \\
+           -d '{"text": "a heron in shallow water", "k": 3}'
+    """
+    limits = ServiceLimits(
+        max_text_characters=max_text_chars,
+        max_k=max_k,
+        max_batch=max_batch,
+        max_body_bytes=int(max_body_mb * 2**20),
+    )
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"Warning: serving on {host} without --token: anyone who can reach it can change the index",
+            err=True,
+        )
+
+    def announce(url: str) -> None:
+        auth = "token required" if token else "no token"
+        click.echo(f"Serving {index_dir} at {url} ({auth}); Ctrl+C stops", err=True)
+
+    serve_index(
+        index_dir,
+        host=host,
+        port=port,
+        token=token,
+        limits=limits,
+        model=model,
+        backend=backend,
+        max_query_batch=max_query_batch,
+        access_log=not quiet,
+        on_ready=announce,
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 # Must be set before transformers is imported: nothing may ever reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -642,6 +643,115 @@ class Encoder:
 _PADDING_SLACK = 1.05
 _PADDING_TOKENS = 3
 _TOKENS_PER_ROW = 128
+
+
+class QueryBatcher:
+    """Runs the small encode calls of many threads together: one forward pass for all waiting calls.
+
+    A call that finds the model idle runs at once, alone, so a lone query waits for nothing. Calls
+    that arrive while the model is busy queue up, and when it frees, one of them runs every queued
+    call (up to ``max_texts`` texts) as one batch. Under load, concurrent queries thus share forward
+    passes, which costs little more than one of them.
+
+    Args:
+        encoder: the encoder to run.
+        max_texts: most texts run together; 1 runs every call on its own (no batching).
+    """
+
+    def __init__(self, encoder: Encoder, max_texts: int = 64) -> None:
+        if max_texts < 1:
+            raise SettingsError(f"max_texts must be at least 1, not {max_texts}")
+        self.encoder = encoder
+        self.max_texts = max_texts
+        self._condition = threading.Condition()
+        self._waiting: list[_PendingEncode] = []
+        self._running = False
+        self.batches_run = 0
+        self.calls_run = 0
+
+    def encode(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]) -> EncodedBatch:
+        """:meth:`Encoder.encode`, run together with the calls other threads make meanwhile.
+
+        Args:
+            texts: sentences.
+            word_spans: per sentence, the character spans of its words, relative to the sentence.
+
+        Returns:
+            The vectors of this call's sentences and words, in input order.
+        """
+        if len(texts) != len(word_spans):
+            raise ValueError("texts and word_spans differ in length")
+        call = _PendingEncode(list(texts), [list(spans) for spans in word_spans])
+        with self._condition:
+            self._waiting.append(call)
+            while not call.done:
+                if self._running:
+                    self._condition.wait()
+                    continue
+                batch = self._take_batch()
+                self._running = True
+                self._condition.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._condition.acquire()
+                    self._running = False
+                    self._condition.notify_all()
+        if call.error is not None:
+            raise call.error
+        return cast(EncodedBatch, call.result)
+
+    def _take_batch(self) -> list[_PendingEncode]:
+        """The oldest waiting calls that fit in ``max_texts`` texts (at least one call)."""
+        batch, texts = [], 0
+        while self._waiting and (not batch or texts + len(self._waiting[0].texts) <= self.max_texts):
+            call = self._waiting.pop(0)
+            batch.append(call)
+            texts += len(call.texts)
+        return batch
+
+    def _run(self, batch: list[_PendingEncode]) -> None:
+        try:
+            encoded = self.encoder.encode(
+                [text for call in batch for text in call.texts],
+                [spans for call in batch for spans in call.spans],
+            )
+        except BaseException as error:
+            # each caller raises the error of its own call (the running thread may not be one of them)
+            for call in batch:
+                call.error, call.done = error, True
+            return
+        self.batches_run += 1
+        self.calls_run += len(batch)
+        sentence, word = 0, 0
+        for call in batch:
+            n_words = sum(len(spans) for spans in call.spans)
+            call.result = _slice_batch(encoded, sentence, sentence + len(call.texts), word, word + n_words)
+            call.done = True
+            sentence += len(call.texts)
+            word += n_words
+
+
+@dataclass
+class _PendingEncode:
+    texts: list[str]
+    spans: list[list[tuple[int, int]]]
+    result: EncodedBatch | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+def _slice_batch(
+    encoded: EncodedBatch, first: int, stop: int, first_word: int, stop_word: int
+) -> EncodedBatch:
+    """The part of a batch's vectors that belongs to sentences ``first:stop`` (and their words)."""
+    return EncodedBatch(
+        sentence_vectors=encoded.sentence_vectors[first:stop],
+        word_vectors=encoded.word_vectors[first_word:stop_word],
+        word_aligned=encoded.word_aligned[first_word:stop_word],
+        piece_counts=encoded.piece_counts[first:stop],
+        sentence_weights=encoded.sentence_weights[first:stop],
+    )
 
 
 def _length_batches(windows: list[tuple[int, ...]], batch_size: int) -> Iterator[list[tuple[int, ...]]]:

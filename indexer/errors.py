@@ -43,6 +43,10 @@ class SourceError(SenseIndexError):
     """A source to index is missing, unreadable, malformed or empty."""
 
 
+class DocumentNotFound(SourceError):
+    """A document id asked for (to delete, say) is not in the index."""
+
+
 class SettingsError(SenseIndexError):
     """An index setting (layer strategy, pooling, ...) is not valid."""
 

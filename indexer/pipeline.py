@@ -36,8 +36,8 @@ from indexer.encoder import (
     load_encoder,
     load_index_encoder,
 )
-from indexer.errors import IndexExists, SenseIndexError, SettingsError, SourceError
-from indexer.sources import STDIN, Document, read_documents, scan_sources
+from indexer.errors import DocumentNotFound, IndexExists, SenseIndexError, SettingsError, SourceError
+from indexer.sources import STDIN, Document, SourceScan, read_documents, scan_sources
 from indexer.storage import (
     AUTO_INDEX_TYPE,
     STATUS_BUILDING,
@@ -334,6 +334,7 @@ class _Sources:
     read_stdin: bool
     stdin: TextIO | None
     skip_bad: bool
+    given: list[Document] | None = None  # documents handed over in memory instead of files
 
     @classmethod
     def read(cls, sources: Sequence[str], stdin: TextIO | None, skip_bad: bool) -> _Sources:
@@ -346,13 +347,21 @@ class _Sources:
             )
         return cls(files, scan, read_stdin, stdin, skip_bad)
 
+    @classmethod
+    def of_documents(cls, documents: list[Document]) -> _Sources:
+        return cls([], SourceScan(), False, None, False, documents)
+
     def documents(self) -> Iterator[Document]:
+        if self.given is not None:
+            return iter(self.given)
         return read_documents(
             self.files, self.read_stdin, self.stdin, skip_bad=self.skip_bad, warnings=self.scan.warnings
         )
 
     @property
     def total_bytes(self) -> int | None:
+        if self.given is not None:
+            return sum(document.size for document in self.given)
         return None if self.read_stdin else self.scan.total_bytes
 
 
@@ -477,6 +486,35 @@ def add_documents(
     return _write_documents(store, encoder, reading, progress, started, complete=False, resumed=False)
 
 
+def add_document_list(
+    documents: list[Document],
+    index_dir: str | Path,
+    encoder: Encoder,
+    progress: ProgressCallback | None = None,
+) -> BuildSummary:
+    """:func:`add_documents` for documents already in memory, with an encoder already loaded (it must
+    be the index's: :func:`~indexer.encoder.load_index_encoder`).
+
+    Args:
+        documents: the documents, with unique ids.
+        index_dir: the index folder.
+        encoder: the index's encoder.
+        progress: called after each stored chunk with characters done and in total.
+
+    Returns:
+        What was stored.
+
+    Raises:
+        IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
+        IndexBusy: another process is writing to it.
+    """
+    started = time.perf_counter()
+    store = IndexStore.open_for_writing(Path(index_dir))
+    return _write_documents(
+        store, encoder, _Sources.of_documents(documents), progress, started, complete=False, resumed=False
+    )
+
+
 @dataclass(frozen=True)
 class ChangePlan:
     """What an ``add`` would do, found without running the model.
@@ -564,7 +602,7 @@ def delete_documents(index_dir: str | Path, doc_ids: Sequence[str]) -> DeleteSum
         unknown = [doc_id for doc_id in unique if doc_id not in known]
         if unknown:
             more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
-            raise SourceError(f"no document {unknown[0]!r}{more} in {index_dir}; nothing was deleted")
+            raise DocumentNotFound(f"no document {unknown[0]!r}{more} in {index_dir}; nothing was deleted")
         rows = store.delete_documents(unique)
         merges = store.finish(complete=False)
     except BaseException:

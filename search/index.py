@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from indexer.encoder import Encoder, load_index_encoder
-from indexer.errors import QueryError
+from indexer.encoder import Encoder, QueryBatcher, load_index_encoder
+from indexer.errors import QueryError, SourceError
+from indexer.pipeline import BuildSummary, DeleteSummary, add_document_list, delete_documents
+from indexer.sources import Document
 from indexer.stopwords import is_stopword
 from indexer.storage import IndexStore
 from indexer.text import Span, lemmatize, split_text, split_words
@@ -46,27 +51,33 @@ class WordQuery:
         return self.text[self.start : self.end]
 
 
-def parse_word_query(text: str, target: str | None = None) -> WordQuery:
+def parse_word_query(text: str, target: str | None = None, span: tuple[int, int] | None = None) -> WordQuery:
     """Find the target word of a word query.
 
     Args:
         text: a sentence with the target word in square brackets (``I sat on the [bank] of the
-            river``), or a plain sentence when ``target`` is given.
+            river``), or a plain sentence when ``target`` or ``span`` is given.
         target: the target word, found as a whole word (case-insensitive, first occurrence).
+        span: ``(start, end)`` character offsets of the target in ``text``; they must cover one
+            word, or part of one (the whole word is taken).
 
     Returns:
         The query with its target located.
 
     Raises:
-        QueryError: no target marked, more than one, an empty or multi-word target, or ``target`` not
-            in the sentence.
+        QueryError: no target marked, more than one, an empty or multi-word target, ``target`` not
+            in the sentence, or a span that is out of range or does not fall on exactly one word.
     """
     if not text or not text.strip():
         raise QueryError("the query text is empty")
+    if span is not None:
+        if target is not None:
+            raise QueryError("give the target word or its character span, not both")
+        return _query_at_span(text, span)
     if target is not None:
         target = target.strip()
         if not target or len(split_words(target, Span(0, len(target)))) != 1:
-            raise QueryError(f"--target must be one word, not {target!r}")
+            raise QueryError(f"the target must be one word, not {target!r}")
         # whole words as the index splits them (combining marks belong to their word)
         wanted = target.casefold()
         for word in split_words(text, Span(0, len(text))):
@@ -77,7 +88,7 @@ def parse_word_query(text: str, target: str | None = None) -> WordQuery:
     if not marked:
         raise QueryError(
             "mark the target word with square brackets, e.g. 'I sat on the [bank] of the river', "
-            "or name it with --target"
+            "or name it separately (--target)"
         )
     if len(marked) > 1:
         raise QueryError("mark exactly one target word with [brackets]")
@@ -88,6 +99,27 @@ def parse_word_query(text: str, target: str | None = None) -> WordQuery:
     clean = text[: marked[0].start()] + inner + text[marked[0].end() :]
     start = marked[0].start() + words[0].start
     return WordQuery(clean, start, start + len(words[0].form))
+
+
+def _query_at_span(text: str, span: tuple[int, int]) -> WordQuery:
+    start, end = span
+    if not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start < end <= len(text):
+        raise QueryError(
+            f"the target span {start}-{end} is not within the text (0-{len(text)}, start before end)"
+        )
+    touched = [w for w in split_words(text, Span(0, len(text))) if w.start < end and start < w.end]
+    if len(touched) != 1:
+        found = ", ".join(repr(w.form) for w in touched) or "no word"
+        raise QueryError(f"the target span {start}-{end} must fall on one word, not on {found}")
+    return WordQuery(text, touched[0].start, touched[0].end)
+
+
+def _matches(stored: Any, wanted: Any) -> bool:
+    """A metadata filter's test: equal values, where a list of wanted values means any of them and
+    ``true`` is not ``1``."""
+    if isinstance(wanted, list):
+        return any(_matches(stored, value) for value in wanted)
+    return stored == wanted and isinstance(stored, bool) == isinstance(wanted, bool)
 
 
 def _dot(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -107,12 +139,22 @@ class SenseIndex:
 
     Open one with :func:`open_index`. Queries are embedded with the encoder settings stored in the
     index, whatever the caller's defaults.
+
+    An opened index is safe to use from many threads at once: the query texts of concurrent calls
+    share forward passes (see :class:`~indexer.encoder.QueryBatcher`), and each query reads one
+    consistent state of the index. Writes through :meth:`add_documents` and :meth:`delete_documents`
+    run one at a time, and queries move to their result only once a write is complete.
     """
 
-    def __init__(self, store: IndexStore, encoder: Encoder) -> None:
+    def __init__(self, store: IndexStore, encoder: Encoder, max_query_batch: int = 64) -> None:
         self._store = store
         self._encoder = encoder
+        self._queries = QueryBatcher(encoder, max_query_batch)
         self._sentence_splitting = str(store.settings.get("sentence_splitting", "auto"))
+        # Reads of the store (and the refresh that moves it) happen under this lock, so a query never
+        # reads ids from one state and rows from the next. The model runs outside it.
+        self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -124,9 +166,16 @@ class SenseIndex:
         """The index folder."""
         return self._store.folder
 
+    @property
+    def backend(self) -> str:
+        """What runs the model for queries (``torch``, ``torch-bf16``, ``onnx`` or ``onnx-int8``)."""
+        return self._encoder.backend
+
     def info(self) -> dict[str, Any]:
-        """Settings, row counts and vector files: ``{"path", "settings", "counts", "vector_files"}``."""
-        return _describe(self._store)
+        """Settings, row counts and vector files: ``{"path", "settings", "counts", "vector_files",
+        "deleted_vectors"}``."""
+        with self._lock:
+            return _describe(self._store)
 
     def refresh(self) -> None:
         """See the documents committed since the index was opened (or last refreshed).
@@ -137,12 +186,95 @@ class SenseIndex:
         Raises:
             IndexCorrupted: a vector file of the new state cannot be read.
         """
-        self._store.refresh()
-        self._store.open_vectors()
+        with self._lock:
+            self._store.refresh()
+            self._store.open_vectors()
+
+    def refresh_if_changed(self) -> bool:
+        """:meth:`refresh` if anything was committed to the index since this state was read (a cheap
+        check of the database files), unless a write through this object is under way (its
+        documents appear when it completes).
+
+        Returns:
+            Whether the index moved to a newer state.
+
+        Raises:
+            IndexCorrupted: a vector file of the new state cannot be read.
+        """
+        if not self._store.changed_on_disk():
+            return False
+        # Holding the write lock for the moment of the refresh keeps a write of this object from
+        # starting in between and showing its first commits.
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            self.refresh()
+        finally:
+            self._write_lock.release()
+        return True
+
+    def query_batching(self) -> dict[str, int]:
+        """How concurrent queries shared the model: ``{"max_texts", "calls", "runs"}``, where each run
+        of the model served one or more calls."""
+        return {
+            "max_texts": self._queries.max_texts,
+            "calls": self._queries.calls_run,
+            "runs": self._queries.batches_run,
+        }
 
     def close(self) -> None:
         """Release the database connection."""
-        self._store.close()
+        with self._lock:
+            self._store.close()
+
+    # ---------------------------------------------------------------------------------------- writes
+
+    def add_documents(
+        self,
+        documents: Iterable[Document | Mapping[str, Any]],
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> BuildSummary:
+        """Add documents, or replace stored ones with the same id, with this index's model; queries
+        on this object see all of them once the call returns, and none of them before.
+
+        A document stored with the same text and metadata is left alone (as ``senseindex add``).
+
+        Args:
+            documents: :class:`~indexer.sources.Document` objects or mappings ``{"id", "text",
+                "metadata"?}``; ids must be unique.
+            progress: called after each stored chunk with characters done and in total.
+
+        Returns:
+            What was stored (``documents`` counts new and replaced ones).
+
+        Raises:
+            SourceError: a malformed document or a repeated id (nothing is written then).
+            IndexBusy: another process is writing to the index.
+        """
+        given = _documents_of(documents)
+        with self._write_lock:
+            summary = add_document_list(given, self._store.folder, self._encoder, progress)
+            self.refresh()
+        return summary
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> DeleteSummary:
+        """Delete documents (all their sentences, words, passages and vectors), in one commit; queries
+        on this object stop finding them when the call returns.
+
+        Args:
+            doc_ids: ids of stored documents.
+
+        Returns:
+            What was deleted.
+
+        Raises:
+            DocumentNotFound: an id is not in the index (nothing is deleted then).
+            IndexBusy: another process is writing to the index.
+        """
+        with self._write_lock:
+            summary = delete_documents(self._store.folder, doc_ids)
+            self.refresh()
+        return summary
 
     def __enter__(self) -> SenseIndex:
         return self
@@ -165,47 +297,73 @@ class SenseIndex:
             Its sentences, each with a ``(sentence_dimension,)`` float32 vector and its words with
             ``(word_dimension,)`` float32 vectors; all offsets are into ``text``.
         """
-        sentences = split_text(text, self._sentence_splitting)
-        if not sentences:
-            return []
-        words = [split_words(text, s, bool(self._store.settings.get("skip_stopwords"))) for s in sentences]
-        encoded = self._encoder.encode(
-            [text[s.start : s.end] for s in sentences],
-            [
-                [(w.start - s.start, w.end - s.start) for w in ws]
-                for s, ws in zip(sentences, words, strict=True)
-            ],
-        )
-        result = []
-        flat = 0
-        for i, (sentence, sentence_words) in enumerate(zip(sentences, words, strict=True)):
-            embedded_words = []
-            pieces = self._encoder.word_pieces(
-                text[sentence.start : sentence.end],
-                [(w.start - sentence.start, w.end - sentence.start) for w in sentence_words],
+        return self.embed_texts([text])[0]
+
+    def embed_texts(self, texts: Sequence[str]) -> list[list[EmbeddedSentence]]:
+        """:meth:`embed` for many texts, their sentences run through the model together.
+
+        Args:
+            texts: any texts.
+
+        Returns:
+            Per text, its sentences with their words, as :meth:`embed` gives them.
+        """
+        skip_stopwords = bool(self._store.settings.get("skip_stopwords"))
+
+        def words_of(text: str, sentence: Span) -> list[Any]:
+            return split_words(text, sentence, skip_stopwords)
+
+        split = []  # per text: its sentences, and per sentence its words relative to the sentence
+        for text in texts:
+            sentences = split_text(text, self._sentence_splitting)
+            split.append(
+                [
+                    (
+                        s,
+                        [
+                            (w, w.start - s.start, w.end - s.start)
+                            for w in split_words(text, s, skip_stopwords)
+                        ],
+                    )
+                    for s in sentences
+                ]
             )
-            for word, word_pieces in zip(sentence_words, pieces, strict=True):
-                if encoded.word_aligned[flat]:
+        flat = [(text, s, ws) for text, sentences in zip(texts, split, strict=True) for s, ws in sentences]
+        encoded = self._queries.encode(
+            [text[s.start : s.end] for text, s, _ in flat],
+            [[(start, end) for _, start, end in ws] for _, _, ws in flat],
+        )
+        embedded, word_index = [], 0
+        for i, (text, sentence, words) in enumerate(flat):
+            sentence_text = text[sentence.start : sentence.end]
+            pieces = self._encoder.word_pieces(sentence_text, [(start, end) for _, start, end in words])
+            embedded_words = []
+            for (word, _, _), word_pieces in zip(words, pieces, strict=True):
+                if encoded.word_aligned[word_index]:
                     embedded_words.append(
                         EmbeddedWord(
                             word.form,
                             word.lemma,
                             word.start,
                             word.end,
-                            encoded.word_vectors[flat],
+                            encoded.word_vectors[word_index],
                             tuple(word_pieces),
                         )
                     )
-                flat += 1
-            result.append(
+                word_index += 1
+            embedded.append(
                 EmbeddedSentence(
-                    text[sentence.start : sentence.end],
+                    sentence_text,
                     sentence.start,
                     sentence.end,
                     encoded.sentence_vectors[i],
                     tuple(embedded_words),
                 )
             )
+        result, taken = [], 0
+        for sentences in split:
+            result.append(embedded[taken : taken + len(sentences)])
+            taken += len(sentences)
         return result
 
     def embed_sentences(self, texts: list[str]) -> np.ndarray:
@@ -222,7 +380,7 @@ class SenseIndex:
         """
         if any(not text or not text.strip() for text in texts):
             raise QueryError("cannot embed an empty text")
-        return self._encoder.encode(list(texts), [[] for _ in texts]).sentence_vectors
+        return self._queries.encode(list(texts), [[] for _ in texts]).sentence_vectors
 
     def embed_query_sentence(self, text: str) -> np.ndarray:
         """The vector of a sentence query: the whole text as one sequence.
@@ -238,7 +396,7 @@ class SenseIndex:
         """
         if not text or not text.strip():
             raise QueryError("the query text is empty")
-        return self._encoder.encode([text], [[]]).sentence_vectors[0]
+        return self._queries.encode([text], [[]]).sentence_vectors[0]
 
     def embed_query_word(self, query: WordQuery) -> np.ndarray:
         """The contextual vector of a query's target word, from the sentence that holds it.
@@ -278,7 +436,7 @@ class SenseIndex:
             )
             texts.append(query.text[sentence.start : sentence.end])
             spans.append([(query.start - sentence.start, query.end - sentence.start)])
-        encoded = self._encoder.encode(texts, spans)
+        encoded = self._queries.encode(texts, spans)
         for query, aligned in zip(queries, encoded.word_aligned, strict=True):
             if not aligned:
                 raise QueryError(f"the model's tokenizer gives no token for {query.form!r}")
@@ -286,18 +444,49 @@ class SenseIndex:
 
     # --------------------------------------------------------------------------------------- queries
 
-    def search_sentences(self, text: str, k: int = 10) -> list[SentenceHit]:
-        """The sentences most similar to a text.
+    def search_sentences(
+        self,
+        text: str,
+        k: int = 10,
+        doc_ids: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[SentenceHit]:
+        """The sentences most similar to a text, optionally only those of some documents.
+
+        With a filter, every sentence of the matching documents is scored exactly (the cost grows
+        with the number of sentences they hold); without one, the vector index is searched.
 
         Args:
             text: the query.
             k: number of hits.
+            doc_ids: only sentences of these documents (unknown ids match nothing).
+            metadata: only sentences of documents whose metadata has these values: ``{"lang": "en"}``;
+                a list of values means any of them: ``{"year": [2023, 2024]}``.
 
         Returns:
             Up to ``k`` hits, best first.
+
+        Raises:
+            QueryError: an empty text, a bad ``k`` or a malformed filter.
         """
         _check_k(k)
-        return self._sentence_hits(*self._store.search("sentences", self.embed_query_sentence(text), k))
+        if doc_ids is not None and (isinstance(doc_ids, str) or not all(isinstance(d, str) for d in doc_ids)):
+            raise QueryError("doc_ids must be a list of document ids (strings)")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise QueryError("the metadata filter must be a mapping of field names to values")
+        vector = self.embed_query_sentence(text)
+        with self._lock:
+            if doc_ids is None and metadata is None:
+                return self._sentence_hits(*self._store.search("sentences", vector, k))
+            documents = [
+                rowid
+                for rowid, stored in self._store.document_metadata(doc_ids).items()
+                if all(_matches(stored.get(key), value) for key, value in (metadata or {}).items())
+            ]
+            ids, _, vectors = self._store.vectors_of_documents("sentences", documents)
+            scores = _dot(vectors, vector)
+            order = np.argsort(-scores, kind="stable")[:k]
+            return self._sentence_hits(ids[order], scores[order])
 
     def _sentence_hits(self, ids: np.ndarray, scores: np.ndarray) -> list[SentenceHit]:
         rows = self._store.sentence_rows(ids)
@@ -354,6 +543,12 @@ class SenseIndex:
         if scoring != "sentence" and not has_passages:
             raise QueryError("this index has no passage vectors; use sentence scoring or rebuild it")
         vector = self.embed_query_sentence(text)
+        with self._lock:
+            return self._rank_documents(vector, k, scoring, passage_weight, has_passages)
+
+    def _rank_documents(
+        self, vector: np.ndarray, k: int, scoring: str, passage_weight: float, has_passages: bool
+    ) -> list[DocumentHit]:
         depth = max(100, 10 * k)
         sentence_ids, _ = self._store.search("sentences", vector, depth)
         candidates = set(self._store.documents_of("sentences", sentence_ids).values())
@@ -396,7 +591,12 @@ class SenseIndex:
         ]
 
     def search_word(
-        self, text: str, target: str | None = None, k: int = 10, exact_form: bool = False
+        self,
+        text: str,
+        target: str | None = None,
+        k: int = 10,
+        exact_form: bool = False,
+        span: tuple[int, int] | None = None,
     ) -> list[WordHit]:
         """Occurrences of the same word, ranked by how closely their sense matches the query's.
 
@@ -409,6 +609,7 @@ class SenseIndex:
             target: the target word in a plain sentence.
             k: number of hits.
             exact_form: only occurrences with the target's surface form (case-insensitive).
+            span: ``(start, end)`` of the target in a plain sentence, instead of ``target``.
 
         Returns:
             Up to ``k`` hits, best first.
@@ -416,7 +617,7 @@ class SenseIndex:
         Raises:
             QueryError: a malformed query.
         """
-        return self._search_parsed_words([parse_word_query(text, target)], k, exact_form)[0]
+        return self._search_parsed_words([parse_word_query(text, target, span)], k, exact_form)[0]
 
     def search_word_many(
         self, texts: Sequence[str], k: int = 10, exact_form: bool = False
@@ -441,6 +642,12 @@ class SenseIndex:
     ) -> list[list[WordHit]]:
         _check_k(k)
         vectors = self.embed_query_words(queries)
+        with self._lock:
+            return self._rank_occurrences(queries, vectors, k, exact_form)
+
+    def _rank_occurrences(
+        self, queries: Sequence[WordQuery], vectors: np.ndarray, k: int, exact_form: bool
+    ) -> list[list[WordHit]]:
         occurrences: dict[str, tuple[np.ndarray, list[str], np.ndarray]] = {}
         results = []
         for query, vector in zip(queries, vectors, strict=True):
@@ -461,7 +668,9 @@ class SenseIndex:
             results.append(self._word_hits(ids[order], scores[order]))
         return results
 
-    def search_similar_words(self, text: str, target: str | None = None, k: int = 10) -> list[LemmaHit]:
+    def search_similar_words(
+        self, text: str, target: str | None = None, k: int = 10, span: tuple[int, int] | None = None
+    ) -> list[LemmaHit]:
         """Other words used in the target's sense: nearest occurrences of other lemmas, by lemma.
 
         Stop-words are left out of the answer.
@@ -470,14 +679,18 @@ class SenseIndex:
             text: the query sentence, the target in [brackets] unless ``target`` is given.
             target: the target word in a plain sentence.
             k: number of lemmas.
+            span: ``(start, end)`` of the target in a plain sentence, instead of ``target``.
 
         Returns:
             Up to ``k`` lemmas, each with its best-matching occurrence, best first.
         """
         _check_k(k)
-        query = parse_word_query(text, target)
+        query = parse_word_query(text, target, span)
         vector = self.embed_query_word(query)
-        own_lemma = lemmatize(query.form)
+        with self._lock:
+            return self._rank_other_lemmas(vector, lemmatize(query.form), k)
+
+    def _rank_other_lemmas(self, vector: np.ndarray, own_lemma: str, k: int) -> list[LemmaHit]:
         depth = max(200, 50 * k)
         while True:
             ids, scores = self._store.search("words", vector, depth)
@@ -537,7 +750,9 @@ def _best_per_document(
     return best_id, best_score
 
 
-def open_index(path: str | Path, model: str | None = None, backend: str = "auto") -> SenseIndex:
+def open_index(
+    path: str | Path, model: str | None = None, backend: str = "auto", max_query_batch: int = 64
+) -> SenseIndex:
     """Open an index for querying, loading the model it was built with.
 
     Args:
@@ -546,6 +761,8 @@ def open_index(path: str | Path, model: str | None = None, backend: str = "auto"
             machine); its weights must have the stored fingerprint.
         backend: what runs the model for queries: ``auto``, ``torch``, ``torch-bf16`` or ``onnx``
             (see :class:`EncoderSettings`); any backend queries any index.
+        max_query_batch: most query texts that concurrent calls run through the model together
+            (1: every call on its own).
 
     Returns:
         The opened index.
@@ -565,7 +782,7 @@ def open_index(path: str | Path, model: str | None = None, backend: str = "auto"
     except BaseException:
         store.close()
         raise
-    return SenseIndex(store, encoder)
+    return SenseIndex(store, encoder, max_query_batch)
 
 
 def index_info(path: str | Path) -> dict[str, Any]:
@@ -586,6 +803,44 @@ def index_info(path: str | Path) -> dict[str, Any]:
         return _describe(store)
     finally:
         store.close()
+
+
+def _documents_of(documents: Iterable[Document | Mapping[str, Any]]) -> list[Document]:
+    """Documents given to :meth:`SenseIndex.add_documents`, checked before anything is written."""
+    result: list[Document] = []
+    seen: set[str] = set()
+    for position, given in enumerate(documents):
+        if isinstance(given, Document):
+            document = given
+        elif isinstance(given, Mapping):
+            unknown = set(given) - {"id", "text", "metadata"}
+            if unknown:
+                raise SourceError(f"document {position}: unknown field {sorted(unknown)[0]!r}")
+            document = Document(
+                doc_id=given.get("id"),  # type: ignore[arg-type]  # checked just below
+                text=given.get("text"),  # type: ignore[arg-type]
+                source="api",
+                metadata=given.get("metadata") or {},
+            )
+        else:
+            raise SourceError(f"document {position} is not a document or a mapping")
+        if not isinstance(document.doc_id, str) or not document.doc_id.strip():
+            raise SourceError(f"document {position} has no id (a non-empty string)")
+        if not isinstance(document.text, str):
+            raise SourceError(f"document {document.doc_id!r} has no text (a string)")
+        if not isinstance(document.metadata, dict):
+            raise SourceError(f"the metadata of document {document.doc_id!r} is not a mapping")
+        try:
+            json.dumps(document.metadata)
+        except (TypeError, ValueError) as error:
+            raise SourceError(f"the metadata of document {document.doc_id!r} is not JSON: {error}") from None
+        if document.doc_id in seen:
+            raise SourceError(f"document id {document.doc_id!r} is given twice")
+        seen.add(document.doc_id)
+        result.append(dataclasses.replace(document, size=len(document.text)))
+    if not result:
+        raise SourceError("no documents given")
+    return result
 
 
 def _describe(store: IndexStore) -> dict[str, Any]:

@@ -15,6 +15,7 @@ This module is the stable Python API; everything a program needs is importable f
 from indexer import __version__
 from indexer.encoder import BACKENDS, DEFAULT_MODEL, PIECE_POOLINGS, SENTENCE_POOLINGS, EncoderSettings
 from indexer.errors import (
+    DocumentNotFound,
     IndexBusy,
     IndexCorrupted,
     IndexExists,
@@ -39,6 +40,7 @@ from indexer.pipeline import (
     delete_documents,
     plan_changes,
 )
+from indexer.sources import Document
 from indexer.text import SENTENCE_MODES
 from search import (
     DocumentHit,
@@ -48,8 +50,10 @@ from search import (
     SenseIndex,
     SentenceHit,
     WordHit,
+    WordQuery,
     index_info,
     open_index,
+    parse_word_query,
 )
 from search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
 
@@ -66,7 +70,9 @@ __all__ = [
     "ChangePlan",
     "CheckReport",
     "DeleteSummary",
+    "Document",
     "DocumentHit",
+    "DocumentNotFound",
     "EmbeddedSentence",
     "EmbeddedWord",
     "EncoderSettings",
@@ -85,6 +91,7 @@ __all__ = [
     "SettingsError",
     "SourceError",
     "WordHit",
+    "WordQuery",
     "__version__",
     "add_documents",
     "build_index",
@@ -92,5 +99,6 @@ __all__ = [
     "delete_documents",
     "index_info",
     "open_index",
+    "parse_word_query",
     "plan_changes",
 ]

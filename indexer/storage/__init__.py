@@ -145,6 +145,7 @@ class IndexStore:
         self._writing = False
         self._opened: dict[str, Any] = {}
         self._database_identity: tuple[int, int] | None = None
+        self._refreshed_state: tuple[tuple[int, int, int, int] | None, ...] = ()
         self._load_settings()
 
     @_reading
@@ -331,6 +332,8 @@ class IndexStore:
             self.db = sqlite_utils.Database(connection)
             self._shard_sets, self._opened = {}, {}
         self._database_identity = _identity(self.folder)
+        # taken before the snapshot, so a commit landing in between shows as a change next time
+        self._refreshed_state = self._file_state()
         connection.execute("begin")
         self._load_settings()  # the first read fixes the snapshot
         opened: dict[str, Any] = {}
@@ -338,6 +341,22 @@ class IndexStore:
             opened.update(shard_set._indexes)
         self._shard_sets = {}
         self._opened = opened
+
+    def changed_on_disk(self) -> bool:
+        """Whether a commit may have happened since the last :meth:`refresh` (by the database files'
+        sizes and times: cheap; a checkpoint may give a false alarm)."""
+        return self._file_state() != self._refreshed_state
+
+    def _file_state(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        states = []
+        for name in (DATABASE_FILE, DATABASE_FILE + "-wal"):
+            try:
+                stat = (self.folder / name).stat()
+            except OSError:
+                states.append(None)
+                continue
+            states.append((stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+        return tuple(states)
 
     def open_vectors(self) -> None:
         """Open every vector file of the snapshot now, so a writer retiring one later cannot take it
@@ -964,6 +983,18 @@ class IndexStore:
         if table not in ("sentences", "passages"):
             raise ValueError(table)
         return dict(self._select_in(f"select id, document from {table} where id in ({{}})", ids))
+
+    @_reading
+    def document_metadata(self, doc_ids: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
+        """The metadata of some documents (of all with None), keyed by document rowid, in rowid
+        order; unknown ids are left out."""
+        if doc_ids is None:
+            rows = self.db.execute("select id, metadata from documents order by id").fetchall()
+        else:
+            rows = sorted(
+                self._select_in("select id, metadata from documents where doc_id in ({})", doc_ids, kind=str)
+            )
+        return {row[0]: json.loads(row[1] or "{}") for row in rows}
 
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Document rows (without their text), keyed by document rowid."""

@@ -1,0 +1,238 @@
+"""Throughput and latency of `senseindex serve` under 1, 4 and 16 concurrent clients, on loopback.
+
+    python benchmarks/service.py [--index DIR] [--requests 60] [--clients 1,4,16]
+
+The index is the bundled sample corpus (built into a temporary folder unless --index is given). Each
+client is a thread with its own HTTP connection sending --requests queries one after another, a fixed
+mix: half sentence searches, half same-word searches, on a cycle of different queries. Per number of
+clients the table gives requests/s, latency p50 and p99, and errors (non-200 answers; must be 0).
+
+Two servers run in turn, each alone on the machine: the default (concurrent queries batched into one
+forward pass) and `--max-query-batch 1` (every query on its own), so the table shows what batching
+gives. The baseline row is the Python API called in this process, one query after another, on the
+same queries: the service's cost over the library itself.
+
+The clients run on the same two cores as the server, so the figures include their share.
+Benchmarks are not tests: nothing here runs in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import senseindex  # noqa: E402
+
+SENTENCE_QUERIES = [
+    "a heron standing still in shallow water",
+    "the bank raised its interest rates",
+    "children watching the penguins at feeding time",
+    "a crane lifting steel beams on the building site",
+    "fresh bread and vegetables at the market stalls",
+    "practising the guitar before a concert",
+    "a pitcher throwing a fast ball",
+    "waves breaking on the sand at low tide",
+]
+WORD_QUERIES = [
+    "I sat on the [bank] of the river",
+    "She deposited the cheque at the [bank]",
+    "The [crane] lifted the steel beams",
+    "A [crane] waded through the marsh",
+    "He swung the [bat] and hit the ball",
+    "A [bat] flew out of the cave at dusk",
+    "The [pitch] of the note was too high",
+    "She drew a [bow] across the strings",
+]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def request_plan(count: int, offset: int) -> list[tuple[str, dict]]:
+    """``count`` requests, alternating sentence and same-word searches, starting at ``offset`` in the
+    query cycle (so concurrent clients ask different things)."""
+    plan = []
+    for i in range(count):
+        j = offset + i
+        if j % 2:
+            plan.append(("/search/words", {"text": WORD_QUERIES[(j // 2) % len(WORD_QUERIES)], "k": 10}))
+        else:
+            plan.append(
+                ("/search/sentences", {"text": SENTENCE_QUERIES[(j // 2) % len(SENTENCE_QUERIES)], "k": 10})
+            )
+    return plan
+
+
+class Server:
+    def __init__(self, index_dir: Path, backend: str, *options: str) -> None:
+        command = [sys.executable, "-m", "cli", "serve", "--index", str(index_dir), "--port", "0", "--quiet"]
+        self.process = subprocess.Popen(
+            [*command, "--backend", backend, *options],
+            cwd=ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.process.stderr.readline()
+        if "Serving" not in line:
+            raise SystemExit(f"the server did not start: {line}{self.process.stderr.read()}")
+        self.url = line.split(" at ")[1].split(" ")[0]
+        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def run_clients(url: str, clients: int, requests: int) -> dict:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def client(number: int) -> None:
+        plan = request_plan(requests, number * 7)
+        mine, failed = [], 0
+        with httpx.Client(base_url=url, timeout=120) as http:
+            http.get("/health")  # connect before the clock starts
+            barrier.wait()
+            for path, body in plan:
+                started = time.perf_counter()
+                try:
+                    ok = http.post(path, json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                mine.append(time.perf_counter() - started)
+                failed += not ok
+        with lock:
+            latencies.extend(mine)
+            errors[0] += failed
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    values = np.asarray(latencies) * 1000
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "seconds": round(seconds, 3),
+        "requests_per_second": round(len(latencies) / seconds, 1),
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p99_ms": round(float(np.percentile(values, 99)), 1),
+        "errors": errors[0],
+    }
+
+
+def python_api_baseline(index_dir: Path, backend: str, requests: int) -> dict:
+    """The same queries through the Python API in this process, one after another."""
+    with senseindex.open_index(index_dir, backend=backend) as index:
+        plan = request_plan(requests, 0)
+        for path, body in plan[:8]:  # warm-up, as the servers get
+            call(index, path, body)
+        latencies = []
+        started = time.perf_counter()
+        for path, body in plan:
+            begun = time.perf_counter()
+            call(index, path, body)
+            latencies.append(time.perf_counter() - begun)
+        seconds = time.perf_counter() - started
+    values = np.asarray(latencies) * 1000
+    return {
+        "clients": 1,
+        "requests": len(plan),
+        "seconds": round(seconds, 3),
+        "requests_per_second": round(len(plan) / seconds, 1),
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p99_ms": round(float(np.percentile(values, 99)), 1),
+        "errors": 0,
+    }
+
+
+def call(index: senseindex.SenseIndex, path: str, body: dict) -> None:
+    if path == "/search/words":
+        index.search_word(body["text"], k=body["k"])
+    else:
+        index.search_sentences(body["text"], k=body["k"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--index", type=Path, help="an index of the sample corpus (built if not given)")
+    parser.add_argument("--requests", type=int, default=60, help="requests per client")
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--backend", default="auto", choices=senseindex.BACKENDS)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON lines too")
+    arguments = parser.parse_args()
+    client_counts = [int(c) for c in arguments.clients.split(",")]
+
+    with tempfile.TemporaryDirectory() as work:
+        index_dir = arguments.index
+        if index_dir is None:
+            index_dir = Path(work) / "sample.idx"
+            log("building the sample index")
+            senseindex.build_index([str(ROOT / "data" / "sample")], index_dir)
+        log("baseline: the Python API in this process")
+        baseline = python_api_baseline(index_dir, arguments.backend, arguments.requests)
+        rows = [("Python API, in process (baseline)", baseline)]
+        for label, options in [
+            ("service, batched (default)", ()),
+            ("service, --max-query-batch 1", ("--max-query-batch", "1")),
+        ]:
+            server = Server(index_dir, arguments.backend, *options)
+            try:
+                with httpx.Client(base_url=server.url, timeout=120) as http:
+                    for path, body in request_plan(8, 0):  # warm-up
+                        http.post(path, json=body)
+                    batching_before = http.get("/info").json()["query_batching"]
+                for clients in client_counts:
+                    log(f"{label}: {clients} clients x {arguments.requests} requests")
+                    rows.append((label, run_clients(server.url, clients, arguments.requests)))
+                with httpx.Client(base_url=server.url, timeout=120) as http:
+                    batching = http.get("/info").json()["query_batching"]
+                calls = batching["calls"] - batching_before["calls"]
+                runs = batching["runs"] - batching_before["runs"]
+                log(f"{label}: {calls} query embeddings in {runs} model runs")
+            finally:
+                server.stop()
+
+    cpu = platform.processor() or platform.machine()
+    python = platform.python_version()
+    print(f"\nMachine: {os.cpu_count()} cores, {cpu}, Python {python}, backend {arguments.backend}")
+    print(f"Sample index; {arguments.requests} requests per client, half sentence, half same-word; k=10\n")
+    print("| server | clients | requests/s | × baseline | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, row in rows:
+        ratio = row["requests_per_second"] / baseline["requests_per_second"]
+        print(
+            f"| {label} | {row['clients']} | {row['requests_per_second']:.1f} | {ratio:.2f} | "
+            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} |"
+        )
+    if arguments.json:
+        for label, row in rows:
+            print(json.dumps({"server": label, **row}))
+
+
+if __name__ == "__main__":
+    main()

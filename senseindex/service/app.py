@@ -1,0 +1,422 @@
+"""The HTTP JSON service: a FastAPI application over one opened index.
+
+Threads and state: the event loop only parses requests and writes answers. Every query runs in a
+worker thread; the index's :class:`~indexer.encoder.QueryBatcher` merges the query texts of
+concurrent requests into shared forward passes. Writes run one at a time in their own thread, with
+the model's own copy of the work, so queries and ``GET /health`` keep answering during a long
+``POST /documents``; queries see a write's documents only once it has completed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from indexer import __version__
+from indexer.errors import (
+    DocumentNotFound,
+    IndexBusy,
+    ModelLoadError,
+    ModelMismatch,
+    QueryError,
+    SenseIndexError,
+    SettingsError,
+    SourceError,
+)
+from search import SenseIndex
+from search.index import DEFAULT_DOCUMENT_SCORING
+
+API_VERSION = "1"
+"""Version of the HTTP API: it changes only with a change that breaks clients."""
+
+_Result = TypeVar("_Result")
+_BEARER = HTTPBearer(auto_error=False, description="The token given to senseindex serve --token.")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What one request may ask for; larger requests are refused (413 or 400), never attempted.
+
+    Attributes:
+        max_text_characters: longest query text, text to embed, or document text.
+        max_k: largest ``k`` a search may ask for.
+        max_batch: most texts per ``POST /embed`` and documents per ``POST /documents``.
+        max_body_bytes: largest request body.
+    """
+
+    max_text_characters: int = 100_000
+    max_k: int = 1_000
+    max_batch: int = 256
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+class Refused(Exception):
+    """A request the service refuses: answered with a status and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_STATUS_OF_ERROR: list[tuple[type[SenseIndexError], int]] = [
+    (DocumentNotFound, 404),
+    (QueryError, 400),
+    (SourceError, 400),
+    (SettingsError, 400),
+    (ModelMismatch, 400),
+    (ModelLoadError, 500),
+    (IndexBusy, 409),
+]
+
+
+def status_of(error: SenseIndexError) -> int:
+    """The HTTP status that answers a library error (500: the index or the model is at fault)."""
+    return next((status for kind, status in _STATUS_OF_ERROR if isinstance(error, kind)), 500)
+
+
+def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"status": status, "message": message}}, status_code=status, headers=headers
+    )
+
+
+# ------------------------------------------------------------------------------------ request bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SentenceFilters(_Body):
+    """Restrict a sentence search to some documents."""
+
+    doc_ids: list[str] | None = Field(None, description="Only sentences of these documents.")
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="Only documents whose metadata has these values; a list means any of them: "
+        '{"year": [2023, 2024]}.',
+    )
+
+
+class SentenceSearch(_Body):
+    """``POST /search/sentences``."""
+
+    text: str = Field(..., description="The query.", examples=["a heron standing in shallow water"])
+    k: int = Field(10, description="Number of hits.")
+    filters: SentenceFilters | None = None
+
+
+class DocumentSearch(_Body):
+    """``POST /search/documents``."""
+
+    text: str = Field(..., description="The query.", examples=["a family day out at the zoo"])
+    k: int = Field(10, description="Number of documents.")
+    scoring: Literal["sentence", "passage", "combined"] = DEFAULT_DOCUMENT_SCORING
+    passage_weight: float | None = Field(None, description="Passage share of combined scoring, in [0, 1].")
+
+
+class WordSearch(_Body):
+    """``POST /search/words``: the target marked with [brackets] in ``text``, or named by ``target``,
+    or given by its character span ``start``-``end``."""
+
+    text: str = Field(..., examples=["I sat on the [bank] of the river"])
+    target: str | None = Field(None, description="The target word, when text has no [brackets].")
+    start: int | None = Field(None, description="Start offset of the target in text.")
+    end: int | None = Field(None, description="End offset of the target in text (exclusive).")
+    k: int = 10
+    same_word: bool = Field(
+        True,
+        description="true: occurrences of the same word, ranked by sense; "
+        "false: other words used in its sense.",
+    )
+    exact_form: bool = Field(False, description="Same word only: only the target's surface form.")
+
+
+class Embed(_Body):
+    """``POST /embed``."""
+
+    texts: list[str] = Field(..., examples=[["The bank raised its rates. We walked along the river bank."]])
+    granularity: Literal["words", "sentences", "both"] = "both"
+
+
+class DocumentIn(_Body):
+    """A document to add or replace."""
+
+    id: str = Field(..., description="Its identity: a stored document with this id is replaced.")
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Documents(_Body):
+    """``POST /documents``."""
+
+    documents: list[DocumentIn]
+
+
+# ------------------------------------------------------------------------------------- the application
+
+
+def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimits | None = None) -> FastAPI:
+    """The service for an opened index.
+
+    Args:
+        index: the index to serve (the caller opens and closes it).
+        token: when set, every endpoint but ``GET /health`` requires ``Authorization: Bearer TOKEN``.
+        limits: what one request may ask for.
+
+    Returns:
+        The ASGI application.
+    """
+    limits = limits or ServiceLimits()
+    app = FastAPI(
+        title="senseindex",
+        version=__version__,
+        summary="Word-sense and sentence search over contextual embeddings.",
+        description=f"HTTP API version {API_VERSION}. Errors are JSON: "
+        '`{"error": {"status": 400, "message": "..."}}`.',
+        docs_url=None,  # the interactive page loads scripts from the internet; serve the schema only
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    queries = anyio.CapacityLimiter(32)
+    writes = anyio.CapacityLimiter(1)
+    writing = {"count": 0}
+
+    def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> None:
+        if token is None:
+            return
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise Refused(401, "a valid 'Authorization: Bearer <token>' header is required")
+
+    guarded = [Depends(require_token)]
+
+    async def run_query(function: Callable[[], _Result]) -> _Result:
+        def refreshed_then_run() -> _Result:
+            index.refresh_if_changed()  # another process may have added documents
+            return function()
+
+        return await anyio.to_thread.run_sync(refreshed_then_run, limiter=queries)
+
+    def check_text(text: str, what: str = "text") -> None:
+        if len(text) > limits.max_text_characters:
+            raise Refused(
+                413, f"the {what} has {len(text):,} characters; the limit is {limits.max_text_characters:,}"
+            )
+
+    def check_k(k: int) -> None:
+        if not 1 <= k <= limits.max_k:
+            raise Refused(400, f"k must be from 1 to {limits.max_k}, not {k}")
+
+    def check_batch(count: int, what: str) -> None:
+        if count > limits.max_batch:
+            raise Refused(413, f"{count} {what} in one request; the limit is {limits.max_batch}")
+
+    @app.exception_handler(Refused)
+    async def _service_error(request: Request, error: Refused) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return _error_response(error.status, error.message, headers)
+
+    @app.exception_handler(SenseIndexError)
+    async def _library_error(request: Request, error: SenseIndexError) -> JSONResponse:
+        return _error_response(status_of(error), str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if request.method in ("POST", "PUT") and not content_type.startswith("application/json"):
+            # (not parsed without it: a browser page cannot send JSON elsewhere without asking first)
+            return _error_response(
+                400, "send the request body as JSON, with the header 'Content-Type: application/json'"
+            )
+        return _error_response(400, _describe_validation_error(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        return _error_response(500, f"internal error: {type(error).__name__}: {error}"[:500])
+
+    @app.get("/health", summary="Is the service up (no token needed)")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "writing": writing["count"] > 0}
+
+    @app.get("/info", dependencies=guarded, summary="Index settings, counts and model")
+    async def info() -> dict[str, Any]:
+        described = await run_query(index.info)
+        return {
+            "api_version": API_VERSION,
+            "senseindex_version": __version__,
+            "backend": index.backend,
+            "model": described["settings"].get("model"),
+            "limits": asdict(limits),
+            "query_batching": index.query_batching(),
+            **described,
+        }
+
+    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.post("/search/sentences", dependencies=guarded, summary="Sentences similar to a text")
+    async def search_sentences(body: SentenceSearch) -> dict[str, Any]:
+        check_text(body.text)
+        check_k(body.k)
+        filters = body.filters or SentenceFilters()
+        hits = await run_query(
+            lambda: index.search_sentences(body.text, body.k, filters.doc_ids, filters.metadata)
+        )
+        return {"hits": [hit.to_dict() for hit in hits]}
+
+    @app.post("/search/documents", dependencies=guarded, summary="Documents that match a text")
+    async def search_documents(body: DocumentSearch) -> dict[str, Any]:
+        check_text(body.text)
+        check_k(body.k)
+        hits = await run_query(
+            lambda: index.search_documents(body.text, body.k, body.scoring, body.passage_weight)
+        )
+        return {"hits": [hit.to_dict() for hit in hits]}
+
+    @app.post("/search/words", dependencies=guarded, summary="A word's occurrences by sense, or other words")
+    async def search_words(body: WordSearch) -> dict[str, Any]:
+        check_text(body.text)
+        check_k(body.k)
+        if (body.start is None) != (body.end is None):
+            raise Refused(400, "give both start and end of the target, or neither")
+        span = (body.start, body.end) if body.start is not None and body.end is not None else None
+        if body.same_word:
+            word_hits = await run_query(
+                lambda: index.search_word(body.text, body.target, body.k, body.exact_form, span)
+            )
+            return {"hits": [hit.to_dict() for hit in word_hits]}
+        if body.exact_form:
+            raise Refused(400, "exact_form applies to same-word searches only")
+        lemma_hits = await run_query(lambda: index.search_similar_words(body.text, body.target, body.k, span))
+        return {"hits": [hit.to_dict() for hit in lemma_hits]}
+
+    @app.post("/embed", dependencies=guarded, summary="Word and sentence vectors of texts")
+    async def embed(body: Embed) -> dict[str, Any]:
+        check_batch(len(body.texts), "texts")
+        for text in body.texts:
+            check_text(text, "text to embed")
+        embedded = await run_query(lambda: index.embed_texts(body.texts))
+        return {
+            "granularity": body.granularity,
+            "texts": [
+                {"sentences": [_sentence_dict(s.to_dict(), body.granularity) for s in sentences]}
+                for sentences in embedded
+            ],
+        }
+
+    @app.post("/documents", dependencies=guarded, summary="Add documents, or replace those with the same id")
+    async def add_documents(body: Documents) -> dict[str, Any]:
+        check_batch(len(body.documents), "documents")
+        for document in body.documents:
+            check_text(document.text, f"text of document {document.id!r}")
+        given = [document.model_dump() for document in body.documents]
+        writing["count"] += 1
+        try:
+            summary = await anyio.to_thread.run_sync(index.add_documents, given, limiter=writes)
+        finally:
+            writing["count"] -= 1
+        return summary.to_dict()
+
+    @app.delete("/documents/{doc_id:path}", dependencies=guarded, summary="Delete a document")
+    async def delete_document(doc_id: str) -> dict[str, Any]:
+        writing["count"] += 1
+        try:
+            summary = await anyio.to_thread.run_sync(index.delete_documents, [doc_id], limiter=writes)
+        finally:
+            writing["count"] -= 1
+        return summary.to_dict()
+
+    return app
+
+
+def _sentence_dict(sentence: dict[str, Any], granularity: str) -> dict[str, Any]:
+    if granularity == "sentences":
+        sentence.pop("words")
+    elif granularity == "words":
+        sentence.pop("vector")
+    return sentence
+
+
+def _describe_validation_error(error: RequestValidationError) -> str:
+    """One line for a malformed request body: where and what."""
+    problems = error.errors()
+    if not problems:
+        return "malformed request"
+    first = problems[0]
+    if first.get("type") == "json_invalid":
+        return f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'decode error')})"
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in; an HTTP exception, so the body parser passes it on."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is over the limit of {max_bytes:,} bytes")
+
+
+class _BodyLimit:
+    """Refuses request bodies over a size with 413, by their Content-Length or while they stream in,
+    before anything parses them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = _error_response(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
+        await response(scope, receive, send)

@@ -1,0 +1,534 @@
+"""The HTTP service: a real `senseindex serve` process on a free loopback port, spoken to over HTTP.
+
+Every answer is compared with the Python API's answer to the same question, on a copy of the sample
+index opened in this process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import senseindex
+from cli import main
+
+TOKEN = "test-token-7f3a"
+SCORE_TOLERANCE = 1e-5
+
+
+class Server:
+    """A `senseindex serve` subprocess and an HTTP client for it."""
+
+    def __init__(self, index_dir: Path, *options: str, token: str | None = None) -> None:
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        environment.pop("SENSEINDEX_TOKEN", None)
+        if token:
+            environment["SENSEINDEX_TOKEN"] = token  # the environment variable, as the README advises
+        command = [sys.executable, "-m", "cli", "serve", "--index", str(index_dir), "--port", "0"]
+        self.process = subprocess.Popen(
+            [*command, "--backend", "torch", "--quiet", *options],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=environment,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.process.stderr.readline()
+        if "Serving" not in line:
+            self.process.kill()
+            raise RuntimeError(f"the server did not start: {line}{self.process.stderr.read()}")
+        # keep reading its stderr, so a chatty server never blocks on a full pipe
+        self.log: list[str] = []
+        threading.Thread(target=lambda: self.log.extend(self.process.stderr), daemon=True).start()
+        self.url = line.split(" at ")[1].split(" ")[0]
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def post(self, path: str, body: object) -> httpx.Response:
+        return self.client.post(path, json=body)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _copy_index(source: Path, folder: Path) -> Path:
+    target = folder / "served.idx"
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def served_dir(sample_index_dir, tmp_path_factory) -> Path:
+    """A copy of the sample index that the open server may change."""
+    return _copy_index(sample_index_dir, tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="module")
+def server(served_dir):
+    """A server with no token and default limits."""
+    running = Server(served_dir)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded_server(sample_index_dir, tmp_path_factory):
+    """A server that requires a token, with small limits."""
+    folder = _copy_index(sample_index_dir, tmp_path_factory.mktemp("guarded"))
+    running = Server(
+        folder,
+        "--max-text-chars",
+        "300",
+        "--max-k",
+        "50",
+        "--max-batch",
+        "3",
+        "--max-body-mb",
+        "0.01",
+        token=TOKEN,
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(served_dir):
+    """The Python API over the same index files as the server (re-read after the server writes)."""
+    with senseindex.open_index(served_dir, backend="torch") as index:
+        yield index
+
+
+def _same_hits(served: list[dict], expected: list, key: str) -> None:
+    """Hits of the service equal the Python API's: same order and fields, scores within tolerance."""
+    wanted = [hit.to_dict() for hit in expected]
+    assert [hit[key] for hit in served] == [hit[key] for hit in wanted]
+    for got, want in zip(served, wanted, strict=True):
+        assert abs(got.pop("score") - want.pop("score")) < SCORE_TOLERANCE
+        if "best" in got:
+            assert abs(got["best"].pop("score") - want["best"].pop("score")) < SCORE_TOLERANCE
+        if "best_sentence" in got:
+            got.pop("sentence_score"), want.pop("sentence_score")
+            assert (
+                abs(got["best_sentence"].pop("score") - want["best_sentence"].pop("score")) < SCORE_TOLERANCE
+            )
+            if got.get("passage_score") is not None:
+                assert abs(got.pop("passage_score") - want.pop("passage_score")) < SCORE_TOLERANCE
+        assert got == want
+
+
+def _error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["status"] == status
+    message = body["error"]["message"]
+    assert message and "\n" not in message and "Traceback" not in message
+    return message
+
+
+# --------------------------------------------------------------------------------------- endpoints
+
+
+def test_health_and_info(server, reference):
+    assert server.client.get("/health").json() == {"status": "ok", "writing": False}
+    info = server.client.get("/info").json()
+    assert info["api_version"] == "1"
+    assert info["backend"] == "torch"
+    assert info["model"] == senseindex.DEFAULT_MODEL
+    reference.refresh()
+    assert info["counts"] == reference.info()["counts"]
+    assert info["settings"]["model_fingerprint"] == reference.settings["model_fingerprint"]
+    assert info["limits"]["max_k"] == 1000
+
+
+@pytest.mark.parametrize(
+    "text", ["a heron standing in shallow water", "the bank raised its interest rates", "batting practice"]
+)
+def test_sentence_search_equals_python_api(server, reference, text):
+    served = server.post("/search/sentences", {"text": text, "k": 7}).json()["hits"]
+    assert len(served) == 7
+    _same_hits(served, reference.search_sentences(text, k=7), "sentence_id")
+
+
+def test_sentence_filters_equal_a_brute_force_oracle(server, reference, sample_index_dir):
+    text = "money and loans"
+    wanted_docs = ["river_walk.md", "town_bank.md"]
+    served = server.post(
+        "/search/sentences", {"text": text, "k": 5, "filters": {"doc_ids": wanted_docs}}
+    ).json()["hits"]
+    # oracle: every stored sentence vector of those documents, scored with NumPy
+    query = reference.embed_query_sentence(text)
+    everything = reference.search_sentences(text, k=10_000)
+    candidates = [hit for hit in everything if hit.doc_id in wanted_docs]
+    assert {hit.doc_id for hit in candidates} == set(wanted_docs)
+    vectors = np.stack([reference.embed_texts([hit.text])[0][0].vector for hit in candidates])
+    order = np.argsort(-(vectors @ query), kind="stable")[:5]
+    assert [h["sentence_id"] for h in served] == [candidates[i].sentence_id for i in order]
+    assert {h["doc_id"] for h in served} <= set(wanted_docs)
+    # no document matches this metadata: nothing, not an error
+    none = server.post("/search/sentences", {"text": text, "filters": {"metadata": {"lang": "xx"}}})
+    assert none.json() == {"hits": []}
+
+
+def test_metadata_filter(server, reference):
+    documents = [
+        {
+            "id": "meta-en",
+            "text": "The ferry crossed the harbour at dawn.",
+            "metadata": {"lang": "en", "year": 2024},
+        },
+        {
+            "id": "meta-fr",
+            "text": "The ferry left the harbour at noon.",
+            "metadata": {"lang": "fr", "year": 2023},
+        },
+    ]
+    assert server.post("/documents", {"documents": documents}).status_code == 200
+    try:
+        for metadata, expected in [
+            ({"lang": "en"}, ["meta-en"]),
+            ({"year": [2023, 2024]}, ["meta-en", "meta-fr"]),
+            ({"lang": "en", "year": 2023}, []),
+        ]:
+            hits = server.post(
+                "/search/sentences",
+                {"text": "a ferry in the harbour", "k": 5, "filters": {"metadata": metadata}},
+            ).json()["hits"]
+            assert sorted(h["doc_id"] for h in hits) == expected
+            reference.refresh()
+            _same_hits(
+                hits,
+                reference.search_sentences("a ferry in the harbour", k=5, metadata=metadata),
+                "sentence_id",
+            )
+    finally:
+        for document in documents:
+            server.client.delete(f"/documents/{document['id']}")
+
+
+def test_word_search_equals_python_api_in_every_form(server, reference):
+    expected = reference.search_word("I sat on the [bank] of the river", k=6)
+    marked = server.post("/search/words", {"text": "I sat on the [bank] of the river", "k": 6}).json()["hits"]
+    _same_hits(marked, expected, "word_id")
+    assert all("[" in hit["context"] for hit in marked)
+    by_target = server.post(
+        "/search/words", {"text": "I sat on the bank of the river", "target": "bank", "k": 6}
+    ).json()["hits"]
+    by_span = server.post(
+        "/search/words", {"text": "I sat on the bank of the river", "start": 13, "end": 17, "k": 6}
+    ).json()["hits"]
+    assert (
+        [h["word_id"] for h in by_target] == [h["word_id"] for h in by_span] == [h.word_id for h in expected]
+    )
+
+
+def test_other_words_equal_python_api(server, reference):
+    text = "The [crane] lifted steel beams onto the roof"
+    served = server.post("/search/words", {"text": text, "same_word": False, "k": 5}).json()["hits"]
+    _same_hits(served, reference.search_similar_words(text, k=5), "lemma")
+
+
+def test_document_search_equals_python_api(server, reference):
+    served = server.post("/search/documents", {"text": "a family day out at the zoo", "k": 3}).json()["hits"]
+    _same_hits(served, reference.search_documents("a family day out at the zoo", k=3), "doc_id")
+    assert served[0]["doc_id"] == "zoo_visit.md"
+
+
+def test_embed_equals_python_api(server, reference):
+    texts = ["The bank raised its rates. We walked along the river bank.", "Unbelievably calm."]
+    both = server.post("/embed", {"texts": texts}).json()
+    expected = reference.embed_texts(texts)
+    assert len(both["texts"]) == 2
+    for served_text, expected_text in zip(both["texts"], expected, strict=True):
+        for got, want in zip(served_text["sentences"], expected_text, strict=True):
+            assert (got["text"], got["start"], got["end"]) == (want.text, want.start, want.end)
+            assert np.allclose(got["vector"], want.vector, atol=1e-5)
+            assert [(w["form"], w["start"], w["end"], w["pieces"]) for w in got["words"]] == [
+                (w.form, w.start, w.end, list(w.pieces)) for w in want.words
+            ]
+            for got_word, want_word in zip(got["words"], want.words, strict=True):
+                assert np.allclose(got_word["vector"], want_word.vector, atol=1e-5)
+    pieces = both["texts"][1]["sentences"][0]["words"][0]["pieces"]  # a word of several WordPieces
+    assert len(pieces) > 1 and "".join(p.removeprefix("##") for p in pieces) == "unbelievably"
+    sentences_only = server.post("/embed", {"texts": texts, "granularity": "sentences"}).json()
+    assert "words" not in sentences_only["texts"][0]["sentences"][0]
+    assert len(sentences_only["texts"][0]["sentences"][0]["vector"]) == 384
+    words_only = server.post("/embed", {"texts": texts, "granularity": "words"}).json()
+    assert "vector" not in words_only["texts"][0]["sentences"][0]
+    assert len(words_only["texts"][0]["sentences"][0]["words"][1]["vector"]) == 384
+
+
+def test_add_replace_and_delete_documents(server, reference):
+    text = "A kingfisher dived from the willow into the millpond."
+    added = server.post("/documents", {"documents": [{"id": "notes/kingfisher.txt", "text": text}]}).json()
+    assert (added["documents"], added["replaced"], added["unchanged"]) == (1, 0, 0)
+    hits = server.post("/search/sentences", {"text": "kingfisher diving into a pond", "k": 1}).json()["hits"]
+    assert hits[0]["doc_id"] == "notes/kingfisher.txt" and hits[0]["text"] == text
+    reference.refresh()
+    _same_hits(hits, reference.search_sentences("kingfisher diving into a pond", k=1), "sentence_id")
+
+    again = server.post("/documents", {"documents": [{"id": "notes/kingfisher.txt", "text": text}]}).json()
+    assert (again["documents"], again["unchanged"]) == (0, 1)
+    changed = "A heron waited by the millpond all morning."
+    replaced = server.post(
+        "/documents", {"documents": [{"id": "notes/kingfisher.txt", "text": changed}]}
+    ).json()
+    assert (replaced["documents"], replaced["replaced"]) == (1, 1)
+    hits = server.post(
+        "/search/sentences", {"text": "millpond", "k": 3, "filters": {"doc_ids": ["notes/kingfisher.txt"]}}
+    ).json()["hits"]
+    assert [h["text"] for h in hits] == [changed]
+
+    deleted = server.client.delete("/documents/notes/kingfisher.txt").json()
+    assert deleted["documents"] == ["notes/kingfisher.txt"] and deleted["rows"]["documents"] == 1
+    hits = server.post("/search/sentences", {"text": "a heron waited by the millpond", "k": 3}).json()["hits"]
+    assert "notes/kingfisher.txt" not in {h["doc_id"] for h in hits}
+    _error(server.client.delete("/documents/notes/kingfisher.txt"), 404)
+    reference.refresh()
+    assert server.client.get("/info").json()["counts"] == reference.info()["counts"]
+
+
+def test_sees_documents_another_process_adds(server, served_dir, runner, tmp_path):
+    source = tmp_path / "otter.txt"
+    source.write_text("An otter slid down the muddy bank into the stream.", encoding="utf-8")
+    result = runner.invoke(main, ["add", str(source), "--index", str(served_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    hits = server.post("/search/sentences", {"text": "an otter sliding into a stream", "k": 1}).json()["hits"]
+    assert hits[0]["doc_id"] == "otter.txt"
+    assert server.client.delete("/documents/otter.txt").status_code == 200
+
+
+def test_openapi_lists_every_endpoint(server):
+    schema = server.client.get("/openapi.json").json()
+    paths = schema["paths"]
+    for path in ("/search/sentences", "/search/words", "/search/documents", "/embed", "/documents", "/info"):
+        assert path in paths
+    assert "delete" in paths["/documents/{doc_id}"]
+    assert schema["info"]["version"] == senseindex.__version__
+
+
+# ------------------------------------------------------------------------------------------- auth
+
+
+def test_token_is_required_everywhere_but_health(guarded_server):
+    anonymous = httpx.Client(base_url=guarded_server.url, timeout=60)
+    wrong = httpx.Client(base_url=guarded_server.url, headers={"Authorization": "Bearer nope"}, timeout=60)
+    try:
+        assert anonymous.get("/health").status_code == 200
+        requests = [
+            ("GET", "/info", None),
+            ("GET", "/openapi.json", None),
+            ("POST", "/search/sentences", {"text": "bank"}),
+            ("POST", "/search/words", {"text": "the [bank]"}),
+            ("POST", "/search/documents", {"text": "bank"}),
+            ("POST", "/embed", {"texts": ["bank"]}),
+            ("POST", "/documents", {"documents": [{"id": "x", "text": "y"}]}),
+            ("DELETE", "/documents/zoo_visit.md", None),
+        ]
+        for client in (anonymous, wrong):
+            for method, path, body in requests:
+                response = client.request(method, path, json=body)
+                _error(response, 401)
+                assert response.headers["WWW-Authenticate"] == "Bearer"
+        # nothing was changed by the refused requests
+        assert guarded_server.client.get("/info").json()["counts"]["documents"] == 11
+        assert guarded_server.post("/search/sentences", {"text": "bank", "k": 1}).status_code == 200
+    finally:
+        anonymous.close()
+        wrong.close()
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+
+def test_bad_input_is_400(guarded_server):
+    post = guarded_server.post
+    as_json = {"Content-Type": "application/json"}
+    assert "not valid JSON" in _error(
+        guarded_server.client.post("/search/sentences", content=b"{oops", headers=as_json), 400
+    )
+    # curl -d without -H sends a form content type: the body is not taken for JSON, and the error says so
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    no_json = guarded_server.client.post("/search/sentences", content=b'{"text": "bank"}', headers=form)
+    assert "Content-Type: application/json" in _error(no_json, 400)
+    assert "text" in _error(post("/search/sentences", {"k": 3}), 400)
+    assert "k" in _error(post("/search/sentences", {"text": "bank", "k": "three"}), 400)
+    assert "k must be from 1 to 50" in _error(post("/search/sentences", {"text": "bank", "k": 51}), 400)
+    _error(post("/search/sentences", {"text": "bank", "k": 0}), 400)
+    assert "colour" in _error(post("/search/sentences", {"text": "bank", "colour": "red"}), 400)
+    assert "empty" in _error(post("/search/sentences", {"text": "   "}), 400)
+    assert "square brackets" in _error(post("/search/words", {"text": "no target here"}), 400)
+    assert "does not occur" in _error(post("/search/words", {"text": "a river", "target": "bank"}), 400)
+    assert "one word" in _error(post("/search/words", {"text": "the river bank", "start": 4, "end": 14}), 400)
+    _error(post("/search/words", {"text": "the river bank", "start": 4}), 400)
+    _error(post("/search/documents", {"text": "bank", "scoring": "best"}), 400)
+    _error(post("/embed", {"texts": ["a"], "granularity": "letters"}), 400)
+    assert "twice" in _error(
+        post("/documents", {"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}), 400
+    )
+    _error(post("/documents", {"documents": [{"id": "   ", "text": "x"}]}), 400)
+
+
+def test_too_large_is_413(guarded_server):
+    post = guarded_server.post
+    assert "limit is 300" in _error(post("/search/sentences", {"text": "bank " * 100}), 413)
+    _error(post("/search/words", {"text": "the [bank] " + "x" * 300}), 413)
+    assert "limit is 3" in _error(post("/embed", {"texts": ["a", "b", "c", "d"]}), 413)
+    documents = [{"id": f"d{i}", "text": "x"} for i in range(4)]
+    _error(post("/documents", {"documents": documents}), 413)
+    assert "request body" in _error(post("/embed", {"texts": ["a" * 20_000]}), 413)
+    # a body with no Content-Length, streamed in chunks, is cut off as it arrives
+    chunks = (b'{"texts": ["' + b"a" * 4096 for _ in range(4))
+    streamed = guarded_server.client.post(
+        "/embed", content=chunks, headers={"Content-Type": "application/json"}
+    )
+    _error(streamed, 413)
+    assert guarded_server.client.get("/info").json()["counts"]["documents"] == 11
+
+
+def test_unknown_document_and_route_are_404(guarded_server):
+    assert "no document" in _error(guarded_server.client.delete("/documents/not-there.md"), 404)
+    _error(guarded_server.client.get("/no/such/endpoint"), 404)
+    _error(guarded_server.client.get("/search/sentences"), 405)
+
+
+def test_a_write_while_another_process_writes_is_409(server, served_dir):
+    with open(served_dir / "write.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what any other writer holds
+        response = server.post("/documents", {"documents": [{"id": "blocked", "text": "Not now."}]})
+        assert "writing" in _error(response, 409)
+    assert server.post("/documents", {"documents": [{"id": "blocked", "text": "Now."}]}).status_code == 200
+    assert server.client.delete("/documents/blocked").status_code == 200
+
+
+# ------------------------------------------------------------------------------------ concurrency
+
+
+def test_health_and_queries_answer_during_a_long_write_that_they_never_see_half_of(server):
+    # 230,000 characters: more than two of the writer's 100,000-character chunks, so it commits on
+    # its way (every 3 s at a chunk's end), and a reader that moved with those commits would see half
+    documents = [
+        {
+            "id": f"bulk/{i:03}",
+            "text": f"Delivery {i} of the harbour log. " + "The tide came in over the mudflats. " * 80,
+        }
+        for i in range(80)
+    ]
+    before = server.client.get("/info").json()["counts"]
+    answer: dict[str, httpx.Response] = {}
+    writer = threading.Thread(
+        target=lambda: answer.setdefault("write", server.post("/documents", {"documents": documents}))
+    )
+    writer.start()
+    seen_writing, health_times, states = False, [], []
+    try:
+        while writer.is_alive():
+            started = time.perf_counter()
+            health = server.client.get("/health")
+            health_times.append(time.perf_counter() - started)
+            seen_writing = seen_writing or health.json()["writing"]
+            states.append(server.client.get("/info").json()["counts"])
+            assert server.post("/search/sentences", {"text": "the tide", "k": 3}).status_code == 200
+            time.sleep(0.05)
+    finally:
+        writer.join()
+    assert answer["write"].status_code == 200 and answer["write"].json()["documents"] == 80
+    after = server.client.get("/info").json()["counts"]
+    assert after["documents"] == before["documents"] + 80
+    assert seen_writing, "the write ended before /health could see it; make it longer"
+    assert max(health_times) < 1.0
+    # every state a reader saw is the one before the write or the one after it, never one between
+    assert all(state in (before, after) for state in states)
+    assert states.count(before) > 1
+    hits = server.post("/search/sentences", {"text": "Delivery 17 of the harbour log", "k": 1}).json()["hits"]
+    assert hits[0]["doc_id"] == "bulk/017"
+    for document in documents:
+        assert server.client.delete(f"/documents/{document['id']}").status_code == 200
+
+
+def test_concurrent_queries_share_forward_passes_and_get_their_own_answers(server):
+    texts = [
+        f"query {i}: " + text
+        for i, text in enumerate(
+            ["a heron in the shallows", "interest rates", "a crane on the site", "a zoo visit"] * 6
+        )
+    ]
+    alone = {text: server.post("/search/sentences", {"text": text, "k": 5}).json()["hits"] for text in texts}
+    before = server.client.get("/info").json()["query_batching"]
+    together: dict[str, list] = {}
+    barrier = threading.Barrier(len(texts))
+
+    def ask(text: str) -> None:
+        barrier.wait()
+        together[text] = server.post("/search/sentences", {"text": text, "k": 5}).json()["hits"]
+
+    threads = [threading.Thread(target=ask, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = server.client.get("/info").json()["query_batching"]
+    calls = after["calls"] - before["calls"]
+    runs = after["runs"] - before["runs"]
+    assert calls == len(texts)
+    assert runs < calls
+    for text in texts:
+        assert [h["sentence_id"] for h in together[text]] == [h["sentence_id"] for h in alone[text]]
+        assert np.allclose([h["score"] for h in together[text]], [h["score"] for h in alone[text]], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------- the command
+
+
+def test_serve_errors_are_one_line(runner, sample_index_dir, tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(main, ["serve", "--index", str(sample_index_dir), "--port", port])
+        assert result.exit_code == 1
+        assert (
+            result.output.startswith("Error: cannot listen on 127.0.0.1:") and result.output.count("\n") == 1
+        )
+    finally:
+        taken.close()
+    missing = runner.invoke(main, ["serve", "--index", str(tmp_path / "nothing"), "--port", "0"])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    empty = runner.invoke(main, ["serve", "--index", str(sample_index_dir), "--port", "0", "--token", " "])
+    assert empty.exit_code == 1 and "token is empty" in empty.output
+    assert "Example" in runner.invoke(main, ["serve", "--help"]).output
+
+
+def test_error_statuses_follow_the_error_hierarchy():
+    from senseindex.service import status_of
+
+    assert status_of(senseindex.DocumentNotFound("x")) == 404
+    assert status_of(senseindex.QueryError("x")) == 400
+    assert status_of(senseindex.IndexBusy("x")) == 409
+    assert status_of(senseindex.IndexCorrupted("x")) == 500
+
+
+def test_request_bodies_are_json_documents(server):
+    # the same request sent as raw bytes (as curl sends it) and through the client's JSON encoder
+    raw = server.client.post(
+        "/search/sentences",
+        content=json.dumps({"text": "batting practice", "k": 2}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert raw.json() == server.post("/search/sentences", {"text": "batting practice", "k": 2}).json()
