@@ -12,7 +12,9 @@ forward pass) and `--max-query-batch 1` (every query on its own), so the table s
 gives. The baseline row is the Python API called in this process, one query after another, on the
 same queries: the service's cost over the library itself.
 
-The clients run on the same two cores as the server, so the figures include their share.
+Each server is warmed up first with 10 requests per client at every number of clients (the first
+batches of a new shape stall once while their kernels are built). The clients run on the same two
+cores as the server, so the figures include their share.
 Benchmarks are not tests: nothing here runs in CI.
 """
 
@@ -147,7 +149,7 @@ def python_api_baseline(index_dir: Path, backend: str, requests: int) -> dict:
     """The same queries through the Python API in this process, one after another."""
     with senseindex.open_index(index_dir, backend=backend) as index:
         plan = request_plan(requests, 0)
-        for path, body in plan[:8]:  # warm-up, as the servers get
+        for path, body in request_plan(30, 100):  # warm-up, as the servers get
             call(index, path, body)
         latencies = []
         started = time.perf_counter()
@@ -202,9 +204,11 @@ def main() -> None:
         ]:
             server = Server(index_dir, arguments.backend, *options)
             try:
+                # Warm-up, concurrent too: the first batches of each new shape stall once for ~200 ms
+                # while the kernels for that shape are built.
+                for clients in client_counts:
+                    run_clients(server.url, clients, 10)
                 with httpx.Client(base_url=server.url, timeout=120) as http:
-                    for path, body in request_plan(8, 0):  # warm-up
-                        http.post(path, json=body)
                     batching_before = http.get("/info").json()["query_batching"]
                 for clients in client_counts:
                     log(f"{label}: {clients} clients x {arguments.requests} requests")

@@ -26,7 +26,7 @@ class Document:
             the folder given as source (its name for a file given directly), ``FILE:LINE`` for a
             JSONL line without ``id``, ``stdin`` for standard input.
         text: the full text.
-        source: where it was read from.
+        source: where it was read from (empty for a document handed over in memory).
         metadata: other JSONL fields.
         size: bytes of the source it took, for progress reporting.
         replaces: it replaces a stored document with the same id (set when adding to an index).
@@ -34,7 +34,7 @@ class Document:
 
     doc_id: str
     text: str
-    source: str
+    source: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     size: int = 0
     replaces: bool = False

@@ -213,6 +213,18 @@ class SenseIndex:
             self._write_lock.release()
         return True
 
+    def serve_model(self, stop: threading.Event) -> None:
+        """Run the model for every query of this index in the calling thread until ``stop`` is set;
+        queries made meanwhile on other threads wait for this thread to embed them (batched).
+
+        For servers that answer on worker threads: give the model the main thread (see
+        :meth:`~indexer.encoder.QueryBatcher.serve`). Writes keep running on their own thread.
+
+        Args:
+            stop: ends the loop once set.
+        """
+        self._queries.serve(stop)
+
     def query_batching(self) -> dict[str, int]:
         """How concurrent queries shared the model: ``{"max_texts", "calls", "runs"}``, where each run
         of the model served one or more calls."""

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -532,3 +533,14 @@ def test_request_bodies_are_json_documents(server):
         headers={"Content-Type": "application/json"},
     )
     assert raw.json() == server.post("/search/sentences", {"text": "batting practice", "k": 2}).json()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_server_cleanly(sample_index_dir, stop_signal):
+    running = Server(sample_index_dir)
+    try:
+        assert running.post("/search/sentences", {"text": "bank", "k": 1}).status_code == 200
+        running.process.send_signal(stop_signal)
+        assert running.process.wait(timeout=30) == 0
+    finally:
+        running.stop()

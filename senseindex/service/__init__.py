@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from indexer.errors import SenseIndexError
-from search import open_index
+from search import SenseIndex, open_index
 from senseindex.service.app import API_VERSION, ServiceLimits, create_app, status_of
 
 __all__ = ["API_VERSION", "ServiceError", "ServiceLimits", "create_app", "serve_index", "status_of"]
@@ -72,12 +75,43 @@ def serve_index(
         server = uvicorn.Server(config)
         bound_host, bound_port = listener.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        if on_ready:
-            on_ready(f"http://{shown}:{bound_port}")
-        server.run(sockets=[listener])
+        _run_with_model_on_this_thread(
+            server, listener, index, lambda: on_ready and on_ready(f"http://{shown}:{bound_port}")
+        )
     finally:
         index.close()
         listener.close()
+
+
+def _run_with_model_on_this_thread(
+    server: Any, listener: socket.socket, index: SenseIndex, announce: Callable[[], object]
+) -> None:
+    """Run the HTTP server on a thread of its own and the model's query work on this (the main)
+    thread, until Ctrl+C or SIGTERM; in-flight requests are answered before it returns."""
+    stopped = threading.Event()
+
+    def run_server() -> None:
+        try:
+            server.run(sockets=[listener])
+        finally:
+            stopped.set()
+
+    def request_stop(*_: object) -> None:
+        server.should_exit = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    thread = threading.Thread(target=run_server, name="senseindex-http", daemon=True)
+    thread.start()
+    announce()
+    try:
+        while not stopped.is_set():
+            try:
+                index.serve_model(stopped)
+            except KeyboardInterrupt:  # the server finishes what it has taken on, then stops
+                request_stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        thread.join(timeout=60)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -91,7 +125,9 @@ def _listen(host: str, port: int) -> socket.socket:
         )
     except ValueError:  # a host name
         family = socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio switches Nagle's algorithm off only on sockets that say TCP, and with
+    # it on, every answer after a connection's first waited 40 ms for the client's delayed ACK
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
