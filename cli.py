@@ -506,7 +506,7 @@ _DEFAULT_LIMITS = ServiceLimits()
     type=click.IntRange(1),
     default=_DEFAULT_LIMITS.max_text_characters,
     show_default=True,
-    help="Longest query, text to embed or document text (longer: 413).",
+    help="Longest query text, and most characters of all texts of one /embed (more: 413).",
 )
 @click.option(
     "--max-k",
@@ -520,14 +520,14 @@ _DEFAULT_LIMITS = ServiceLimits()
     type=click.IntRange(1),
     default=_DEFAULT_LIMITS.max_batch,
     show_default=True,
-    help="Most texts per /embed and documents per POST /documents (more: 413).",
+    help="Most texts per /embed, documents per POST /documents and ids per filter (more: 413).",
 )
 @click.option(
     "--max-body-mb",
     type=click.FloatRange(0.001),
     default=_DEFAULT_LIMITS.max_body_bytes / 2**20,
     show_default=True,
-    help="Largest request body in MiB (larger: 413).",
+    help="Largest request body in MiB, which bounds the documents of one POST /documents (larger: 413).",
 )
 @click.option(
     "--max-query-batch",

@@ -724,11 +724,13 @@ class QueryBatcher:
         """Run the oldest waiting calls; called and returns with the condition held."""
         batch = self._take_batch()
         self._running = True
-        self._condition.release()
         try:
-            self._run(batch)
+            self._condition.release()
+            try:
+                self._run(batch)
+            finally:
+                self._condition.acquire()
         finally:
-            self._condition.acquire()
             self._running = False
             self._condition.notify_all()
 
@@ -747,11 +749,15 @@ class QueryBatcher:
                 [text for call in batch for text in call.texts],
                 [spans for call in batch for spans in call.spans],
             )
-        except BaseException as error:
+        except Exception as error:
             # each caller raises the error of its own call (the running thread may not be one of them)
             for call in batch:
                 call.error, call.done = error, True
             return
+        except BaseException:  # KeyboardInterrupt and the like: release the callers, then stop
+            for call in batch:
+                call.error, call.done = RuntimeError("the model run was interrupted"), True
+            raise
         self.batches_run += 1
         self.calls_run += len(batch)
         sentence, word = 0, 0

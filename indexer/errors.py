@@ -53,3 +53,7 @@ class SettingsError(SenseIndexError):
 
 class QueryError(SenseIndexError):
     """A query is malformed: no marked target word, target not in the sentence, bad ``k``, ..."""
+
+
+class ServiceError(SenseIndexError):
+    """The HTTP service cannot start: the address is taken, the host is unknown, the token is empty."""

@@ -36,7 +36,14 @@ from indexer.encoder import (
     load_encoder,
     load_index_encoder,
 )
-from indexer.errors import DocumentNotFound, IndexExists, SenseIndexError, SettingsError, SourceError
+from indexer.errors import (
+    DocumentNotFound,
+    IndexExists,
+    ModelMismatch,
+    SenseIndexError,
+    SettingsError,
+    SourceError,
+)
 from indexer.sources import STDIN, Document, SourceScan, read_documents, scan_sources
 from indexer.storage import (
     AUTO_INDEX_TYPE,
@@ -58,6 +65,9 @@ _FIRST_CHUNK_CHARACTERS = 20_000
 PASSAGE_MODES = ("pooled", "encoded", "none")
 # A commit (at the end of a document) once this much text or time has gone by since the last one:
 # a killed build loses at most about this much work; each commit writes the shards being filled.
+# The index settings that decide what a vector means: an encoder loaded for one index fits another
+# only if they agree on all of them.
+ENCODER_SETTINGS = ("model_fingerprint", "layers", "piece_pooling", "sentence_pooling", "max_length")
 COMMIT_CHARACTERS = 1_000_000
 COMMIT_SECONDS = 3.0
 # Settings that must match for a build to resume an unfinished index (the rest, e.g. the creation
@@ -490,15 +500,18 @@ def add_document_list(
     documents: list[Document],
     index_dir: str | Path,
     encoder: Encoder,
+    encoder_settings: dict[str, Any],
     progress: ProgressCallback | None = None,
 ) -> BuildSummary:
-    """:func:`add_documents` for documents already in memory, with an encoder already loaded (it must
-    be the index's: :func:`~indexer.encoder.load_index_encoder`).
+    """:func:`add_documents` for documents already in memory, with an encoder already loaded, in one
+    commit: all of them are stored, or (on any error) none.
 
     Args:
         documents: the documents, with unique ids.
         index_dir: the index folder.
-        encoder: the index's encoder.
+        encoder: the index's encoder (from :func:`~indexer.encoder.load_index_encoder`).
+        encoder_settings: the index settings the encoder was loaded for (:data:`ENCODER_SETTINGS`);
+            an index rebuilt since with other ones is refused.
         progress: called after each stored chunk with characters done and in total.
 
     Returns:
@@ -507,11 +520,26 @@ def add_document_list(
     Raises:
         IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
         IndexBusy: another process is writing to it.
+        ModelMismatch: the index now holds another model's vectors, or other settings.
     """
     started = time.perf_counter()
     store = IndexStore.open_for_writing(Path(index_dir))
+    changed = [key for key in ENCODER_SETTINGS if store.settings.get(key) != encoder_settings.get(key)]
+    if changed:
+        store.close()
+        raise ModelMismatch(
+            f"the index in {index_dir} was rebuilt with another model or settings ({changed[0]}) since it "
+            "was opened; open it again (restart the server)"
+        )
     return _write_documents(
-        store, encoder, _Sources.of_documents(documents), progress, started, complete=False, resumed=False
+        store,
+        encoder,
+        _Sources.of_documents(documents),
+        progress,
+        started,
+        complete=False,
+        resumed=False,
+        commit_on_the_way=False,
     )
 
 
@@ -675,11 +703,12 @@ def _write_documents(
     started: float,
     complete: bool,
     resumed: bool,
+    commit_on_the_way: bool = True,
 ) -> BuildSummary:
     """Embed and store documents with commits at document boundaries; the shared core of
     :func:`build_index` (``complete``: mark the index complete at the end) and
     :func:`add_documents`. Stored documents are compared by content hash unless this is a new build
-    (neither resumed nor an add)."""
+    (neither resumed nor an add). Without ``commit_on_the_way``, everything is one commit at the end."""
     documents = reading.documents()
     total_bytes = reading.total_bytes
     scan = reading.scan
@@ -704,8 +733,12 @@ def _write_documents(
             if batch is not None:
                 store.add_batch(*batch)
             characters_since += chunk.characters
-            if chunk.at_document_end and (
-                characters_since >= COMMIT_CHARACTERS or time.monotonic() - last_commit >= COMMIT_SECONDS
+            if (
+                commit_on_the_way
+                and chunk.at_document_end
+                and (
+                    characters_since >= COMMIT_CHARACTERS or time.monotonic() - last_commit >= COMMIT_SECONDS
+                )
             ):
                 store.commit()
                 last_commit, characters_since = time.monotonic(), 0

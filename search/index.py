@@ -14,8 +14,14 @@ from typing import Any
 import numpy as np
 
 from indexer.encoder import Encoder, QueryBatcher, load_index_encoder
-from indexer.errors import QueryError, SourceError
-from indexer.pipeline import BuildSummary, DeleteSummary, add_document_list, delete_documents
+from indexer.errors import ModelMismatch, QueryError, SourceError
+from indexer.pipeline import (
+    ENCODER_SETTINGS,
+    BuildSummary,
+    DeleteSummary,
+    add_document_list,
+    delete_documents,
+)
 from indexer.sources import Document
 from indexer.stopwords import is_stopword
 from indexer.storage import IndexStore
@@ -114,12 +120,32 @@ def _query_at_span(text: str, span: tuple[int, int]) -> WordQuery:
     return WordQuery(text, touched[0].start, touched[0].end)
 
 
-def _matches(stored: Any, wanted: Any) -> bool:
-    """A metadata filter's test: equal values, where a list of wanted values means any of them and
-    ``true`` is not ``1``."""
-    if isinstance(wanted, list):
-        return any(_matches(stored, value) for value in wanted)
-    return stored == wanted and isinstance(stored, bool) == isinstance(wanted, bool)
+def _metadata_filter(metadata: Mapping[str, Any] | None) -> dict[str, list[Any]] | None:
+    """A metadata filter checked and put in one form: per field, the list of values accepted."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise QueryError("the metadata filter must be a mapping of field names to values")
+    wanted = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key or '"' in key or "\\" in key:
+            raise QueryError(
+                f"metadata filter field names must be non-empty strings without quotes, not {key!r}"
+            )
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(v is None or isinstance(v, (str, int, float, bool)) for v in values):
+            raise QueryError(
+                f"the metadata filter on {key!r} must be a string, number, boolean or null, "
+                "or a non-empty list of them"
+            )
+        wanted[key] = values
+    return wanted
+
+
+def _matches(stored: Any, values: list[Any]) -> bool:
+    """A metadata filter's test: the stored value equals one of the values (``true`` is not ``1``;
+    null matches a missing field)."""
+    return any(stored == value and isinstance(stored, bool) == isinstance(value, bool) for value in values)
 
 
 def _dot(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -155,6 +181,9 @@ class SenseIndex:
         # reads ids from one state and rows from the next. The model runs outside it.
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
+        # what the encoder was checked against when the index was opened
+        self._encoder_settings = {key: store.settings.get(key) for key in ENCODER_SETTINGS}
+        self._replaced: str | None = None
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -182,13 +211,15 @@ class SenseIndex:
 
         An open index answers every query from the state it opened, whatever another process adds or
         deletes meanwhile; a long-running program calls this to move to the latest committed state.
+        While a write through this object runs on another thread, this waits for it to finish.
 
         Raises:
             IndexCorrupted: a vector file of the new state cannot be read.
+            ModelMismatch: the index was rebuilt with another model or other encoder settings; open
+                it again.
         """
-        with self._lock:
-            self._store.refresh()
-            self._store.open_vectors()
+        with self._write_lock:
+            self._refresh()
 
     def refresh_if_changed(self) -> bool:
         """:meth:`refresh` if anything was committed to the index since this state was read (a cheap
@@ -199,19 +230,42 @@ class SenseIndex:
             Whether the index moved to a newer state.
 
         Raises:
-            IndexCorrupted: a vector file of the new state cannot be read.
+            IndexCorrupted, ModelMismatch: as :meth:`refresh`.
         """
-        if not self._store.changed_on_disk():
+        if not self._store.changed_on_disk() and self._replaced is None:
             return False
         # Holding the write lock for the moment of the refresh keeps a write of this object from
         # starting in between and showing its first commits.
         if not self._write_lock.acquire(blocking=False):
             return False
         try:
-            self.refresh()
+            self._refresh()
         finally:
             self._write_lock.release()
         return True
+
+    def _refresh(self) -> None:
+        with self._lock:
+            self._store.refresh()
+            self._store.open_vectors()
+            self._sentence_splitting = str(self._store.settings.get("sentence_splitting", "auto"))
+            changed = [
+                key
+                for key in ENCODER_SETTINGS
+                if self._store.settings.get(key) != self._encoder_settings[key]
+            ]
+            self._replaced = (
+                f"the index in {self._store.folder} was rebuilt with another model or settings "
+                f"({changed[0]}) since it was opened; open it again (restart the server)"
+                if changed
+                else None
+            )
+            self._check_current()
+
+    def _check_current(self) -> None:
+        """Refuse to answer from an index whose vectors this encoder no longer matches."""
+        if self._replaced is not None:
+            raise ModelMismatch(self._replaced)
 
     def serve_model(self, stop: threading.Event) -> None:
         """Run the model for every query of this index in the calling thread until ``stop`` is set;
@@ -246,8 +300,9 @@ class SenseIndex:
         documents: Iterable[Document | Mapping[str, Any]],
         progress: Callable[[int, int | None], None] | None = None,
     ) -> BuildSummary:
-        """Add documents, or replace stored ones with the same id, with this index's model; queries
-        on this object see all of them once the call returns, and none of them before.
+        """Add documents, or replace stored ones with the same id, with this index's model, in one
+        commit: all of them are stored or (on an error) none; queries on this object see all of them
+        once the call returns, and none of them before.
 
         A document stored with the same text and metadata is left alone (as ``senseindex add``).
 
@@ -262,11 +317,15 @@ class SenseIndex:
         Raises:
             SourceError: a malformed document or a repeated id (nothing is written then).
             IndexBusy: another process is writing to the index.
+            ModelMismatch: the index was rebuilt with another model since it was opened.
         """
         given = _documents_of(documents)
         with self._write_lock:
-            summary = add_document_list(given, self._store.folder, self._encoder, progress)
-            self.refresh()
+            self._check_current()
+            summary = add_document_list(
+                given, self._store.folder, self._encoder, self._encoder_settings, progress
+            )
+            self._refresh()
         return summary
 
     def delete_documents(self, doc_ids: Sequence[str]) -> DeleteSummary:
@@ -285,7 +344,7 @@ class SenseIndex:
         """
         with self._write_lock:
             summary = delete_documents(self._store.folder, doc_ids)
-            self.refresh()
+            self._refresh()
         return summary
 
     def __enter__(self) -> SenseIndex:
@@ -482,23 +541,21 @@ class SenseIndex:
             QueryError: an empty text, a bad ``k`` or a malformed filter.
         """
         _check_k(k)
+        wanted = _metadata_filter(metadata)
         if doc_ids is not None and (isinstance(doc_ids, str) or not all(isinstance(d, str) for d in doc_ids)):
             raise QueryError("doc_ids must be a list of document ids (strings)")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise QueryError("the metadata filter must be a mapping of field names to values")
         vector = self.embed_query_sentence(text)
         with self._lock:
-            if doc_ids is None and metadata is None:
+            self._check_current()
+            if doc_ids is None and wanted is None:
                 return self._sentence_hits(*self._store.search("sentences", vector, k))
             documents = [
-                rowid
-                for rowid, stored in self._store.document_metadata(doc_ids).items()
-                if all(_matches(stored.get(key), value) for key, value in (metadata or {}).items())
+                found["id"]
+                for found in self._store.filter_documents(doc_ids, wanted)
+                if all(_matches(found["metadata"].get(key), values) for key, values in (wanted or {}).items())
             ]
-            ids, _, vectors = self._store.vectors_of_documents("sentences", documents)
-            scores = _dot(vectors, vector)
-            order = np.argsort(-scores, kind="stable")[:k]
-            return self._sentence_hits(ids[order], scores[order])
+            allowed = self._store.rows_of_documents("sentences", documents)
+            return self._sentence_hits(*self._store.search("sentences", vector, k, allowed))
 
     def _sentence_hits(self, ids: np.ndarray, scores: np.ndarray) -> list[SentenceHit]:
         rows = self._store.sentence_rows(ids)
@@ -556,6 +613,7 @@ class SenseIndex:
             raise QueryError("this index has no passage vectors; use sentence scoring or rebuild it")
         vector = self.embed_query_sentence(text)
         with self._lock:
+            self._check_current()
             return self._rank_documents(vector, k, scoring, passage_weight, has_passages)
 
     def _rank_documents(
@@ -655,6 +713,7 @@ class SenseIndex:
         _check_k(k)
         vectors = self.embed_query_words(queries)
         with self._lock:
+            self._check_current()
             return self._rank_occurrences(queries, vectors, k, exact_form)
 
     def _rank_occurrences(
@@ -700,6 +759,7 @@ class SenseIndex:
         query = parse_word_query(text, target, span)
         vector = self.embed_query_word(query)
         with self._lock:
+            self._check_current()
             return self._rank_other_lemmas(vector, lemmatize(query.form), k)
 
     def _rank_other_lemmas(self, vector: np.ndarray, own_lemma: str, k: int) -> list[LemmaHit]:

@@ -25,6 +25,7 @@ from indexer.errors import (
     QueryError,
     SchemaMismatch,
     SenseIndexError,
+    ServiceError,
     SettingsError,
     SourceError,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "SenseIndex",
     "SenseIndexError",
     "SentenceHit",
+    "ServiceError",
     "SettingsError",
     "SourceError",
     "WordHit",

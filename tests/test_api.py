@@ -184,3 +184,23 @@ def test_embed_texts_equals_embed_one_by_one(sample_index):
         for a, b in zip(sentences, alone, strict=True):
             assert np.allclose(a.vector, b.vector, atol=1e-5)
             assert [w.form for w in a.words] == [w.form for w in b.words]
+
+
+def test_an_index_rebuilt_with_other_settings_is_refused_not_misread(index_copy, sample_corpus):
+    senseindex.build_index(
+        [str(sample_corpus / "zoo_visit.md")],
+        index_copy.path,
+        senseindex.EncoderSettings(layers="mean-last-4", backend="torch"),
+        overwrite=True,
+    )
+    assert index_copy.search_sentences("penguins", k=1)  # still the state it opened
+    with pytest.raises(senseindex.ModelMismatch, match="rebuilt with another model or settings"):
+        index_copy.refresh()
+    for query in (
+        lambda: index_copy.search_sentences("penguins"),
+        lambda: index_copy.search_word("the [bank] of the river"),
+        lambda: index_copy.add_documents([{"id": "x", "text": "Never stored."}]),
+    ):
+        with pytest.raises(senseindex.ModelMismatch):
+            query()
+    assert senseindex.index_info(index_copy.path)["counts"]["documents"] == 1

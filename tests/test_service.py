@@ -346,6 +346,16 @@ def test_token_is_required_everywhere_but_health(guarded_server):
                 response = client.request(method, path, json=body)
                 _error(response, 401)
                 assert response.headers["WWW-Authenticate"] == "Bearer"
+            # the token is checked before the body is read: neither a malformed nor a huge body gets
+            # further than 401
+            _error(
+                client.post(
+                    "/search/sentences", content=b"{oops", headers={"Content-Type": "application/json"}
+                ),
+                401,
+            )
+            _error(client.post("/embed", json={"texts": ["a" * 50_000]}), 401)
+            _error(client.get("/no/such/endpoint"), 401)
         # nothing was changed by the refused requests
         assert guarded_server.client.get("/info").json()["counts"]["documents"] == 11
         assert guarded_server.post("/search/sentences", {"text": "bank", "k": 1}).status_code == 200
@@ -390,6 +400,9 @@ def test_too_large_is_413(guarded_server):
     assert "limit is 300" in _error(post("/search/sentences", {"text": "bank " * 100}), 413)
     _error(post("/search/words", {"text": "the [bank] " + "x" * 300}), 413)
     assert "limit is 3" in _error(post("/embed", {"texts": ["a", "b", "c", "d"]}), 413)
+    assert "texts to embed have 320" in _error(post("/embed", {"texts": ["a" * 160, "b" * 160]}), 413)
+    too_many_ids = {"text": "bank", "filters": {"doc_ids": ["a", "b", "c", "d"]}}
+    _error(post("/search/sentences", too_many_ids), 413)
     documents = [{"id": f"d{i}", "text": "x"} for i in range(4)]
     _error(post("/documents", {"documents": documents}), 413)
     assert "request body" in _error(post("/embed", {"texts": ["a" * 20_000]}), 413)
@@ -523,6 +536,7 @@ def test_error_statuses_follow_the_error_hierarchy():
     assert status_of(senseindex.QueryError("x")) == 400
     assert status_of(senseindex.IndexBusy("x")) == 409
     assert status_of(senseindex.IndexCorrupted("x")) == 500
+    assert status_of(senseindex.ModelMismatch("x")) == 500  # the index was rebuilt: restart the server
 
 
 def test_request_bodies_are_json_documents(server):
@@ -536,11 +550,34 @@ def test_request_bodies_are_json_documents(server):
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_server_cleanly(sample_index_dir, stop_signal):
+def test_a_signal_stops_the_server_cleanly_while_it_answers(sample_index_dir, stop_signal):
     running = Server(sample_index_dir)
+    statuses: list[int | str] = []
+    stop_asking = threading.Event()
+
+    def ask() -> None:
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            while not stop_asking.is_set():
+                try:
+                    statuses.append(
+                        client.post("/search/sentences", json={"text": "a heron", "k": 3}).status_code
+                    )
+                except httpx.TransportError:  # refused or closed once the server has stopped
+                    statuses.append("closed")
+                    return
+
+    askers = [threading.Thread(target=ask) for _ in range(6)]
     try:
-        assert running.post("/search/sentences", {"text": "bank", "k": 1}).status_code == 200
+        for asker in askers:
+            asker.start()
+        time.sleep(1.5)
         running.process.send_signal(stop_signal)
         assert running.process.wait(timeout=30) == 0
     finally:
+        stop_asking.set()
+        for asker in askers:
+            asker.join()
         running.stop()
+    answered = [status for status in statuses if status != "closed"]
+    assert len(answered) > 20 and set(answered) == {200}  # every answer given was a full answer
+    assert not any("Traceback" in line for line in running.log), "".join(running.log)

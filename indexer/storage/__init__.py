@@ -926,18 +926,21 @@ class IndexStore:
         }
 
     @_reading
-    def search(self, table: str, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, table: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The k sentences, words or passages whose vectors best match a query vector.
 
         Args:
             table: ``sentences``, ``words`` or ``passages``.
             vector: ``(dimension(table),)`` float32, L2-normalised.
             k: number of hits.
+            allowed: only these rowids (int64), when given.
 
         Returns:
             ``(ids, scores)``: int64 and float32 arrays of up to ``k`` hits, best first.
         """
-        return self._vectors(table).search(vector, k)
+        return self._vectors(table).search(vector, k, allowed)
 
     @_reading
     def word_vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -985,16 +988,55 @@ class IndexStore:
         return dict(self._select_in(f"select id, document from {table} where id in ({{}})", ids))
 
     @_reading
-    def document_metadata(self, doc_ids: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
-        """The metadata of some documents (of all with None), keyed by document rowid, in rowid
-        order; unknown ids are left out."""
+    def filter_documents(
+        self, doc_ids: Sequence[str] | None, metadata: dict[str, list[Any]] | None
+    ) -> list[dict[str, Any]]:
+        """The documents that pass a filter, found in SQL.
+
+        Args:
+            doc_ids: only these documents, when given.
+            metadata: per metadata field, the values accepted: strings, numbers, booleans or None
+                (SQL equality, so ``true`` also matches ``1``: the caller checks types).
+
+        Returns:
+            ``{"id": rowid, "metadata": parsed metadata}`` per document.
+        """
+        clauses, parameters = [], []
+        for key, values in (metadata or {}).items():
+            path = "$." + json.dumps(key)
+            present = [v for v in values if v is not None]
+            tests = []
+            if present:
+                tests.append(f"json_extract(metadata, ?) in ({','.join('?' * len(present))})")
+                parameters += [path, *present]
+            if len(present) < len(values):
+                tests.append("json_extract(metadata, ?) is null")
+                parameters.append(path)
+            clauses.append("(" + " or ".join(tests) + ")")
+        where = " and ".join(clauses) or "1"
         if doc_ids is None:
-            rows = self.db.execute("select id, metadata from documents order by id").fetchall()
+            found = self.db.execute(
+                f"select id, metadata from documents where {where}", parameters
+            ).fetchall()
         else:
-            rows = sorted(
-                self._select_in("select id, metadata from documents where doc_id in ({})", doc_ids, kind=str)
-            )
-        return {row[0]: json.loads(row[1] or "{}") for row in rows}
+            found = []
+            unique = list(dict.fromkeys(doc_ids))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                found += self.db.execute(
+                    f"select id, metadata from documents where doc_id in ({','.join('?' * len(chunk))}) "
+                    f"and {where}",
+                    [*chunk, *parameters],
+                ).fetchall()
+        return [{"id": row[0], "metadata": json.loads(row[1] or "{}")} for row in found]
+
+    @_reading
+    def rows_of_documents(self, table: str, documents: Sequence[int]) -> np.ndarray:
+        """Rowids (int64, in order) of the sentences or passages of some documents."""
+        if table not in ("sentences", "passages"):
+            raise ValueError(table)
+        pairs = self._select_in(f"select id from {table} where document in ({{}})", documents)
+        return np.asarray(sorted(p[0] for p in pairs), dtype=np.int64)
 
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Document rows (without their text), keyed by document rowid."""

@@ -513,12 +513,16 @@ class ShardSet:
             self._indexes[shard.file] = index
         return index
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rowids over every shard.
 
         Args:
             vector: ``(dimension,)`` float32, L2-normalised.
             k: number of hits.
+            allowed: ``(n,)`` int64 rowids; when given, only these are searched (through a FAISS ID
+                selector, so the cost stays that of a search, whatever their number).
 
         Returns:
             ``(ids, scores)``: int64 and float32, best first.
@@ -526,10 +530,15 @@ class ShardSet:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         all_ids, all_scores = [], []
         for shard in self.shards:
-            depth = min(k, self.live_count(shard))
+            if allowed is None:
+                live = self._live.get(shard.file)
+                depth = min(k, self.live_count(shard))
+            else:
+                live = self._allowed_in(shard, allowed)
+                depth = min(k, shard.count - live[2]) if live else 0
             if depth <= 0:
                 continue
-            scores, local = self._search_shard(shard, query, depth)
+            scores, local = self._search_shard(shard, query, depth, live)
             all_ids.append(local + shard.first_id)
             all_scores.append(scores)
         if not all_ids:
@@ -538,18 +547,48 @@ class ShardSet:
         order = np.argsort(-scores, kind="stable")[:k]
         return ids[order], scores[order]
 
-    def _search_shard(self, shard: Shard, query: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    def _allowed_in(
+        self, shard: Shard, allowed: np.ndarray
+    ) -> tuple[np.ndarray, faiss.IDSelector, int] | None:
+        """The selector of a shard's allowed, undeleted vectors: ``(bitmap, selector, number left out)``."""
+        local = (
+            allowed[(allowed >= shard.first_id) & (allowed < shard.first_id + shard.count)] - shard.first_id
+        )
+        if not len(local):
+            return None
+        mask = np.zeros(shard.count, dtype=bool)
+        mask[local] = True
+        if shard.file in self._live:
+            mask &= np.unpackbits(self._live[shard.file][0], count=shard.count, bitorder="little").astype(
+                bool
+            )
+        bitmap = np.packbits(mask, bitorder="little")
+        return (
+            bitmap,
+            faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap)),
+            int(shard.count - mask.sum()),
+        )
+
+    def _search_shard(
+        self,
+        shard: Shard,
+        query: np.ndarray,
+        depth: int,
+        selection: tuple[np.ndarray, faiss.IDSelector, int] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search one shard, only among the vectors ``selection`` keeps (all when None): ``(bitmap of
+        those kept, its selector, number left out)``."""
         index = self._index(shard)
-        if shard.file not in self._live:
+        if selection is None:
             scores, local = index.search(query, depth)
         else:
-            bitmap, selector, gone = self._live[shard.file]
+            bitmap, selector, left_out = selection
             try:
                 scores, local = index.search(query, depth, params=_search_parameters(index, selector))
             except RuntimeError:  # a type without selector support (plain PQ): search deeper, filter
-                scores, local = index.search(query, min(shard.count, depth + gone))
-                live = np.unpackbits(bitmap, count=shard.count, bitorder="little").astype(bool)
-                keep = (local[0] >= 0) & live[np.maximum(local[0], 0)]
+                scores, local = index.search(query, min(shard.count, depth + left_out))
+                kept = np.unpackbits(bitmap, count=shard.count, bitorder="little").astype(bool)
+                keep = (local[0] >= 0) & kept[np.maximum(local[0], 0)]
                 return scores[0][keep][:depth], local[0][keep][:depth]
         keep = local[0] >= 0
         return scores[0][keep], local[0][keep]

@@ -10,15 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from indexer.errors import SenseIndexError
+from indexer.errors import ServiceError
 from search import SenseIndex, open_index
-from senseindex.service.app import API_VERSION, ServiceLimits, create_app, status_of
+from senseindex.service.limits import API_VERSION, ServiceLimits
 
 __all__ = ["API_VERSION", "ServiceError", "ServiceLimits", "create_app", "serve_index", "status_of"]
 
 
-class ServiceError(SenseIndexError):
-    """The service cannot start: the address is taken, the host is unknown, ..."""
+def __getattr__(name: str) -> Any:
+    # the web stack loads only when asked for: other commands start faster without it
+    if name in ("create_app", "status_of"):
+        from senseindex.service import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def serve_index(
@@ -56,6 +61,8 @@ def serve_index(
     """
     import uvicorn  # imported here: only the serve command needs the server
 
+    from senseindex.service.app import create_app
+
     if token is not None and not token.strip():
         raise ServiceError("the token is empty; give a non-empty --token or none")
     listener = _listen(host, port)
@@ -87,31 +94,46 @@ def _run_with_model_on_this_thread(
     server: Any, listener: socket.socket, index: SenseIndex, announce: Callable[[], object]
 ) -> None:
     """Run the HTTP server on a thread of its own and the model's query work on this (the main)
-    thread, until Ctrl+C or SIGTERM; in-flight requests are answered before it returns."""
+    thread, until Ctrl+C or SIGTERM; requests in flight are answered before it returns, and a second
+    Ctrl+C stops at once.
+
+    Raises:
+        ServiceError: the HTTP server failed to start or stopped with an error.
+    """
     stopped = threading.Event()
+    failure: list[BaseException] = []
 
     def run_server() -> None:
         try:
             server.run(sockets=[listener])
+        except BaseException as error:  # reported on the main thread below (SystemExit included)
+            failure.append(error)
         finally:
             stopped.set()
 
     def request_stop(*_: object) -> None:
+        # the first signal lets the server finish what it has taken on; a second one does not wait
+        server.force_exit = server.should_exit
         server.should_exit = True
 
-    previous = signal.signal(signal.SIGTERM, request_stop)
+    # Signals arrive on the main thread; handled here, they never interrupt the model mid-batch.
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
     thread = threading.Thread(target=run_server, name="senseindex-http", daemon=True)
-    thread.start()
-    announce()
     try:
-        while not stopped.is_set():
-            try:
-                index.serve_model(stopped)
-            except KeyboardInterrupt:  # the server finishes what it has taken on, then stops
-                request_stop()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        thread.start()
+        while not server.started and not stopped.wait(0.05):
+            pass
+        if server.started:
+            announce()
+            index.serve_model(stopped)
         thread.join(timeout=60)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if failure or not server.started:
+        reason = failure[0] if failure else None
+        detail = f": {type(reason).__name__}: {reason}" if reason and str(reason) else ""
+        raise ServiceError(f"the HTTP server stopped with an error{detail}")
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -29,7 +29,6 @@ from indexer.errors import (
     DocumentNotFound,
     IndexBusy,
     ModelLoadError,
-    ModelMismatch,
     QueryError,
     SenseIndexError,
     SettingsError,
@@ -37,29 +36,10 @@ from indexer.errors import (
 )
 from search import SenseIndex
 from search.index import DEFAULT_DOCUMENT_SCORING
-
-API_VERSION = "1"
-"""Version of the HTTP API: it changes only with a change that breaks clients."""
+from senseindex.service.limits import API_VERSION, ServiceLimits
 
 _Result = TypeVar("_Result")
 _BEARER = HTTPBearer(auto_error=False, description="The token given to senseindex serve --token.")
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """What one request may ask for; larger requests are refused (413 or 400), never attempted.
-
-    Attributes:
-        max_text_characters: longest query text, text to embed, or document text.
-        max_k: largest ``k`` a search may ask for.
-        max_batch: most texts per ``POST /embed`` and documents per ``POST /documents``.
-        max_body_bytes: largest request body.
-    """
-
-    max_text_characters: int = 100_000
-    max_k: int = 1_000
-    max_batch: int = 256
-    max_body_bytes: int = 16 * 1024 * 1024
 
 
 class Refused(Exception):
@@ -76,7 +56,6 @@ _STATUS_OF_ERROR: list[tuple[type[SenseIndexError], int]] = [
     (QueryError, 400),
     (SourceError, 400),
     (SettingsError, 400),
-    (ModelMismatch, 400),
     (ModelLoadError, 500),
     (IndexBusy, 409),
 ]
@@ -192,6 +171,8 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
         openapi_url=None,
     )
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    if token is not None:  # added last, so it runs first: no body is read for a request without it
+        app.add_middleware(_TokenGuard, token=token, open_paths=("/health",))
     queries = anyio.CapacityLimiter(32)
     writes = anyio.CapacityLimiter(1)
     writing = {"count": 0}
@@ -201,8 +182,8 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     ) -> None:
         if token is None:
             return
-        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise Refused(401, "a valid 'Authorization: Bearer <token>' header is required")
+        if credentials is None or not _same_token(credentials.credentials, token):
+            raise Refused(401, _TOKEN_REQUIRED)
 
     guarded = [Depends(require_token)]
 
@@ -280,6 +261,7 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
         check_text(body.text)
         check_k(body.k)
         filters = body.filters or SentenceFilters()
+        check_batch(len(filters.doc_ids or []), "document ids in the filter")
         hits = await run_query(
             lambda: index.search_sentences(body.text, body.k, filters.doc_ids, filters.metadata)
         )
@@ -314,8 +296,12 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     @app.post("/embed", dependencies=guarded, summary="Word and sentence vectors of texts")
     async def embed(body: Embed) -> dict[str, Any]:
         check_batch(len(body.texts), "texts")
-        for text in body.texts:
-            check_text(text, "text to embed")
+        total = sum(len(text) for text in body.texts)
+        if total > limits.max_text_characters:
+            raise Refused(
+                413,
+                f"the texts to embed have {total:,} characters; the limit is {limits.max_text_characters:,}",
+            )
         embedded = await run_query(lambda: index.embed_texts(body.texts))
         return {
             "granularity": body.granularity,
@@ -328,8 +314,6 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     @app.post("/documents", dependencies=guarded, summary="Add documents, or replace those with the same id")
     async def add_documents(body: Documents) -> dict[str, Any]:
         check_batch(len(body.documents), "documents")
-        for document in body.documents:
-            check_text(document.text, f"text of document {document.id!r}")
         given = [document.model_dump() for document in body.documents]
         writing["count"] += 1
         try:
@@ -369,6 +353,33 @@ def _describe_validation_error(error: RequestValidationError) -> str:
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
     return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+_TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
+
+
+def _same_token(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
+
+
+class _TokenGuard:
+    """Refuses a request without the bearer token (401) before anything reads its body; the
+    endpoints check it again, which also puts the scheme in the OpenAPI description."""
+
+    def __init__(self, app: ASGIApp, token: str, open_paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.token = token
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not _same_token(given.strip(), self.token):
+                response = _error_response(401, _TOKEN_REQUIRED, {"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(StarletteHTTPException):
