@@ -376,6 +376,11 @@ def check_command(index_dir: str, as_json: bool) -> None:
 @click.option("--exact-form", is_flag=True, help="Only occurrences with the target's surface form.")
 @click.option("--documents", is_flag=True, help="Rank documents instead of sentences.")
 @click.option(
+    "--by-sense",
+    is_flag=True,
+    help="Word query: group the hits under the word's senses induced from the index (see 'senses').",
+)
+@click.option(
     "--scoring",
     type=click.Choice(senseindex.DOCUMENT_SCORINGS),
     default=senseindex.DEFAULT_DOCUMENT_SCORING,
@@ -395,6 +400,7 @@ def query_command(
     any_word: bool,
     exact_form: bool,
     documents: bool,
+    by_sense: bool,
     scoring: str,
     k: int,
     model: str | None,
@@ -410,13 +416,23 @@ def query_command(
       senseindex query --word "I sat on the [bank] of the river" --index sample.idx
       senseindex query --word "I sat on the bank of the river" --target bank --index sample.idx
       senseindex query --word "the [crane] lifted steel beams" --any-word --index sample.idx --json
+      senseindex query --word "I sat on the [bank] of the river" --by-sense --index sample.idx
     """
-    is_word_query = word_text is not None or target is not None or any_word or exact_form
+    is_word_query = word_text is not None or target is not None or any_word or exact_form or by_sense
+    if by_sense and (any_word or exact_form or documents):
+        raise click.UsageError(
+            "--by-sense groups same-word hits: not with --any-word, --exact-form or --documents"
+        )
     if word_text is not None and text is not None:
         raise click.UsageError("give the query either as TEXT or with --word, not both")
     query_text = word_text if word_text is not None else text
     if query_text is None:
         raise click.UsageError("give a query TEXT, or a word query with --word")
+    if by_sense:
+        with senseindex.open_index(index_dir, model=model, backend=backend) as index:
+            word_senses, query_sense, groups = index.search_word_by_sense(query_text, target=target, k=k)
+        _print_groups(word_senses, query_sense, groups, as_json)
+        return
     with senseindex.open_index(index_dir, model=model, backend=backend) as index:
         if documents and not is_word_query:
             hits: list[Any] = index.search_documents(query_text, k=k, scoring=scoring)
@@ -434,6 +450,39 @@ def query_command(
         click.echo("No matches.")
     for rank, hit in enumerate(hits, start=1):
         click.echo(_format_hit(rank, hit))
+
+
+def _print_groups(
+    word_senses: senseindex.WordSenses, query_sense: int, groups: list[senseindex.SenseGroup], as_json: bool
+) -> None:
+    if as_json:
+        summary = word_senses.to_dict(assignments=False)
+        click.echo(
+            json.dumps(
+                {"senses": summary, "query_sense": query_sense, "groups": [g.to_dict() for g in groups]},
+                ensure_ascii=False,
+            )
+        )
+        return
+    senses = {sense.number: sense for sense in word_senses.senses}
+    count = len(word_senses.senses)
+    click.echo(
+        f"'{word_senses.word}': {count} induced sense{'s' if count != 1 else ''} in "
+        f"{word_senses.occurrences:,} occurrences; the query is nearest sense {query_sense} "
+        f"({senses[query_sense].label()})"
+    )
+    rank = 0
+    for group in groups:
+        sense = senses.get(group.sense)
+        title = (
+            f"sense {group.sense}: {sense.label()} ({sense.size:,} occurrences)"
+            if sense
+            else "not yet grouped"
+        )
+        click.echo(f"\n{click.style(title, bold=True)}")
+        for hit in group.hits:
+            rank += 1
+            click.echo(_format_hit(rank, hit))
 
 
 def _format_hit(rank: int, hit: Any) -> str:
@@ -481,6 +530,101 @@ def info_command(index_dir: str, as_json: bool) -> None:
     for shard in info["vector_files"]:
         size = "missing" if shard["bytes"] is None else f"{shard['bytes']:,} bytes"
         click.echo(f"vector file {shard['file']}: {shard['count']:,} vectors, {shard['index_type']}, {size}")
+
+
+@main.command("senses")
+@click.argument("word")
+@INDEX_OPTION
+@click.option("--senses", "forced", type=click.IntRange(1, 50), default=None, help="Force this many senses.")
+@click.option(
+    "--examples",
+    type=click.IntRange(0, 50),
+    default=5,
+    show_default=True,
+    help="Typical occurrences per sense.",
+)
+@click.option(
+    "--related", type=click.IntRange(0, 50), default=8, show_default=True, help="Other words per sense."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also draw a map of the occurrences coloured by sense: FILE.png, .svg, .pdf or .html.",
+)
+@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@BACKEND_OPTION
+@JSON_OPTION
+@_one_line_errors
+def senses_command(
+    word: str,
+    index_dir: str,
+    forced: int | None,
+    examples: int,
+    related: int,
+    plot: str | None,
+    model: str | None,
+    backend: str,
+    as_json: bool,
+) -> None:
+    """Show the senses WORD is used in across the index, induced from its contextual vectors.
+
+    Every occurrence of the word (any form of its lemma) is clustered; the number of senses is
+    chosen from the data (2 to 8 by silhouette, against a featureless cloud; one sense when no
+    split stands out) unless --senses forces it. Each sense is shown with its size, its most typical
+    occurrences, and the other words used most like it.
+
+    \b
+    Example:
+      senseindex senses bank --index sample.idx
+      senseindex senses crane --index sample.idx --plot crane.png
+      senseindex senses bank --senses 3 --json --index sample.idx
+    """
+    if plot:
+        senseindex.check_plot_path(plot)  # before the work, not after
+    with senseindex.open_index(index_dir, model=model, backend=backend) as index:
+        word_senses = index.induce_senses(word, senses=forced, typical=examples, related_words=related)
+    if plot:
+        senseindex.plot_senses(word_senses, plot)
+    if as_json:
+        click.echo(json.dumps(word_senses.to_dict(), ensure_ascii=False))
+        return
+    count = len(word_senses.senses)
+    if word_senses.chosen_by == "silhouette":
+        how = _silhouette_reason(word_senses)
+    else:
+        how = {"forced": "as asked", "no spread": "all its vectors are the same"}.get(
+            word_senses.chosen_by, "too few occurrences to split"
+        )
+    sampled = (
+        f", clustered on a sample of {word_senses.clustered:,}"
+        if word_senses.clustered < word_senses.occurrences
+        else ""
+    )
+    click.echo(
+        f"'{word_senses.word}' (lemma {word_senses.lemma}): {word_senses.occurrences:,} occurrences"
+        f"{sampled}, {count} sense{'s' if count != 1 else ''} ({how})"
+    )
+    for sense in word_senses.senses:
+        click.echo(
+            f"\n{click.style(f'Sense {sense.number}: {sense.label()}', bold=True)}  "
+            f"{sense.size:,} occurrences ({sense.share:.0%})"
+        )
+        if sense.related_words:
+            click.echo("  other words used this way: " + ", ".join(hit.lemma for hit in sense.related_words))
+        for hit in sense.typical:
+            click.echo(f"  {hit.score:.3f}  {hit.doc_id}  {_highlight(hit, 60)}")
+    if plot:
+        click.echo(f"\nMap written to {plot}")
+
+
+def _silhouette_reason(word_senses: senseindex.WordSenses) -> str:
+    best = max(word_senses.silhouettes, key=lambda k: word_senses.silhouettes[k])
+    cloud = word_senses.baseline_silhouettes.get(best)
+    return (
+        f"best split into {best}: silhouette {word_senses.silhouettes[best]:.3f}, "
+        f"a featureless cloud {cloud:.3f}"
+    )
 
 
 _DEFAULT_LIMITS = ServiceLimits()
@@ -557,8 +701,8 @@ def serve_command(
     """Serve an index over HTTP: JSON search, embedding and document endpoints.
 
     Loads the model and the index once, then answers until Ctrl+C. Endpoints: POST /search/sentences,
-    /search/words, /search/documents, /embed, /documents; DELETE /documents/ID; GET /health, /info,
-    /openapi.json. Errors are JSON with a status and a message.
+    /search/words, /search/documents, /embed, /documents; DELETE /documents/ID; GET /senses/WORD,
+    /health, /info, /openapi.json. Errors are JSON with a status and a message.
 
     \b
     Example:

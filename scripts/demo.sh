@@ -21,5 +21,8 @@ echo
 echo '$ senseindex query "a family day out at the zoo" --documents --index sample.idx -k 3'
 senseindex query "a family day out at the zoo" --documents --index sample.idx -k 3
 echo
+echo '$ senseindex senses apple --index sample.idx --examples 2 --plot apple-senses.png'
+senseindex senses apple --index sample.idx --examples 2 --plot apple-senses.png
+echo
 echo '$ senseindex check --index sample.idx'
 senseindex check --index sample.idx

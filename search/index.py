@@ -27,6 +27,14 @@ from indexer.stopwords import is_stopword
 from indexer.storage import IndexStore
 from indexer.text import Span, lemmatize, split_text, split_words
 from search.hits import DocumentHit, EmbeddedSentence, EmbeddedWord, LemmaHit, SentenceHit, WordHit
+from search.senses import (
+    MAX_FORCED_SENSES,
+    Clustering,
+    InducedSense,
+    SenseGroup,
+    WordSenses,
+    cluster_senses,
+)
 
 _MARKED_TARGET = re.compile(r"\[([^\[\]]*)\]")
 MAX_K = 10_000
@@ -184,6 +192,7 @@ class SenseIndex:
         # what the encoder was checked against when the index was opened
         self._encoder_settings = {key: store.settings.get(key) for key in ENCODER_SETTINGS}
         self._replaced: str | None = None
+        self._generation = 0  # counts refreshes: work done between two holds of the lock checks it
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -246,6 +255,7 @@ class SenseIndex:
 
     def _refresh(self) -> None:
         with self._lock:
+            self._generation += 1
             self._store.refresh()
             self._store.open_vectors()
             self._sentence_splitting = str(self._store.settings.get("sentence_splitting", "auto"))
@@ -787,6 +797,161 @@ class SenseIndex:
             LemmaHit(lemma=lemma, score=hit.score, occurrences=len(hits), best=hit)
             for (lemma, hits), hit in zip(ranked, best, strict=True)
         ]
+
+    # ---------------------------------------------------------------------------------------- senses
+
+    def induce_senses(
+        self, word: str, senses: int | None = None, typical: int = 5, related_words: int = 8
+    ) -> WordSenses:
+        """The senses a word is used in across the index, induced from its occurrences' vectors.
+
+        Every occurrence of the word's lemma is clustered (see :mod:`search.senses`); each sense is
+        named by its most typical occurrences and by the other words nearest to its centre.
+
+        Args:
+            word: one word (every form of its lemma counts).
+            senses: force this many senses instead of choosing (1 to the number of occurrences).
+            typical: occurrences shown per sense.
+            related_words: other words listed per sense.
+
+        Returns:
+            The senses, most frequent first, with each occurrence's sense and a 2-D map.
+
+        Raises:
+            QueryError: not one word, a word the index does not hold, or a bad number.
+        """
+        form = word.strip() if isinstance(word, str) else ""
+        found = split_words(form, Span(0, len(form)))
+        if len(found) != 1 or found[0].form != form:
+            raise QueryError(f"give one word, not {word!r}")
+        for name, value, least in (
+            ("senses", senses, 1),
+            ("typical", typical, 0),
+            ("related_words", related_words, 0),
+        ):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise QueryError(f"{name} must be a whole number of at least {least}, not {value!r}")
+        if senses is not None and senses > MAX_FORCED_SENSES:
+            raise QueryError(f"senses must be at most {MAX_FORCED_SENSES}, not {senses}")
+        lemma = lemmatize(form)
+        for _ in range(3):  # again if the index moved while the occurrences were clustered
+            with self._lock:
+                self._check_current()
+                generation = self._generation
+                ids, _ = self._store.word_ids_for_lemma(lemma)
+                if not len(ids):
+                    raise QueryError(f"{form!r} does not occur in the index")
+                if senses is not None and senses > len(ids):
+                    raise QueryError(f"{form!r} occurs {len(ids)} times: it cannot have {senses} senses")
+                vectors = self._store.word_vectors(ids)
+            # the clustering needs no index: other queries go on meanwhile
+            clustering = cluster_senses(vectors, senses)
+            with self._lock:
+                if self._generation == generation:
+                    return self._name_senses(form, lemma, ids, vectors, clustering, typical, related_words)
+        raise QueryError(f"the index kept changing while the senses of {form!r} were induced; try again")
+
+    def _name_senses(
+        self,
+        form: str,
+        lemma: str,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        clustering: Clustering,
+        typical: int,
+        related_words: int,
+    ) -> WordSenses:
+        """The induced senses with their typical occurrences and related words (under the lock)."""
+        related = self._distinct_related_words(clustering.centres, lemma, related_words)
+        induced = []
+        for number, centre in enumerate(clustering.centres, start=1):
+            members = np.flatnonzero(clustering.labels == number - 1)
+            closeness = vectors[members] @ centre
+            order = np.argsort(-closeness, kind="stable")[:typical]
+            induced.append(
+                InducedSense(
+                    number=number,
+                    size=len(members),
+                    share=round(len(members) / len(ids), 4),
+                    typical=tuple(self._word_hits(ids[members[order]], closeness[order])) if typical else (),
+                    related_words=tuple(related[number - 1]),
+                    centre=centre,
+                )
+            )
+        return WordSenses(
+            word=form,
+            lemma=lemma,
+            occurrences=len(ids),
+            clustered=clustering.clustered,
+            chosen_by=clustering.chosen_by,
+            silhouettes=clustering.silhouettes,
+            baseline_silhouettes=clustering.baseline_silhouettes,
+            senses=tuple(induced),
+            occurrence_ids=ids,
+            assignments=clustering.labels + 1,
+            coordinates=clustering.coordinates,
+        )
+
+    def _distinct_related_words(
+        self, centres: np.ndarray, own_lemma: str, count: int
+    ) -> list[list[LemmaHit]]:
+        """Per sense centre, the other words nearest to it, each word kept only under the sense it is
+        nearest to (so the senses' lists tell them apart)."""
+        if not count:
+            return [[] for _ in centres]
+        candidates = [self._rank_other_lemmas(centre, own_lemma, 3 * count) for centre in centres]
+        best_sense: dict[str, tuple[float, int]] = {}
+        for number, hits in enumerate(candidates):
+            for hit in hits:
+                if hit.lemma not in best_sense or hit.score > best_sense[hit.lemma][0]:
+                    best_sense[hit.lemma] = (hit.score, number)
+        return [
+            [hit for hit in hits if best_sense[hit.lemma][1] == number][:count]
+            for number, hits in enumerate(candidates)
+        ]
+
+    def search_word_by_sense(
+        self,
+        text: str,
+        target: str | None = None,
+        k: int = 10,
+        span: tuple[int, int] | None = None,
+        senses: int | None = None,
+    ) -> tuple[WordSenses, int, list[SenseGroup]]:
+        """:meth:`search_word`, its hits grouped under the word's induced senses.
+
+        Args:
+            text: the query sentence, the target in [brackets] unless ``target`` or ``span`` is given.
+            target: the target word in a plain sentence.
+            k: number of hits, over all groups.
+            span: ``(start, end)`` of the target in a plain sentence.
+            senses: force this many induced senses.
+
+        Returns:
+            ``(senses, query_sense, groups)``: the word's senses, the sense of the query's nearest
+            occurrence (the best hit), and one group per sense that holds hits (the query's sense
+            first, then by best hit).
+
+        Raises:
+            QueryError: a malformed query or a bad number.
+        """
+        query = parse_word_query(text, target, span)
+        with self._lock:  # the hits and the senses from one state of the index
+            hits = self._search_parsed_words([query], k, exact_form=False)[0]
+            word_senses = self.induce_senses(query.form, senses, typical=0)
+        sense_of = dict(
+            zip(word_senses.occurrence_ids.tolist(), word_senses.assignments.tolist(), strict=True)
+        )
+        query_sense = sense_of.get(hits[0].word_id, 1) if hits else 1
+        grouped: dict[int, list[WordHit]] = {}
+        for hit in hits:
+            grouped.setdefault(sense_of.get(hit.word_id, 0), []).append(hit)
+        order = sorted(grouped, key=lambda number: (number != query_sense, -grouped[number][0].score))
+        return (
+            word_senses,
+            query_sense,
+            [SenseGroup(number, tuple(grouped[number])) for number in order],
+        )
 
     def _word_hits(self, ids: np.ndarray, scores: np.ndarray) -> list[WordHit]:
         rows = self._store.word_rows(ids)

@@ -120,3 +120,76 @@ def macro_f1(gold: Sequence[Hashable], predicted: Sequence[Hashable]) -> float:
         recall = true_positive / gold_count if gold_count else 0.0
         scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return sum(scores) / len(scores)
+
+
+def _contingency(gold: Sequence[Hashable], predicted: Sequence[Hashable]) -> np.ndarray:
+    """Counts of (gold class, predicted cluster) pairs: ``(classes, clusters)`` float64."""
+    if len(gold) != len(predicted):
+        raise ValueError("gold and predicted differ in length")
+    classes = {label: i for i, label in enumerate(dict.fromkeys(gold))}
+    clusters = {label: i for i, label in enumerate(dict.fromkeys(predicted))}
+    table = np.zeros((len(classes), len(clusters)), dtype=np.float64)
+    for g, p in zip(gold, predicted, strict=True):
+        table[classes[g], clusters[p]] += 1
+    return table
+
+
+def adjusted_rand_index(gold: Sequence[Hashable], predicted: Sequence[Hashable]) -> float:
+    """Agreement of a clustering with gold classes, corrected for chance (Hubert and Arabie).
+
+    Args:
+        gold: true class of each item.
+        predicted: cluster of each item, same length.
+
+    Returns:
+        1 for the same partition, about 0 for a random one (can be negative); 1 when both put
+        everything in one group, 0 when only one of them does.
+    """
+    table = _contingency(gold, predicted)
+    n = table.sum()
+    if n < 2:
+        return 1.0
+
+    def pairs(counts: np.ndarray) -> float:
+        return float((counts * (counts - 1) / 2).sum())
+
+    together = pairs(table)
+    gold_pairs, predicted_pairs = pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    expected = gold_pairs * predicted_pairs / (n * (n - 1) / 2)
+    maximum = (gold_pairs + predicted_pairs) / 2
+    if maximum == expected:  # one side is a single group (or all singletons)
+        return 1.0 if gold_pairs == predicted_pairs else 0.0
+    return (together - expected) / (maximum - expected)
+
+
+def v_measure(gold: Sequence[Hashable], predicted: Sequence[Hashable]) -> tuple[float, float, float]:
+    """Homogeneity, completeness and their harmonic mean, the V-measure (Rosenberg and Hirschberg).
+
+    Args:
+        gold: true class of each item.
+        predicted: cluster of each item, same length.
+
+    Returns:
+        ``(homogeneity, completeness, v_measure)``, each in [0, 1]. One cluster for all is perfectly
+        complete and not homogeneous at all (V = 0 when gold has several classes).
+    """
+    table = _contingency(gold, predicted)
+    n = table.sum()
+    if n == 0:
+        return 1.0, 1.0, 1.0
+
+    def entropy(counts: np.ndarray) -> float:
+        p = counts[counts > 0] / n
+        return float(-(p * np.log(p)).sum())
+
+    nonzero = table > 0
+    joint = table[nonzero] / n
+    class_given_cluster = table / np.maximum(table.sum(axis=0, keepdims=True), 1)
+    cluster_given_class = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
+    h_class_given_cluster = float(-(joint * np.log(class_given_cluster[nonzero])).sum())
+    h_cluster_given_class = float(-(joint * np.log(cluster_given_class[nonzero])).sum())
+    h_class, h_cluster = entropy(table.sum(axis=1)), entropy(table.sum(axis=0))
+    homogeneity = 1.0 if h_class == 0 else 1.0 - h_class_given_cluster / h_class
+    completeness = 1.0 if h_cluster == 0 else 1.0 - h_cluster_given_class / h_cluster
+    total = homogeneity + completeness
+    return homogeneity, completeness, (2 * homogeneity * completeness / total if total else 0.0)

@@ -57,6 +57,8 @@ from search import (
     parse_word_query,
 )
 from search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
+from search.plots import check_plot_path, plot_senses
+from search.senses import InducedSense, SenseGroup, WordSenses
 
 __all__ = [
     "BACKENDS",
@@ -81,11 +83,13 @@ __all__ = [
     "IndexCorrupted",
     "IndexExists",
     "IndexNotFound",
+    "InducedSense",
     "LemmaHit",
     "ModelLoadError",
     "ModelMismatch",
     "QueryError",
     "SchemaMismatch",
+    "SenseGroup",
     "SenseIndex",
     "SenseIndexError",
     "SentenceHit",
@@ -94,13 +98,16 @@ __all__ = [
     "SourceError",
     "WordHit",
     "WordQuery",
+    "WordSenses",
     "__version__",
     "add_documents",
     "build_index",
     "check_index",
+    "check_plot_path",
     "delete_documents",
     "index_info",
     "open_index",
     "parse_word_query",
     "plan_changes",
+    "plot_senses",
 ]

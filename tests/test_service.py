@@ -314,10 +314,33 @@ def test_sees_documents_another_process_adds(server, served_dir, runner, tmp_pat
     assert server.client.delete("/documents/otter.txt").status_code == 200
 
 
+def test_senses_equal_python_api(server, reference):
+    reference.refresh()
+    served = server.client.get("/senses/apple").json()
+    assert served == json.loads(json.dumps(reference.induce_senses("apple").to_dict(assignments=False)))
+    assert len(served["senses"]) == 2 and "assignments" not in served
+    full = server.client.get(
+        "/senses/apple", params={"senses": 3, "examples": 1, "assignments": "true"}
+    ).json()
+    assert len(full["senses"]) == 3 and len(full["assignments"]) == full["occurrences"]
+    assert all(len(sense["typical"]) == 1 for sense in full["senses"])
+    assert "does not occur" in _error(server.client.get("/senses/zeppelin"), 400)
+    _error(server.client.get("/senses/apple", params={"senses": 0}), 400)
+    _error(server.client.get("/senses/apple", params={"examples": "many"}), 400)
+
+
 def test_openapi_lists_every_endpoint(server):
     schema = server.client.get("/openapi.json").json()
     paths = schema["paths"]
-    for path in ("/search/sentences", "/search/words", "/search/documents", "/embed", "/documents", "/info"):
+    for path in (
+        "/search/sentences",
+        "/search/words",
+        "/search/documents",
+        "/embed",
+        "/documents",
+        "/info",
+        "/senses/{word}",
+    ):
         assert path in paths
     assert "delete" in paths["/documents/{doc_id}"]
     assert schema["info"]["version"] == senseindex.__version__
@@ -340,6 +363,7 @@ def test_token_is_required_everywhere_but_health(guarded_server):
             ("POST", "/embed", {"texts": ["bank"]}),
             ("POST", "/documents", {"documents": [{"id": "x", "text": "y"}]}),
             ("DELETE", "/documents/zoo_visit.md", None),
+            ("GET", "/senses/bank", None),
         ]
         for client in (anonymous, wrong):
             for method, path, body in requests:
@@ -357,7 +381,7 @@ def test_token_is_required_everywhere_but_health(guarded_server):
             _error(client.post("/embed", json={"texts": ["a" * 50_000]}), 401)
             _error(client.get("/no/such/endpoint"), 401)
         # nothing was changed by the refused requests
-        assert guarded_server.client.get("/info").json()["counts"]["documents"] == 11
+        assert guarded_server.client.get("/info").json()["counts"]["documents"] == 13
         assert guarded_server.post("/search/sentences", {"text": "bank", "k": 1}).status_code == 200
     finally:
         anonymous.close()
@@ -412,7 +436,7 @@ def test_too_large_is_413(guarded_server):
         "/embed", content=chunks, headers={"Content-Type": "application/json"}
     )
     _error(streamed, 413)
-    assert guarded_server.client.get("/info").json()["counts"]["documents"] == 11
+    assert guarded_server.client.get("/info").json()["counts"]["documents"] == 13
 
 
 def test_unknown_document_and_route_are_404(guarded_server):

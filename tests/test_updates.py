@@ -78,7 +78,7 @@ def test_adding_unchanged_documents_changes_nothing(tmp_path, runner):
     result = runner.invoke(main, ["add", str(SAMPLE), "--index", str(tmp_path / "idx"), "-q", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    assert (summary["documents"], summary["unchanged"], summary["tokens"]) == (0, 11, 0)
+    assert (summary["documents"], summary["unchanged"], summary["tokens"]) == (0, 13, 0)
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "idx").glob("*.faiss")} == files_before
 
 
@@ -105,7 +105,7 @@ def test_a_changed_document_replaces_its_old_version(tmp_path, runner):
     )
     assert result.exit_code == 0, result.output
     assert "Replaced 1 changed documents" in result.output
-    assert "Left 10 unchanged documents" in result.output
+    assert "Left 12 unchanged documents" in result.output
     _check(tmp_path / "idx")
     senseindex.build_index([str(corpus)], tmp_path / "clean", FLOAT32)
     with (
@@ -156,7 +156,7 @@ def test_deleting_an_unknown_document_is_a_one_line_error_and_deletes_nothing(tm
     result = runner.invoke(main, ["delete", "zoo_visit.md", "nope.md", "--index", str(tmp_path / "idx")])
     assert result.exit_code == 1
     assert result.output == f"Error: no document 'nope.md' in {tmp_path / 'idx'}; nothing was deleted\n"
-    assert senseindex.index_info(tmp_path / "idx")["counts"]["documents"] == 11
+    assert senseindex.index_info(tmp_path / "idx")["counts"]["documents"] == 13
 
 
 def test_many_small_adds_end_in_compressed_shards_trained_on_their_own_vectors(tmp_path, monkeypatch):
@@ -196,7 +196,7 @@ def test_check_reports_every_kind_of_damage(tmp_path, runner):
     senseindex.build_index([str(SAMPLE)], tmp_path / "idx", FLOAT32)
     result = runner.invoke(main, ["check", "--index", str(tmp_path / "idx")])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"OK: {tmp_path / 'idx'} (11 documents, ")
+    assert result.output.startswith(f"OK: {tmp_path / 'idx'} (13 documents, ")
 
     damaged = tmp_path / "truncated"
     shutil.copytree(tmp_path / "idx", damaged)

@@ -293,6 +293,23 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
         lemma_hits = await run_query(lambda: index.search_similar_words(body.text, body.target, body.k, span))
         return {"hits": [hit.to_dict() for hit in lemma_hits]}
 
+    @app.get("/senses/{word}", dependencies=guarded, summary="The senses a word is used in (induced)")
+    async def senses(
+        word: str,
+        senses: int | None = None,
+        examples: int = 5,
+        related: int = 8,
+        assignments: bool = False,
+    ) -> dict[str, Any]:
+        check_text(word, "word")
+        if senses is not None and not 1 <= senses <= 50:
+            raise Refused(400, f"senses must be from 1 to 50, not {senses}")
+        for name, value in (("examples", examples), ("related", related)):
+            if not 0 <= value <= 50:
+                raise Refused(400, f"{name} must be from 0 to 50, not {value}")
+        found = await run_query(lambda: index.induce_senses(word, senses, examples, related))
+        return found.to_dict(assignments=assignments)
+
     @app.post("/embed", dependencies=guarded, summary="Word and sentence vectors of texts")
     async def embed(body: Embed) -> dict[str, Any]:
         check_batch(len(body.texts), "texts")
