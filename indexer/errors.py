@@ -55,5 +55,9 @@ class QueryError(SenseIndexError):
     """A query is malformed: no marked target word, target not in the sentence, bad ``k``, ..."""
 
 
+class WordNotFound(QueryError):
+    """A word asked about (for its senses, say) does not occur in the index."""
+
+
 class ServiceError(SenseIndexError):
     """The HTTP service cannot start: the address is taken, the host is unknown, the token is empty."""

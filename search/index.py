@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from indexer.encoder import Encoder, QueryBatcher, load_index_encoder
-from indexer.errors import ModelMismatch, QueryError, SourceError
+from indexer.errors import ModelMismatch, QueryError, SourceError, WordNotFound
 from indexer.pipeline import (
     ENCODER_SETTINGS,
     BuildSummary,
@@ -818,7 +818,8 @@ class SenseIndex:
             The senses, most frequent first, with each occurrence's sense and a 2-D map.
 
         Raises:
-            QueryError: not one word, a word the index does not hold, or a bad number.
+            WordNotFound: the index does not hold the word.
+            QueryError: not one word, or a bad number.
         """
         form = word.strip() if isinstance(word, str) else ""
         found = split_words(form, Span(0, len(form)))
@@ -840,7 +841,7 @@ class SenseIndex:
                 generation = self._generation
                 ids, _ = self._store.word_ids_for_lemma(lemma)
                 if not len(ids):
-                    raise QueryError(f"{form!r} does not occur in the index")
+                    raise WordNotFound(f"{form!r} does not occur in the index")
                 if senses is not None and senses > len(ids):
                     raise QueryError(f"{form!r} occurs {len(ids)} times: it cannot have {senses} senses")
                 vectors = self._store.word_vectors(ids)

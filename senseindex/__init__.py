@@ -28,6 +28,7 @@ from indexer.errors import (
     ServiceError,
     SettingsError,
     SourceError,
+    WordNotFound,
 )
 from indexer.pipeline import (
     PASSAGE_MODES,
@@ -97,6 +98,7 @@ __all__ = [
     "SettingsError",
     "SourceError",
     "WordHit",
+    "WordNotFound",
     "WordQuery",
     "WordSenses",
     "__version__",

@@ -324,7 +324,7 @@ def test_senses_equal_python_api(server, reference):
     ).json()
     assert len(full["senses"]) == 3 and len(full["assignments"]) == full["occurrences"]
     assert all(len(sense["typical"]) == 1 for sense in full["senses"])
-    assert "does not occur" in _error(server.client.get("/senses/zeppelin"), 400)
+    assert "does not occur" in _error(server.client.get("/senses/zeppelin"), 404)
     _error(server.client.get("/senses/apple", params={"senses": 0}), 400)
     _error(server.client.get("/senses/apple", params={"examples": "many"}), 400)
 
@@ -557,6 +557,7 @@ def test_error_statuses_follow_the_error_hierarchy():
     from senseindex.service import status_of
 
     assert status_of(senseindex.DocumentNotFound("x")) == 404
+    assert status_of(senseindex.WordNotFound("x")) == 404
     assert status_of(senseindex.QueryError("x")) == 400
     assert status_of(senseindex.IndexBusy("x")) == 409
     assert status_of(senseindex.IndexCorrupted("x")) == 500

@@ -33,6 +33,7 @@ from indexer.errors import (
     SenseIndexError,
     SettingsError,
     SourceError,
+    WordNotFound,
 )
 from search import SenseIndex
 from search.index import DEFAULT_DOCUMENT_SCORING
@@ -53,6 +54,7 @@ class Refused(Exception):
 
 _STATUS_OF_ERROR: list[tuple[type[SenseIndexError], int]] = [
     (DocumentNotFound, 404),
+    (WordNotFound, 404),
     (QueryError, 400),
     (SourceError, 400),
     (SettingsError, 400),
