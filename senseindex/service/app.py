@@ -258,42 +258,47 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
+    async def answer_hits(text: str, k: int, search: Callable[[], list[Any]]) -> dict[str, Any]:
+        """A search's answer: the text and k checked, the search run off the event loop."""
+        check_text(text)
+        check_k(k)
+        hits = await run_query(search)
+        return {"hits": [hit.to_dict() for hit in hits]}
+
     @app.post("/search/sentences", dependencies=guarded, summary="Sentences similar to a text")
     async def search_sentences(body: SentenceSearch) -> dict[str, Any]:
-        check_text(body.text)
-        check_k(body.k)
         filters = body.filters or SentenceFilters()
         check_batch(len(filters.doc_ids or []), "document ids in the filter")
-        hits = await run_query(
-            lambda: index.search_sentences(body.text, body.k, filters.doc_ids, filters.metadata)
+        return await answer_hits(
+            body.text,
+            body.k,
+            lambda: index.search_sentences(body.text, body.k, filters.doc_ids, filters.metadata),
         )
-        return {"hits": [hit.to_dict() for hit in hits]}
 
     @app.post("/search/documents", dependencies=guarded, summary="Documents that match a text")
     async def search_documents(body: DocumentSearch) -> dict[str, Any]:
-        check_text(body.text)
-        check_k(body.k)
-        hits = await run_query(
-            lambda: index.search_documents(body.text, body.k, body.scoring, body.passage_weight)
+        return await answer_hits(
+            body.text,
+            body.k,
+            lambda: index.search_documents(body.text, body.k, body.scoring, body.passage_weight),
         )
-        return {"hits": [hit.to_dict() for hit in hits]}
 
     @app.post("/search/words", dependencies=guarded, summary="A word's occurrences by sense, or other words")
     async def search_words(body: WordSearch) -> dict[str, Any]:
-        check_text(body.text)
-        check_k(body.k)
         if (body.start is None) != (body.end is None):
             raise Refused(400, "give both start and end of the target, or neither")
+        if body.exact_form and not body.same_word:
+            raise Refused(400, "exact_form applies to same-word searches only")
         span = (body.start, body.end) if body.start is not None and body.end is not None else None
         if body.same_word:
-            word_hits = await run_query(
-                lambda: index.search_word(body.text, body.target, body.k, body.exact_form, span)
+            return await answer_hits(
+                body.text,
+                body.k,
+                lambda: index.search_word(body.text, body.target, body.k, body.exact_form, span),
             )
-            return {"hits": [hit.to_dict() for hit in word_hits]}
-        if body.exact_form:
-            raise Refused(400, "exact_form applies to same-word searches only")
-        lemma_hits = await run_query(lambda: index.search_similar_words(body.text, body.target, body.k, span))
-        return {"hits": [hit.to_dict() for hit in lemma_hits]}
+        return await answer_hits(
+            body.text, body.k, lambda: index.search_similar_words(body.text, body.target, body.k, span)
+        )
 
     @app.get("/senses/{word}", dependencies=guarded, summary="The senses a word is used in (induced)")
     async def senses(
