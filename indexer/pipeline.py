@@ -63,11 +63,11 @@ ProgressCallback = Callable[[int, int | None], None]
 _CHUNK_CHARACTERS = 100_000
 _FIRST_CHUNK_CHARACTERS = 20_000
 PASSAGE_MODES = ("pooled", "encoded", "none")
-# A commit (at the end of a document) once this much text or time has gone by since the last one:
-# a killed build loses at most about this much work; each commit writes the shards being filled.
 # The index settings that decide what a vector means: an encoder loaded for one index fits another
 # only if they agree on all of them.
 ENCODER_SETTINGS = ("model_fingerprint", "layers", "piece_pooling", "sentence_pooling", "max_length")
+# A commit (at the end of a document) once this much text or time has gone by since the last one:
+# a killed build loses at most about this much work; each commit writes the shards being filled.
 COMMIT_CHARACTERS = 1_000_000
 COMMIT_SECONDS = 3.0
 # Settings that must match for a build to resume an unfinished index (the rest, e.g. the creation
@@ -524,13 +524,10 @@ def add_document_list(
     """
     started = time.perf_counter()
     store = IndexStore.open_for_writing(Path(index_dir))
-    changed = [key for key in ENCODER_SETTINGS if store.settings.get(key) != encoder_settings.get(key)]
-    if changed:
+    replaced = index_replaced(store.settings, encoder_settings, index_dir)
+    if replaced:
         store.close()
-        raise ModelMismatch(
-            f"the index in {index_dir} was rebuilt with another model or settings ({changed[0]}) since it "
-            "was opened; open it again (restart the server)"
-        )
+        raise ModelMismatch(replaced)
     return _write_documents(
         store,
         encoder,
@@ -540,6 +537,18 @@ def add_document_list(
         complete=False,
         resumed=False,
         commit_on_the_way=False,
+    )
+
+
+def index_replaced(stored: dict[str, Any], opened: dict[str, Any], index_dir: str | Path) -> str | None:
+    """Why an encoder loaded for an index's settings ``opened`` no longer fits the index, whose
+    settings are now ``stored`` (it was rebuilt meanwhile); None when it still fits."""
+    changed = [key for key in ENCODER_SETTINGS if stored.get(key) != opened.get(key)]
+    if not changed:
+        return None
+    return (
+        f"the index in {index_dir} was rebuilt with another model or settings ({changed[0]}) since it "
+        "was opened; open it again (restart the server)"
     )
 
 

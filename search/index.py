@@ -21,6 +21,7 @@ from indexer.pipeline import (
     DeleteSummary,
     add_document_list,
     delete_documents,
+    index_replaced,
 )
 from indexer.sources import Document
 from indexer.stopwords import is_stopword
@@ -259,17 +260,7 @@ class SenseIndex:
             self._store.refresh()
             self._store.open_vectors()
             self._sentence_splitting = str(self._store.settings.get("sentence_splitting", "auto"))
-            changed = [
-                key
-                for key in ENCODER_SETTINGS
-                if self._store.settings.get(key) != self._encoder_settings[key]
-            ]
-            self._replaced = (
-                f"the index in {self._store.folder} was rebuilt with another model or settings "
-                f"({changed[0]}) since it was opened; open it again (restart the server)"
-                if changed
-                else None
-            )
+            self._replaced = index_replaced(self._store.settings, self._encoder_settings, self._store.folder)
             self._check_current()
 
     def _check_current(self) -> None:
@@ -390,10 +381,6 @@ class SenseIndex:
             Per text, its sentences with their words, as :meth:`embed` gives them.
         """
         skip_stopwords = bool(self._store.settings.get("skip_stopwords"))
-
-        def words_of(text: str, sentence: Span) -> list[Any]:
-            return split_words(text, sentence, skip_stopwords)
-
         split = []  # per text: its sentences, and per sentence its words relative to the sentence
         for text in texts:
             sentences = split_text(text, self._sentence_splitting)
