@@ -649,9 +649,7 @@ class IndexStore:
         if not rowids:
             return counts
         for table in VECTOR_TABLES:
-            ids = sorted(
-                row[0] for row in self._select_in(f"select id from {table} where document in ({{}})", rowids)
-            )
+            ids = self.rows_of_documents(table, rowids).tolist()
             for first, last in _ranges(ids):
                 self.db.execute(
                     "insert into deleted (table_name, first_id, last_id) values (?, ?, ?)",
@@ -1019,21 +1017,18 @@ class IndexStore:
                 f"select id, metadata from documents where {where}", parameters
             ).fetchall()
         else:
-            found = []
-            unique = list(dict.fromkeys(doc_ids))
-            for start in range(0, len(unique), 500):
-                chunk = unique[start : start + 500]
-                found += self.db.execute(
-                    f"select id, metadata from documents where doc_id in ({','.join('?' * len(chunk))}) "
-                    f"and {where}",
-                    [*chunk, *parameters],
-                ).fetchall()
+            found = self._select_in(
+                f"select id, metadata from documents where doc_id in ({{}}) and {where}",
+                dict.fromkeys(doc_ids),
+                kind=str,
+                after=parameters,
+            )
         return [{"id": row[0], "metadata": json.loads(row[1] or "{}")} for row in found]
 
     @_reading
     def rows_of_documents(self, table: str, documents: Sequence[int]) -> np.ndarray:
-        """Rowids (int64, in order) of the sentences or passages of some documents."""
-        if table not in ("sentences", "passages"):
+        """Rowids (int64, in order) of the sentences, words or passages of some documents."""
+        if table not in VECTOR_TABLES:
             raise ValueError(table)
         pairs = self._select_in(f"select id from {table} where document in ({{}})", documents)
         return np.asarray(sorted(p[0] for p in pairs), dtype=np.int64)
@@ -1098,16 +1093,22 @@ class IndexStore:
         return result
 
     def _select_in(
-        self, sql: str, values: Iterable[int | str], as_dicts: bool = False, kind: type = int
+        self,
+        sql: str,
+        values: Iterable[int | str],
+        as_dicts: bool = False,
+        kind: type = int,
+        after: Sequence[Any] = (),
     ) -> list[Any]:
         """Run ``sql`` (with ``{}`` where the ``in (...)`` placeholders go) over many values (rowids,
         or document ids with ``kind=str``), in chunks that stay under SQLite's bound-parameter limit;
-        rows as tuples or dicts."""
+        ``after`` binds the placeholders that follow the list. Rows as tuples or dicts."""
         value_list = [kind(v) for v in values]
+        size = max(1, 900 - len(after))
         rows: list[Any] = []
-        for start in range(0, len(value_list), 900):
-            chunk = value_list[start : start + 900]
-            cursor = self.db.execute(sql.format(",".join("?" * len(chunk))), chunk)
+        for start in range(0, len(value_list), size):
+            chunk = value_list[start : start + size]
+            cursor = self.db.execute(sql.format(",".join("?" * len(chunk))), [*chunk, *after])
             if as_dicts:
                 names = [d[0] for d in cursor.description]
                 rows += [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
