@@ -308,9 +308,7 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
         related: int = 8,
         assignments: bool = False,
     ) -> dict[str, Any]:
-        check_text(word, "word")
-        if senses is not None and not 1 <= senses <= 50:
-            raise Refused(400, f"senses must be from 1 to 50, not {senses}")
+        check_text(word, "word")  # the number of senses is checked by induce_senses (400 as well)
         for name, value in (("examples", examples), ("related", related)):
             if not 0 <= value <= 50:
                 raise Refused(400, f"{name} must be from 0 to 50, not {value}")
