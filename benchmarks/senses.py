@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import senseindex  # noqa: E402
-from search.metrics import adjusted_rand_index, v_measure  # noqa: E402
+from senseindex.search.metrics import adjusted_rand_index, v_measure  # noqa: E402
 
 WSD_WORDS = (
     "apple arm bank bass bow chair club crane deck digit hood java mole pitcher pound seal spring square "

@@ -82,7 +82,17 @@ def request_plan(count: int, offset: int) -> list[tuple[str, dict]]:
 
 class Server:
     def __init__(self, index_dir: Path, backend: str, *options: str) -> None:
-        command = [sys.executable, "-m", "cli", "serve", "--index", str(index_dir), "--port", "0", "--quiet"]
+        command = [
+            sys.executable,
+            "-m",
+            "senseindex.cli",
+            "serve",
+            "--index",
+            str(index_dir),
+            "--port",
+            "0",
+            "--quiet",
+        ]
         self.process = subprocess.Popen(
             [*command, "--backend", backend, *options],
             cwd=ROOT,

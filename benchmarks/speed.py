@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import senseindex  # noqa: E402
-from indexer.encoder import EncoderSettings, load_encoder  # noqa: E402
-from indexer.text import split_text  # noqa: E402
+from senseindex.indexer.encoder import EncoderSettings, load_encoder  # noqa: E402
+from senseindex.indexer.text import split_text  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -86,7 +86,7 @@ def build_in_fresh_process(
     command = [
         sys.executable,
         "-c",
-        _REPORT_PEAK + "import sys; from cli import main; sys.exit(main())",
+        _REPORT_PEAK + "import sys; from senseindex.cli import main; sys.exit(main())",
         "build-index",
         str(source),
         "--index",
@@ -128,8 +128,8 @@ def recall_of_index_types(
 ) -> list[list[str]]:
     """Build every index type from the exact vectors with the library's shard writer; recall@10 against
     exact search, bytes per vector, build seconds."""
-    from indexer.storage import IndexStore
-    from indexer.storage.vectors import ShardSet, ShardWriter
+    from senseindex.indexer.storage import IndexStore
+    from senseindex.indexer.storage.vectors import ShardSet, ShardWriter
 
     store = IndexStore.open(exact_dir)
     rows = []
@@ -175,7 +175,7 @@ def recall_of_index_types(
 
 def latency_rows(index_dir: Path, sentences: list[str], count: int) -> tuple[list[list[str]], dict]:
     """Query latency on an index, and the query vectors the recall section reuses."""
-    from search.index import parse_word_query
+    from senseindex.search.index import parse_word_query
 
     rng = random.Random(0)
     rows = []

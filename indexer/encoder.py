@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import transformers
 
-from indexer.errors import IndexCorrupted, ModelLoadError, ModelMismatch, SettingsError
+from senseindex.errors import IndexCorrupted, ModelLoadError, ModelMismatch, SettingsError
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()

@@ -27,16 +27,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from indexer import __version__
-from indexer.encoder import (
-    DEFAULT_MODEL,
-    Encoder,
-    EncoderSettings,
-    PreparedBatch,
-    load_encoder,
-    load_index_encoder,
-)
-from indexer.errors import (
+from senseindex._version import __version__
+from senseindex.errors import (
     DocumentNotFound,
     IndexExists,
     ModelMismatch,
@@ -44,8 +36,16 @@ from indexer.errors import (
     SettingsError,
     SourceError,
 )
-from indexer.sources import STDIN, Document, SourceScan, read_documents, scan_sources
-from indexer.storage import (
+from senseindex.indexer.encoder import (
+    DEFAULT_MODEL,
+    Encoder,
+    EncoderSettings,
+    PreparedBatch,
+    load_encoder,
+    load_index_encoder,
+)
+from senseindex.indexer.sources import STDIN, Document, SourceScan, read_documents, scan_sources
+from senseindex.indexer.storage import (
     AUTO_INDEX_TYPE,
     STATUS_BUILDING,
     VECTOR_TABLES,
@@ -53,7 +53,7 @@ from indexer.storage import (
     check_index_type,
     read_index_status,
 )
-from indexer.text import check_sentence_mode, split_text, split_words
+from senseindex.indexer.text import check_sentence_mode, split_text, split_words
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called as ``progress(bytes_done, bytes_total)``; ``bytes_total`` is None when reading stdin."""
@@ -509,7 +509,7 @@ def add_document_list(
     Args:
         documents: the documents, with unique ids.
         index_dir: the index folder.
-        encoder: the index's encoder (from :func:`~indexer.encoder.load_index_encoder`).
+        encoder: the index's encoder (from :func:`~senseindex.indexer.encoder.load_index_encoder`).
         encoder_settings: the index settings the encoder was loaded for (:data:`ENCODER_SETTINGS`);
             an index rebuilt since with other ones is refused.
         progress: called after each stored chunk with characters done and in total.

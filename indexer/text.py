@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import regex
 import simplemma
 
-from indexer.errors import SettingsError
-from indexer.stopwords import is_stopword
+from senseindex.errors import SettingsError
+from senseindex.indexer.stopwords import is_stopword
 
 # A word is a number with its decimal/thousands separators ("3.5", "1,000") or a run of letters and
 # digits (with their combining marks: decomposed accents, Indic vowel signs) with inner apostrophes kept

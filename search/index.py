@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from indexer.encoder import Encoder, QueryBatcher, load_index_encoder
-from indexer.errors import ModelMismatch, QueryError, SourceError, WordNotFound
-from indexer.pipeline import (
+from senseindex.errors import ModelMismatch, QueryError, SourceError, WordNotFound
+from senseindex.indexer.encoder import Encoder, QueryBatcher, load_index_encoder
+from senseindex.indexer.pipeline import (
     ENCODER_SETTINGS,
     BuildSummary,
     DeleteSummary,
@@ -23,12 +23,12 @@ from indexer.pipeline import (
     delete_documents,
     index_replaced,
 )
-from indexer.sources import Document
-from indexer.stopwords import is_stopword
-from indexer.storage import IndexStore
-from indexer.text import Span, lemmatize, split_text, split_words
-from search.hits import DocumentHit, EmbeddedSentence, EmbeddedWord, LemmaHit, SentenceHit, WordHit
-from search.senses import (
+from senseindex.indexer.sources import Document
+from senseindex.indexer.stopwords import is_stopword
+from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.text import Span, lemmatize, split_text, split_words
+from senseindex.search.hits import DocumentHit, EmbeddedSentence, EmbeddedWord, LemmaHit, SentenceHit, WordHit
+from senseindex.search.senses import (
     MAX_FORCED_SENSES,
     Clustering,
     InducedSense,
@@ -176,7 +176,7 @@ class SenseIndex:
     index, whatever the caller's defaults.
 
     An opened index is safe to use from many threads at once: the query texts of concurrent calls
-    share forward passes (see :class:`~indexer.encoder.QueryBatcher`), and each query reads one
+    share forward passes (see :class:`~senseindex.indexer.encoder.QueryBatcher`), and each query reads one
     consistent state of the index. Writes through :meth:`add_documents` and :meth:`delete_documents`
     run one at a time, and queries move to their result only once a write is complete.
     """
@@ -273,7 +273,7 @@ class SenseIndex:
         queries made meanwhile on other threads wait for this thread to embed them (batched).
 
         For servers that answer on worker threads: give the model the main thread (see
-        :meth:`~indexer.encoder.QueryBatcher.serve`). Writes keep running on their own thread.
+        :meth:`~senseindex.indexer.encoder.QueryBatcher.serve`). Writes keep running on their own thread.
 
         Args:
             stop: ends the loop once set.
@@ -308,7 +308,7 @@ class SenseIndex:
         A document stored with the same text and metadata is left alone (as ``senseindex add``).
 
         Args:
-            documents: :class:`~indexer.sources.Document` objects or mappings ``{"id", "text",
+            documents: :class:`~senseindex.indexer.sources.Document` objects or mappings ``{"id", "text",
                 "metadata"?}``; ids must be unique.
             progress: called after each stored chunk with characters done and in total.
 
@@ -792,8 +792,8 @@ class SenseIndex:
     ) -> WordSenses:
         """The senses a word is used in across the index, induced from its occurrences' vectors.
 
-        Every occurrence of the word's lemma is clustered (see :mod:`search.senses`); each sense is
-        named by its most typical occurrences and by the other words nearest to its centre.
+        Every occurrence of the word's lemma is clustered (see :mod:`~senseindex.search.senses`); each
+        sense is named by its most typical occurrences and by the other words nearest to its centre.
 
         Args:
             word: one word (every form of its lemma counts).

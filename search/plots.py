@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from indexer.errors import QueryError
-from search.senses import WordSenses
+from senseindex.errors import QueryError
+from senseindex.extras import import_extra
+from senseindex.search.senses import WordSenses
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".html")
 _COLOURS = ("#1b73b3", "#e07b00", "#2a9d4b", "#c8313b", "#7d56b3", "#8c5a48", "#d45fb0", "#6f6f6f")
@@ -67,7 +68,7 @@ def check_plot_path(path: str | Path) -> Path:
 def _draw(word_senses: WordSenses, labelled: int) -> Any:
     # A bare Figure, not pyplot: drawing to a file must not switch the program's own plotting
     # backend (a notebook keeps showing its figures).
-    from matplotlib.figure import Figure
+    Figure = import_extra("matplotlib.figure", "plot").Figure  # noqa: N806 (a class)
 
     figure = Figure(figsize=(9, 6.5))
     axes = figure.subplots()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from search.hits import LemmaHit, WordHit
+from senseindex.search.hits import LemmaHit, WordHit
 
 MAX_SENSES = 8
 MAX_FORCED_SENSES = 50

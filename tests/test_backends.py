@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import senseindex
-from cli import main
-from indexer.encoder import (
+from senseindex.cli import main
+from senseindex.indexer.encoder import (
     Encoder,
     EncoderSettings,
     has_bfloat16_matrix_instructions,

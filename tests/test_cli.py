@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from senseindex.cli import main
 
 
 @pytest.fixture()

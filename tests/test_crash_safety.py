@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 import senseindex
-from cli import main
+from senseindex.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 # float32 is the slower backend: the build takes several seconds, so kills land inside it
-COMMAND = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())"]
+COMMAND = [sys.executable, "-c", "import sys; from senseindex.cli import main; sys.exit(main())"]
 
 
 def _sentence_pool() -> list[str]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import senseindex
-from indexer.encoder import EncoderSettings, load_encoder, resolve_model_path
+from senseindex.indexer.encoder import EncoderSettings, load_encoder, resolve_model_path
 
 SENTENCES = [
     "I sat on the bank of the river.",
@@ -16,7 +16,7 @@ SENTENCES = [
 
 
 def _spans(text):
-    from indexer.text import Span, split_words
+    from senseindex.indexer.text import Span, split_words
 
     return [(w.start, w.end) for w in split_words(text, Span(0, len(text)))]
 
@@ -93,7 +93,7 @@ def test_the_long_sentence_of_the_corpus_has_every_word_indexed(sample_index, sa
     text = sample_documents["market_day.txt"]
     longest = max((s for s in sample_index.embed(text)), key=lambda s: len(s.words))
     assert len(longest.words) > 300
-    from indexer.text import Span, split_words
+    from senseindex.indexer.text import Span, split_words
 
     assert len(longest.words) == len(split_words(longest.text, Span(0, len(longest.text))))
     hits = sample_index.search_sentences(longest.text, k=1)
@@ -112,7 +112,7 @@ def test_bad_settings_are_refused():
 
 @pytest.mark.parametrize("layers", ["last", "mean-last-4", "concat-last-4", "layer-2", "mean-all"])
 def test_one_pass_over_all_layers_equals_each_strategy(layers):
-    from indexer.encoder import combine_layers
+    from senseindex.indexer.encoder import combine_layers
 
     spans = [_spans(s) for s in SENTENCES]
     stack, aligned = load_encoder(EncoderSettings()).encode_word_layers(SENTENCES, spans)

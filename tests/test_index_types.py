@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import senseindex
-from cli import main
-from indexer.storage import vectors
+from senseindex.cli import main
+from senseindex.indexer.storage import vectors
 
 SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")
 

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from search.metrics import macro_f1, ndcg_at_k, precision_at_k, rank_with_ties, recall_at_k, spearman
+from senseindex.search.metrics import (
+    macro_f1,
+    ndcg_at_k,
+    precision_at_k,
+    rank_with_ties,
+    recall_at_k,
+    spearman,
+)
 
 
 def test_ndcg_by_hand():

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 import senseindex
-from cli import main
-from indexer.encoder import resolve_model_path
+from senseindex.cli import main
+from senseindex.indexer.encoder import resolve_model_path
 
 
 @pytest.fixture(scope="module")

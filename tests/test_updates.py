@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import senseindex
-from cli import main
-from indexer.storage import IndexStore, vectors
+from senseindex.cli import main
+from senseindex.indexer.storage import IndexStore, vectors
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 FLOAT32 = senseindex.EncoderSettings(backend="torch")  # comparable with the float32 sample index
@@ -164,7 +164,7 @@ def test_many_small_adds_end_in_compressed_shards_trained_on_their_own_vectors(t
     then merged into SQ8 shards trained on them, and searches stay close to exact."""
     monkeypatch.setattr(vectors, "EXACT_LIMIT", 1_500)
     monkeypatch.setattr(vectors, "TRAINING_VECTORS", 1_500)
-    monkeypatch.setattr("indexer.storage.EXACT_LIMIT", 1_500)
+    monkeypatch.setattr("senseindex.indexer.storage.EXACT_LIMIT", 1_500)
     names = sorted(p.name for p in SAMPLE.iterdir())
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -2,7 +2,7 @@
 
 This package is the only part of senseindex that touches SQLite and FAISS. A vector's FAISS position is
 always tied to the SQLite rowid of the row it belongs to (``sentences.id``, ``words.id`` or
-``passages.id``) through the ``shards`` table: see :mod:`indexer.storage.vectors`.
+``passages.id``) through the ``shards`` table: see :mod:`~senseindex.indexer.storage.vectors`.
 
 Folder layout (see the README, "On-disk index format")::
 
@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import numpy as np
 import sqlite_utils
 
-from indexer.errors import (
+from senseindex.errors import (
     IndexBusy,
     IndexCorrupted,
     IndexExists,
@@ -45,7 +45,7 @@ from indexer.errors import (
     SchemaMismatch,
     SenseIndexError,
 )
-from indexer.storage.vectors import (
+from senseindex.indexer.storage.vectors import (
     AUTO_COMPRESSED_TYPE,
     AUTO_INDEX_TYPE,
     EXACT_LIMIT,

@@ -35,7 +35,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexer.errors import IndexCorrupted, SettingsError
+from senseindex.errors import IndexCorrupted, SettingsError
 
 AUTO_INDEX_TYPE = "auto"
 FLAT_INDEX_TYPE = "flat"

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from indexer.errors import ServiceError
-from search import SenseIndex, open_index
+from senseindex.errors import ServiceError
+from senseindex.extras import import_extra
+from senseindex.search import SenseIndex, open_index
 from senseindex.service.limits import API_VERSION, ServiceLimits
 
 __all__ = ["API_VERSION", "ServiceError", "ServiceLimits", "create_app", "serve_index", "status_of"]
@@ -20,6 +21,7 @@ __all__ = ["API_VERSION", "ServiceError", "ServiceLimits", "create_app", "serve_
 def __getattr__(name: str) -> Any:
     # the web stack loads only when asked for: other commands start faster without it
     if name in ("create_app", "status_of"):
+        import_extra("fastapi", "serve")
         from senseindex.service import app
 
         return getattr(app, name)
@@ -57,10 +59,11 @@ def serve_index(
     Raises:
         ServiceError: the address cannot be listened on.
         IndexNotFound, SchemaMismatch, IndexCorrupted, ModelMismatch, ModelLoadError: as
-            :func:`~search.open_index`.
+            :func:`~senseindex.search.open_index`.
     """
-    import uvicorn  # imported here: only the serve command needs the server
-
+    # imported here: only the serve command needs the web stack (the 'serve' extra)
+    uvicorn = import_extra("uvicorn", "serve")
+    import_extra("fastapi", "serve")
     from senseindex.service.app import create_app
 
     if token is not None and not token.strip():

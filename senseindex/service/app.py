@@ -1,7 +1,7 @@
 """The HTTP JSON service: a FastAPI application over one opened index.
 
 Threads and state: the event loop only parses requests and writes answers. Every query runs in a
-worker thread; the index's :class:`~indexer.encoder.QueryBatcher` merges the query texts of
+worker thread; the index's :class:`~senseindex.indexer.encoder.QueryBatcher` merges the query texts of
 concurrent requests into shared forward passes. Writes run one at a time in their own thread, with
 the model's own copy of the work, so queries and ``GET /health`` keep answering during a long
 ``POST /documents``; queries see a write's documents only once it has completed.
@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from indexer import __version__
-from indexer.errors import (
+from senseindex._version import __version__
+from senseindex.errors import (
     DocumentNotFound,
     IndexBusy,
     ModelLoadError,
@@ -35,8 +35,8 @@ from indexer.errors import (
     SourceError,
     WordNotFound,
 )
-from search import SenseIndex
-from search.index import DEFAULT_DOCUMENT_SCORING
+from senseindex.search import SenseIndex
+from senseindex.search.index import DEFAULT_DOCUMENT_SCORING
 from senseindex.service.limits import API_VERSION, ServiceLimits
 
 _Result = TypeVar("_Result")

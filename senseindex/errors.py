@@ -61,3 +61,7 @@ class WordNotFound(QueryError):
 
 class ServiceError(SenseIndexError):
     """The HTTP service cannot start: the address is taken, the host is unknown, the token is empty."""
+
+
+class MissingExtra(SenseIndexError):
+    """A feature needs an optional extra that is not installed (``pip install 'senseindex[serve]'``)."""
