@@ -134,7 +134,7 @@ def recall_of_index_types(
     store = IndexStore.open(exact_dir)
     rows = []
     for table, queries in (("words", word_queries), ("sentences", sentence_queries)):
-        exact = store._vectors(table)
+        exact = store.shard_set(table)
         vectors = exact.reconstruct(np.arange(1, exact.ntotal + 1, dtype=np.int64))
         truth = [set(exact.search(q, 10)[0].tolist()) for q in queries]
         for index_type in INDEX_TYPES[table]:

@@ -1,4 +1,7 @@
-"""FAISS vector shards: how vectors are streamed to disk during a build and searched afterwards.
+"""FAISS vector shards: index types, and how vectors are streamed to disk during a build and merged.
+
+Reading and searching the shards is :mod:`~senseindex.indexer.storage.shards` (its names are
+re-exported here).
 
 A table's vectors (sentences, words or passages) live in one or more shard files. A shard holds the
 vectors of a contiguous run of SQLite rowids, so a FAISS result ``i`` of a shard is rowid
@@ -29,13 +32,41 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from senseindex.errors import IndexCorrupted, SettingsError
+from senseindex.errors import SettingsError
+from senseindex.indexer.storage.shards import (
+    HNSW_EF_SEARCH,
+    IVF_PROBE_FRACTION,
+    Shard,
+    ShardSet,
+    open_shard,
+)
+
+__all__ = [
+    "AUTO_COMPRESSED_TYPE",
+    "AUTO_INDEX_TYPE",
+    "EXACT_LIMIT",
+    "FLAT_INDEX_TYPE",
+    "HNSW_EF_SEARCH",
+    "IVF_PROBE_FRACTION",
+    "MIN_TRAINED_SHARD",
+    "SHARD_BYTES",
+    "TRAINING_VECTORS",
+    "Shard",
+    "ShardSet",
+    "ShardWriter",
+    "check_index_type",
+    "merge_shards",
+    "merge_vectors",
+    "shard_file_name",
+    "shard_number",
+    "training_needed",
+    "write_index_atomically",
+]
 
 AUTO_INDEX_TYPE = "auto"
 FLAT_INDEX_TYPE = "flat"
@@ -49,28 +80,6 @@ MIN_TRAINED_SHARD = 4_096
 into a trained shard once they hold this many (:func:`merge_shards`)."""
 SHARD_BYTES = 64 * 2**20
 """A shard is written to disk once its stored codes reach this size."""
-IVF_PROBE_FRACTION = 16
-"""IVF shards are searched with ``nprobe = nlist / IVF_PROBE_FRACTION`` (at least 1)."""
-HNSW_EF_SEARCH = 128
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One vector file of a table.
-
-    Attributes:
-        table: ``sentences``, ``words`` or ``passages``.
-        file: the file name inside the index folder.
-        first_id: rowid of the shard's first vector; vector ``i`` is rowid ``first_id + i``.
-        count: number of vectors.
-        index_type: ``flat`` or the FAISS factory string it was built with.
-    """
-
-    table: str
-    file: str
-    first_id: int
-    count: int
-    index_type: str
 
 
 def check_index_type(index_type: str, dimensions: Iterable[int]) -> None:
@@ -165,7 +174,7 @@ class ShardWriter:
         self._buffer: np.ndarray | None = None
         self._overflow: list[np.ndarray] = []
         self._pending_count = 0
-        self._trained: bytes | None = None  # the trained, empty index every shard starts from
+        self._trained: np.ndarray | None = None  # the trained, empty index every shard starts from (uint8)
         self._current: faiss.Index | None = None
         self._current_first = first_id
         self._capacity = 0
@@ -295,8 +304,9 @@ class ShardWriter:
         self._pending_count += len(vectors)
 
     def _pending(self) -> list[np.ndarray]:
-        held = min(self._pending_count, len(self._buffer)) if self._buffer is not None else 0
-        return ([self._buffer[:held]] if held else []) + self._overflow
+        buffer = self._buffer
+        held = min(self._pending_count, len(buffer)) if buffer is not None else 0
+        return ([buffer[:held]] if buffer is not None and held else []) + self._overflow
 
     def _settle(self, large: bool) -> None:
         """Choose the table's index type and train it on the waiting vectors."""
@@ -304,7 +314,9 @@ class ShardWriter:
         try:
             index = _factory(self._resolved, self.dimension)
             if not index.is_trained:
-                sample = self._buffer[: min(self._training, self._pending_count)]  # type: ignore[index]
+                # the type is settled once the buffer is full, or by finish() with vectors waiting
+                held = self._buffer if self._buffer is not None else np.empty((0, self.dimension), np.float32)
+                sample = held[: min(self._training, self._pending_count)]
                 if len(sample) < _training_points_needed(index):
                     # The whole table is too small to train this type well (IVF4096 on 10,000 vectors):
                     # a badly trained index would lose hits for good, so the table is stored exactly.
@@ -325,6 +337,18 @@ class ShardWriter:
         self._current = faiss.deserialize_index(self._trained)
         self._current_first = self.next_id - self._pending_count
 
+    def _shard_in_memory(self) -> faiss.Index:
+        """The shard being filled (exists once the type is settled)."""
+        if self._current is None:
+            raise RuntimeError(f"the {self.table} shard writer has no settled index type yet")
+        return self._current
+
+    def _empty_shard(self) -> faiss.Index:
+        """A new, empty shard of the settled type (trained, when the type is)."""
+        if self._trained is None:
+            raise RuntimeError(f"the {self.table} shard writer has no settled index type yet")
+        return faiss.deserialize_index(self._trained)
+
     def _drain_pending(self) -> list[Shard]:
         pending = self._pending()
         self._pending_count = 0
@@ -337,16 +361,17 @@ class ShardWriter:
     def _append(self, vectors: np.ndarray) -> list[Shard]:
         written = []
         while len(vectors):
-            room = self._capacity - self._current.ntotal
+            current = self._shard_in_memory()
+            room = self._capacity - current.ntotal
             part, vectors = vectors[:room], vectors[room:]
-            self._current.add(part)  # type: ignore[union-attr]
-            if self._current.ntotal >= self._capacity:  # type: ignore[union-attr]
+            current.add(part)
+            if current.ntotal >= self._capacity:
                 written.append(self._write_current())
-                self._current = faiss.deserialize_index(self._trained)
+                self._current = self._empty_shard()
         return written
 
     def _write_current(self) -> Shard:
-        index = self._current
+        index = self._shard_in_memory()
         shard = self._write(index, self._current_first, str(self._resolved))
         self._current_first += int(index.ntotal)
         self.existing += int(index.ntotal)
@@ -389,7 +414,7 @@ def merge_shards(
         The new shards, in rowid order.
     """
     parts = [
-        _open_shard(folder / shard.file, shard, dimension).reconstruct_n(0, shard.count) for shard in shards
+        open_shard(folder / shard.file, shard, dimension).reconstruct_n(0, shard.count) for shard in shards
     ]
     return merge_vectors(
         folder, shards[0].table, parts, dimension, index_type, shards[0].first_id, first_number
@@ -420,14 +445,15 @@ def _bytes_per_vector(index: faiss.Index, dimension: int) -> int:
     """Memory a type needs per stored vector (its code, plus the graph's links for HNSW)."""
     # A downcast view does not own the C++ object: `index` must stay referenced while it is used.
     concrete = faiss.downcast_index(index)
-    graph = isinstance(concrete, faiss.IndexHNSW)
-    codec = faiss.downcast_index(concrete.storage) if graph else concrete
+    graph = concrete if isinstance(concrete, faiss.IndexHNSW) else None
+    codec = faiss.downcast_index(graph.storage) if graph is not None else concrete
     try:
         size = int(codec.sa_code_size())
     except RuntimeError:  # a type without a standalone codec: assume float32
         size = 4 * dimension
-    if graph:
-        size += 4 * concrete.hnsw.nb_neighbors(0)  # level-0 links
+    if graph is not None:
+        # level-0 links; the faiss stub's HNSW lacks nb_neighbors
+        size += 4 * graph.hnsw.nb_neighbors(0)  # type: ignore[attr-defined]
     return size
 
 
@@ -442,215 +468,3 @@ def write_index_atomically(index: faiss.Index, path: Path) -> None:
     finally:
         os.close(descriptor)
     os.replace(temporary, path)
-
-
-class ShardSet:
-    """The shards of one table, opened for searching and for reading vectors by rowid.
-
-    Flat and scalar-quantised shards are memory-mapped, so opening an index is fast and processes
-    reading the same index share its pages.
-
-    Args:
-        folder: the index folder.
-        shards: the table's shards, as recorded in the database.
-        dimension: the table's vector dimension.
-        deleted: ``(first_id, last_id)`` rowid ranges (inclusive) whose vectors searches must skip.
-        opened: shard indexes already opened, by file name (shared with an older snapshot).
-    """
-
-    def __init__(
-        self,
-        folder: Path,
-        shards: list[Shard],
-        dimension: int,
-        deleted: Iterable[tuple[int, int]] = (),
-        opened: dict[str, faiss.Index] | None = None,
-    ) -> None:
-        self.folder = folder
-        self.shards = sorted(shards, key=lambda s: s.first_id)
-        self.dimension = dimension
-        # indexes a previous snapshot opened, for the files this one still has (names are never reused)
-        names = {s.file for s in shards}
-        self._indexes: dict[str, faiss.Index] = {k: v for k, v in (opened or {}).items() if k in names}
-        self._firsts = np.asarray([s.first_id for s in self.shards], dtype=np.int64)
-        self.ntotal = sum(s.count for s in self.shards)
-        # per shard with deleted vectors: (live bitmap, its FAISS selector, number deleted)
-        self._live: dict[str, tuple[np.ndarray, faiss.IDSelector, int]] = {}
-        ranges = sorted(deleted)
-        for shard in self.shards:
-            live = np.ones(shard.count, dtype=bool)
-            for first, last in ranges:
-                start, stop = max(first, shard.first_id), min(last + 1, shard.first_id + shard.count)
-                if start < stop:
-                    live[start - shard.first_id : stop - shard.first_id] = False
-            gone = int(shard.count - live.sum())
-            if gone:
-                bitmap = np.packbits(live, bitorder="little")
-                selector = faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap))
-                self._live[shard.file] = (bitmap, selector, gone)
-
-    def open_all(self) -> dict[str, faiss.Index]:
-        """Open every shard now (a reader then keeps its files even if a writer retires them).
-
-        Returns:
-            The opened indexes by file name.
-
-        Raises:
-            IndexCorrupted: a shard file is missing or unreadable.
-        """
-        for shard in self.shards:
-            self._index(shard)
-        return self._indexes
-
-    def live_count(self, shard: Shard) -> int:
-        """Vectors of a shard that are not deleted."""
-        return shard.count - (self._live[shard.file][2] if shard.file in self._live else 0)
-
-    def _index(self, shard: Shard) -> faiss.Index:
-        index = self._indexes.get(shard.file)
-        if index is None:
-            index = _open_shard(self.folder / shard.file, shard, self.dimension)
-            self._indexes[shard.file] = index
-        return index
-
-    def search(
-        self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best rowids over every shard.
-
-        Args:
-            vector: ``(dimension,)`` float32, L2-normalised.
-            k: number of hits.
-            allowed: ``(n,)`` int64 rowids; when given, only these are searched (through a FAISS ID
-                selector, so the cost stays that of a search, whatever their number).
-
-        Returns:
-            ``(ids, scores)``: int64 and float32, best first.
-        """
-        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-        all_ids, all_scores = [], []
-        for shard in self.shards:
-            if allowed is None:
-                live = self._live.get(shard.file)
-                depth = min(k, self.live_count(shard))
-            else:
-                live = self._allowed_in(shard, allowed)
-                depth = min(k, shard.count - live[2]) if live else 0
-            if depth <= 0:
-                continue
-            scores, local = self._search_shard(shard, query, depth, live)
-            all_ids.append(local + shard.first_id)
-            all_scores.append(scores)
-        if not all_ids:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        ids, scores = np.concatenate(all_ids), np.concatenate(all_scores)
-        order = np.argsort(-scores, kind="stable")[:k]
-        return ids[order], scores[order]
-
-    def _allowed_in(
-        self, shard: Shard, allowed: np.ndarray
-    ) -> tuple[np.ndarray, faiss.IDSelector, int] | None:
-        """The selector of a shard's allowed, undeleted vectors: ``(bitmap, selector, number left out)``."""
-        local = (
-            allowed[(allowed >= shard.first_id) & (allowed < shard.first_id + shard.count)] - shard.first_id
-        )
-        if not len(local):
-            return None
-        mask = np.zeros(shard.count, dtype=bool)
-        mask[local] = True
-        if shard.file in self._live:
-            mask &= np.unpackbits(self._live[shard.file][0], count=shard.count, bitorder="little").astype(
-                bool
-            )
-        bitmap = np.packbits(mask, bitorder="little")
-        return (
-            bitmap,
-            faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap)),
-            int(shard.count - mask.sum()),
-        )
-
-    def _search_shard(
-        self,
-        shard: Shard,
-        query: np.ndarray,
-        depth: int,
-        selection: tuple[np.ndarray, faiss.IDSelector, int] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Search one shard, only among the vectors ``selection`` keeps (all when None): ``(bitmap of
-        those kept, its selector, number left out)``."""
-        index = self._index(shard)
-        if selection is None:
-            scores, local = index.search(query, depth)
-        else:
-            bitmap, selector, left_out = selection
-            try:
-                scores, local = index.search(query, depth, params=_search_parameters(index, selector))
-            except RuntimeError:  # a type without selector support (plain PQ): search deeper, filter
-                scores, local = index.search(query, min(shard.count, depth + left_out))
-                kept = np.unpackbits(bitmap, count=shard.count, bitorder="little").astype(bool)
-                keep = (local[0] >= 0) & kept[np.maximum(local[0], 0)]
-                return scores[0][keep][:depth], local[0][keep][:depth]
-        keep = local[0] >= 0
-        return scores[0][keep], local[0][keep]
-
-    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        """Stored vectors read by rowid (decoded from a compressed shard), without a scan.
-
-        Args:
-            ids: ``(n,)`` int64 rowids, each in some shard.
-
-        Returns:
-            ``(n, dimension)`` float32, in the order of ``ids``.
-
-        Raises:
-            IndexCorrupted: an id is in no shard.
-        """
-        ids = np.asarray(ids, dtype=np.int64)
-        result = np.zeros((len(ids), self.dimension), dtype=np.float32)
-        if not len(ids):
-            return result
-        which = np.searchsorted(self._firsts, ids, side="right") - 1
-        for number in np.unique(which):
-            rows = np.flatnonzero(which == number)
-            if number < 0:
-                raise IndexCorrupted(f"vector {int(ids[rows[0]])} is in no shard; rebuild the index")
-            shard = self.shards[number]
-            local = ids[rows] - shard.first_id
-            if local.max() >= shard.count:
-                raise IndexCorrupted(f"vector {int(ids[rows].max())} is in no shard; rebuild the index")
-            result[rows] = self._index(shard).reconstruct_batch(np.ascontiguousarray(local))
-        return result
-
-
-def _search_parameters(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
-    """Search parameters that skip deleted vectors and keep the shard's own search settings."""
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
-    if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
-    return faiss.SearchParameters(sel=selector)
-
-
-def _open_shard(path: Path, shard: Shard, dimension: int) -> faiss.Index:
-    if not path.is_file():
-        raise IndexCorrupted(f"{path} is missing; rebuild the index")
-    try:
-        try:
-            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
-        except RuntimeError:
-            index = faiss.read_index(str(path))  # types that cannot be memory-mapped
-    except RuntimeError as error:
-        raise IndexCorrupted(f"{path} cannot be read; rebuild the index") from error
-    if index.ntotal != shard.count or index.d != dimension:
-        raise IndexCorrupted(
-            f"{path} holds {index.ntotal} vectors of dimension {index.d}; the database expects "
-            f"{shard.count} of dimension {dimension}; rebuild the index"
-        )
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        ivf.nprobe = max(1, ivf.nlist // IVF_PROBE_FRACTION)
-        ivf.make_direct_map()  # reading vectors by id
-    if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efSearch = HNSW_EF_SEARCH
-    return index

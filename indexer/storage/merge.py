@@ -1,0 +1,121 @@
+"""Which shards a writer merges when it finishes: shards whose vectors are all deleted are dropped,
+runs of exact shards of a compressed table become trained shards, runs of many small exact shards
+become one. The writer (:meth:`IndexStore.merge_shards`) writes the new files and records them."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from senseindex.indexer.storage import vectors
+from senseindex.indexer.storage.shards import Shard, ShardSet
+from senseindex.indexer.storage.vectors import (
+    AUTO_COMPRESSED_TYPE,
+    AUTO_INDEX_TYPE,
+    FLAT_INDEX_TYPE,
+    MIN_TRAINED_SHARD,
+    SHARD_BYTES,
+    training_needed,
+)
+
+# A run of at least this many small shards of a table is merged into one (fewer files to search).
+MERGE_SMALL_SHARDS = 8
+# Vectors read back and rewritten by one merge at most (200 MB of 384-d float32, held twice).
+MERGE_VECTORS = 131_072
+
+
+class Merge(NamedTuple):
+    """Adjacent shards to rewrite as shards of one index type.
+
+    Attributes:
+        run: the shards, in rowid order, each starting where the previous one ends.
+        index_type: the type of the new shards.
+        message: what the merge does, for the writer's report.
+    """
+
+    run: list[Shard]
+    index_type: str
+    message: str
+
+
+def emptied_shards(shard_set: ShardSet) -> list[Shard]:
+    """The shards of a table whose every vector is deleted (dropped without a rewrite)."""
+    return [shard for shard in shard_set.shards if shard_set.live_count(shard) == 0]
+
+
+def plan_merges(shard_set: ShardSet, requested_type: str, dimension: int) -> list[Merge]:
+    """The merges of one table's live shards: exact runs trained into its compressed type when the
+    table has one and a run holds enough vectors to train it; failing that, runs of many small exact
+    shards merged into one.
+
+    Args:
+        shard_set: the table's shards.
+        requested_type: the index's ``index_type`` setting.
+        dimension: the table's vector dimension.
+
+    Returns:
+        The merges, in rowid order (none when nothing is worth merging).
+    """
+    live = [s for s in shard_set.shards if shard_set.live_count(s) > 0]
+    target = compressed_type(requested_type, sum(s.count for s in live))
+    exact = [s for s in live if s.index_type == FLAT_INDEX_TYPE]
+    merges: list[Merge] = []
+    if target is not None:
+        enough = max(MIN_TRAINED_SHARD, training_needed(target, dimension))
+        for whole in adjacent_runs(exact):
+            for run in pieces(whole, MERGE_VECTORS, enough):
+                total = sum(s.count for s in run)
+                if total >= enough:
+                    message = (
+                        f"{len(run)} exact shard(s), {total:,} vectors, "
+                        f"compressed to {target} trained on them"
+                    )
+                    merges.append(Merge(run, target, message))
+    if merges:
+        return merges
+    small_limit = SHARD_BYTES // (4 * dimension) // 4
+    for run in adjacent_runs([s for s in exact if s.count < small_limit]):
+        if len(run) >= MERGE_SMALL_SHARDS:
+            total = sum(s.count for s in run)
+            message = f"{len(run)} small exact shards, {total:,} vectors, merged into one"
+            merges.append(Merge(run, FLAT_INDEX_TYPE, message))
+    return merges
+
+
+def compressed_type(requested_type: str, total: int) -> str | None:
+    """The type a table's exact shards are merged into (None: they stay exact).
+
+    Args:
+        requested_type: the index's ``index_type`` setting.
+        total: the table's live vectors.
+    """
+    if requested_type == FLAT_INDEX_TYPE:
+        return None
+    if requested_type == AUTO_INDEX_TYPE:
+        # read at call time, like the shard writer does: tests lower the threshold
+        return AUTO_COMPRESSED_TYPE if total > vectors.EXACT_LIMIT else None
+    return requested_type
+
+
+def adjacent_runs(shards: list[Shard]) -> list[list[Shard]]:
+    """Shards (in rowid order) grouped into runs where each starts where the previous one ends."""
+    runs: list[list[Shard]] = []
+    for shard in shards:
+        if runs and runs[-1][-1].first_id + runs[-1][-1].count == shard.first_id:
+            runs[-1].append(shard)
+        else:
+            runs.append([shard])
+    return runs
+
+
+def pieces(run: list[Shard], limit: int, least: int) -> list[list[Shard]]:
+    """A run of shards cut into consecutive pieces of at most ``limit`` vectors where it can be; a
+    last piece under ``least`` vectors joins the piece before it."""
+    result: list[list[Shard]] = []
+    for shard in run:
+        if result and sum(s.count for s in result[-1]) + shard.count <= limit:
+            result[-1].append(shard)
+        else:
+            result.append([shard])
+    if len(result) > 1 and sum(s.count for s in result[-1]) < least:
+        result[-2] += result.pop()
+    return result

@@ -1,0 +1,502 @@
+"""The read side of an index: settings, snapshots, rows and vectors (:class:`IndexReader`)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import sqlite_utils
+
+from senseindex.errors import IndexCorrupted, QueryError, SchemaMismatch, SenseIndexError, SourceError
+from senseindex.indexer.storage import folder as folder_files
+from senseindex.indexer.storage.guards import check_bindable, reading, stored_json
+from senseindex.indexer.storage.schema import (
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    STATUS_COMPLETE,
+    STATUS_KEY,
+    VECTOR_TABLES,
+)
+from senseindex.indexer.storage.shards import Shard, ShardSet
+from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE
+
+# SQLite binds at most 999 parameters per statement in older builds: lists are sent in chunks.
+_CHUNK_PARAMETERS = 900
+
+
+class IndexReader:
+    """An index folder opened for reading: the SQLite database and the FAISS shards of each table.
+
+    :meth:`open` opens an index at the state of its last commit; :meth:`refresh` moves it on.
+    """
+
+    def __init__(self, folder: Path, connection: sqlite3.Connection) -> None:
+        self.folder = folder
+        self.db = sqlite_utils.Database(connection)
+        self.settings: dict[str, Any] = {}
+        self._shard_sets: dict[str, ShardSet] = {}
+        self._writing = False  # set by a writer: its snapshot is the one it writes
+        self._opened: dict[str, Any] = {}  # shard indexes an older snapshot opened, by file name
+        self._database_identity: tuple[int, int] | None = None
+        self._refreshed_state: tuple[folder_files.FileState | None, ...] = ()
+        self._load_settings()
+
+    @reading
+    def _load_settings(self) -> None:
+        self.settings = {
+            key: stored_json(value, f"the {key!r} setting", self.folder)
+            for key, value in self.db.execute("select key, value from settings")
+        }
+
+    def setting(self, key: str) -> Any:
+        """One stored setting.
+
+        Raises:
+            IndexCorrupted: the setting is missing.
+        """
+        if key not in self.settings:
+            raise IndexCorrupted(f"the index in {self.folder} has no {key!r} setting; rebuild it")
+        return self.settings[key]
+
+    def int_setting(self, key: str, default: int | None = None) -> int:
+        """A stored whole-number setting (``default`` when missing, if given).
+
+        Raises:
+            IndexCorrupted: the setting is missing (and has no default) or not a whole number.
+        """
+        value = self.settings.get(key, default) if default is not None else self.setting(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise IndexCorrupted(f"the index in {self.folder} has a damaged {key!r} setting; rebuild it")
+        return value
+
+    @property
+    def complete(self) -> bool:
+        """False while a build-index run has not finished (the documents committed so far are
+        searchable)."""
+        return self.settings.get(STATUS_KEY) == STATUS_COMPLETE
+
+    def dimension(self, table: str) -> int:
+        """Vector dimension of ``sentences``, ``words`` or ``passages``.
+
+        Raises:
+            IndexCorrupted: the dimension setting is missing or damaged.
+        """
+        return self.int_setting("word_dimension" if table == "words" else "sentence_dimension")
+
+    # ----------------------------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(cls, folder: Path) -> Self:
+        """Open an index for reading, at the state of its last commit.
+
+        Args:
+            folder: the index folder.
+
+        Returns:
+            The store (of the class it is called on); its snapshot stays fixed until
+            :meth:`refresh`. Vector files are opened on first use (or all at once with
+            :meth:`open_vectors`).
+
+        Raises:
+            IndexNotFound: no index in the folder.
+            SchemaMismatch: the index was written by another format version.
+            IndexCorrupted: the database cannot be read.
+        """
+        folder = Path(folder)
+        store = cls(folder, folder_files.open_database(folder, writable=False))
+        try:
+            store._check_version()
+            store.refresh()
+        except BaseException:
+            store.db.conn.close()
+            raise
+        return store
+
+    def _check_version(self) -> None:
+        version = self.settings.get(SCHEMA_VERSION_KEY)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"{self.folder} was written with index format version {version}; this senseindex reads "
+                f"up to version {SCHEMA_VERSION} — upgrade senseindex"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"{self.folder} was written with the older index format version {version}; this "
+                f"senseindex reads version {SCHEMA_VERSION} — rebuild it with build-index --overwrite"
+            )
+
+    def refresh(self) -> None:
+        """Move a reader to the index's latest committed state (a reader otherwise keeps the state
+        it opened, whatever writers do meanwhile). An index replaced by ``--overwrite`` is reopened."""
+        if self._writing:
+            return
+        connection = self.db.conn
+        if connection.in_transaction:
+            connection.execute("commit")
+        if self._database_identity is not None and self._database_identity != folder_files.identity(
+            self.folder
+        ):
+            connection.close()
+            connection = folder_files.open_database(self.folder, writable=False)
+            self.db = sqlite_utils.Database(connection)
+            self._shard_sets, self._opened = {}, {}
+        self._database_identity = folder_files.identity(self.folder)
+        # taken before the snapshot, so a commit landing in between shows as a change next time
+        self._refreshed_state = folder_files.database_state(self.folder)
+        connection.execute("begin")
+        self._load_settings()  # the first read fixes the snapshot
+        opened: dict[str, Any] = {}
+        for shard_set in self._shard_sets.values():
+            opened.update(shard_set.opened)
+        self._shard_sets = {}
+        self._opened = opened
+
+    def changed_on_disk(self) -> bool:
+        """Whether a commit may have happened since the last :meth:`refresh` (by the database files'
+        sizes and times: cheap; a checkpoint may give a false alarm)."""
+        return folder_files.database_state(self.folder) != self._refreshed_state
+
+    def open_vectors(self) -> None:
+        """Open every vector file of the snapshot now, so a writer retiring one later cannot take it
+        away from this reader.
+
+        Raises:
+            IndexCorrupted: a vector file is missing or unreadable.
+        """
+        for attempt in range(3):
+            try:
+                for table in VECTOR_TABLES:
+                    self.shard_set(table).open_all()
+                return
+            except IndexCorrupted:
+                # A writer may have retired a file between this snapshot and opening it: a newer
+                # snapshot no longer needs it. A file that stays missing is a damaged index.
+                if attempt == 2 or self._writing:
+                    raise
+                self.refresh()
+
+    def close(self) -> None:
+        """Close the database connection (rolling back anything not committed)."""
+        self._roll_back()
+        self.db.conn.close()
+
+    def _roll_back(self) -> None:
+        try:
+            if self.db.conn.in_transaction:
+                self.db.execute("rollback")
+        except sqlite3.Error:
+            pass  # a closed or damaged database has nothing to roll back
+
+    # ----------------------------------------------------------------------------------- vectors
+
+    @reading
+    def shard_set(self, table: str) -> ShardSet:
+        """The shards of ``sentences``, ``words`` or ``passages`` in this snapshot.
+
+        Raises:
+            ValueError: an unknown table (a bug).
+            IndexCorrupted: the shard records are damaged.
+        """
+        if table not in VECTOR_TABLES:
+            raise ValueError(f"no vector table {table!r}")
+        if table not in self._shard_sets:
+            rows = self.db.execute(
+                "select file, first_id, count, index_type from shards where table_name = ? order by first_id",
+                [table],
+            ).fetchall()
+            deleted = self.db.execute(
+                "select first_id, last_id from deleted where table_name = ?", [table]
+            ).fetchall()
+            dimension = self.dimension(table)
+            try:
+                shards = [Shard(table, file, first, count, kind) for file, first, count, kind in rows]
+                self._shard_sets[table] = ShardSet(self.folder, shards, dimension, deleted, self._opened)
+            except (TypeError, ValueError) as error:  # only stored records go in here
+                raise IndexCorrupted(
+                    f"the index in {self.folder} has damaged {table} shard records ({error}); rebuild it"
+                ) from error
+        return self._shard_sets[table]
+
+    def table_index_type(self, table: str) -> str:
+        """The index type of a table's vectors: one type, or the types of its shards joined with ``+``,
+        most vectors first (``flat`` when it has none)."""
+        rows = self.db.execute(
+            "select index_type, sum(count) as n from shards where table_name = ? "
+            "group by index_type order by n desc",
+            [table],
+        ).fetchall()
+        return "+".join(row[0] for row in rows) or FLAT_INDEX_TYPE
+
+    def referenced_files(self) -> set[str]:
+        """The vector files the committed state names."""
+        return {row[0] for row in self.db.execute("select file from shards")}
+
+    @reading
+    def search(
+        self, table: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k sentences, words or passages whose vectors best match a query vector.
+
+        Args:
+            table: ``sentences``, ``words`` or ``passages``.
+            vector: ``(dimension(table),)`` float32, L2-normalised.
+            k: number of hits.
+            allowed: only these rowids (int64), when given.
+
+        Returns:
+            ``(ids, scores)``: int64 and float32 arrays of up to ``k`` hits, best first.
+        """
+        return self.shard_set(table).search(vector, k, allowed)
+
+    @reading
+    def word_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of word occurrences, read by id (no scan of the whole index).
+
+        Args:
+            ids: ``(n,)`` int64 word ids.
+
+        Returns:
+            ``(n, word_dimension)`` float32.
+        """
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if not len(ids):
+            return np.zeros((0, self.dimension("words")), dtype=np.float32)
+        return self.shard_set("words").reconstruct(ids)
+
+    @reading
+    def vectors_of_documents(
+        self, table: str, documents: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored sentence or passage vector of some documents, read by id.
+
+        Args:
+            table: ``sentences`` or ``passages``.
+            documents: document rowids.
+
+        Returns:
+            ``(ids, document_rowids, vectors)``: ``(n,)`` int64, ``(n,)`` int64 and
+            ``(n, sentence_dimension)`` float32.
+        """
+        if table not in ("sentences", "passages"):
+            raise ValueError(table)
+        pairs = self._select_in(f"select id, document from {table} where document in ({{}})", documents)
+        ids = np.asarray([p[0] for p in pairs], dtype=np.int64)
+        owners = np.asarray([p[1] for p in pairs], dtype=np.int64)
+        if not len(ids):
+            return ids, owners, np.zeros((0, self.dimension(table)), dtype=np.float32)
+        return ids, owners, self.shard_set(table).reconstruct(ids)
+
+    # ----------------------------------------------------------------------------------- rows
+
+    @reading
+    def counts(self) -> dict[str, int]:
+        """Row counts: documents, sentences, words, passages."""
+        return {
+            table: self.db.execute(f"select count(*) from {table}").fetchone()[0]
+            for table in ("documents", "sentences", "words", "passages")
+        }
+
+    @reading
+    def deleted_count(self) -> dict[str, int]:
+        """Vectors of deleted rows still on disk, per table (skipped by searches)."""
+        return {
+            table: self.db.execute(
+                "select coalesce(sum(last_id - first_id + 1), 0) from deleted where table_name = ?", [table]
+            ).fetchone()[0]
+            for table in VECTOR_TABLES
+        }
+
+    @reading
+    def vector_files(self) -> list[dict[str, Any]]:
+        """Every vector shard: table, file, first rowid, vector count, index type and bytes on disk."""
+        rows = self.db.execute(
+            "select table_name, file, first_id, count, index_type from shards order by table_name, first_id"
+        ).fetchall()
+        result = []
+        for table, file, first, count, kind in rows:
+            path = self.folder / file
+            result.append(
+                {
+                    "table": table,
+                    "file": file,
+                    "first_id": first,
+                    "count": count,
+                    "index_type": kind,
+                    "bytes": path.stat().st_size if path.is_file() else None,
+                }
+            )
+        return result
+
+    @reading
+    def document_hashes(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """Content hash of each stored document among ``doc_ids`` (absent ids are left out).
+
+        Raises:
+            SourceError: a document id SQLite cannot look up (a lone surrogate in it).
+        """
+        return dict(
+            self._select_in(
+                "select doc_id, content_hash from documents where doc_id in ({})",
+                self._document_ids(doc_ids),
+                kind=str,
+            )
+        )
+
+    def _document_ids(self, doc_ids: Iterable[str], error: type[SenseIndexError] | None = None) -> list[str]:
+        listed = list(doc_ids)
+        check_bindable(listed, "document id", error or SourceError)
+        return listed
+
+    @reading
+    def documents_of(self, table: str, ids: Iterable[int]) -> dict[int, int]:
+        """Document rowid of each sentence or passage id."""
+        if table not in ("sentences", "passages"):
+            raise ValueError(table)
+        return dict(self._select_in(f"select id, document from {table} where id in ({{}})", ids))
+
+    @reading
+    def filter_documents(
+        self, doc_ids: Sequence[str] | None, metadata: dict[str, list[Any]] | None
+    ) -> list[dict[str, Any]]:
+        """The documents that pass a filter, found in SQL.
+
+        Args:
+            doc_ids: only these documents, when given.
+            metadata: per metadata field, the values accepted: strings, numbers, booleans or None
+                (SQL equality, so ``true`` also matches ``1``: the caller checks types).
+
+        Returns:
+            ``{"id": rowid, "metadata": parsed metadata}`` per document.
+
+        Raises:
+            QueryError: a document id or value SQLite cannot look up (a lone surrogate in the text,
+                an integer beyond 64 bits).
+        """
+        clauses, parameters = [], []
+        for key, values in (metadata or {}).items():
+            check_bindable(values, f"metadata filter value of {key!r}")
+            path = "$." + json.dumps(key)
+            present = [v for v in values if v is not None]
+            tests = []
+            if present:
+                tests.append(f"json_extract(metadata, ?) in ({','.join('?' * len(present))})")
+                parameters += [path, *present]
+            if len(present) < len(values):
+                tests.append("json_extract(metadata, ?) is null")
+                parameters.append(path)
+            clauses.append("(" + " or ".join(tests) + ")")
+        where = " and ".join(clauses) or "1"
+        if doc_ids is None:
+            found = self.db.execute(
+                f"select id, metadata from documents where {where}", parameters
+            ).fetchall()
+        else:
+            found = self._select_in(
+                f"select id, metadata from documents where doc_id in ({{}}) and {where}",
+                dict.fromkeys(self._document_ids(doc_ids, QueryError)),
+                kind=str,
+                after=parameters,
+            )
+        return [{"id": row[0], "metadata": self._metadata(row[1], row[0])} for row in found]
+
+    def _metadata(self, text: str | None, document: int) -> Any:
+        return stored_json(text or "{}", f"the metadata of document {document}", self.folder)
+
+    @reading
+    def rows_of_documents(self, table: str, documents: Sequence[int]) -> np.ndarray:
+        """Rowids (int64, in order) of the sentences, words or passages of some documents."""
+        if table not in VECTOR_TABLES:
+            raise ValueError(table)
+        pairs = self._select_in(f"select id from {table} where document in ({{}})", documents)
+        return np.asarray(sorted(p[0] for p in pairs), dtype=np.int64)
+
+    @reading
+    def word_ids_for_lemma(self, lemma: str) -> tuple[np.ndarray, list[str]]:
+        """Ids and surface forms of every occurrence of a lemma.
+
+        Args:
+            lemma: lower-case lemma.
+
+        Returns:
+            ``(ids, forms)``: int64 ids in storage order and their surface forms.
+
+        Raises:
+            QueryError: a lemma SQLite cannot look up (a lone surrogate in it).
+        """
+        check_bindable([lemma], "word")
+        rows = self.db.execute("select id, form from words where lemma = ?", [lemma]).fetchall()
+        return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+
+    def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Document rows (without their text), keyed by document rowid."""
+        return self._rows("select id, doc_id, source, metadata from documents where id in ({})", rowids)
+
+    def sentence_rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Sentence rows with their document's id and metadata.
+
+        Args:
+            ids: sentence rowids.
+
+        Returns:
+            ``{sentence id: {"id", "start", "end", "text", "position", "doc_id", "metadata"}}``.
+        """
+        return self._rows(
+            "select s.id, s.start, s.end, s.text, s.position, d.doc_id, d.metadata "
+            "from sentences s join documents d on d.id = s.document where s.id in ({})",
+            ids,
+        )
+
+    def word_rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Word rows with their sentence and document.
+
+        Args:
+            ids: word rowids.
+
+        Returns:
+            ``{word id: {"id", "start", "end", "form", "lemma", "sentence_id", "sentence_start",
+            "sentence_end", "sentence_text", "doc_id", "metadata"}}``.
+        """
+        return self._rows(
+            "select w.id, w.start, w.end, w.form, w.lemma, s.id as sentence_id, "
+            "s.start as sentence_start, s.end as sentence_end, s.text as sentence_text, "
+            "d.doc_id, d.metadata from words w join sentences s on s.id = w.sentence "
+            "join documents d on d.id = w.document where w.id in ({})",
+            ids,
+        )
+
+    @reading
+    def _rows(self, sql: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        result: dict[int, dict[str, Any]] = {}
+        for record in self._select_in(sql, ids, as_dicts=True):
+            if "metadata" in record:
+                record["metadata"] = self._metadata(record["metadata"], record["id"])
+            result[record["id"]] = record
+        return result
+
+    def _select_in(
+        self,
+        sql: str,
+        values: Iterable[int | str],
+        as_dicts: bool = False,
+        kind: type = int,
+        after: Sequence[Any] = (),
+    ) -> list[Any]:
+        """Run ``sql`` (with ``{}`` where the ``in (...)`` placeholders go) over many values (rowids,
+        or document ids with ``kind=str``), in chunks that stay under SQLite's bound-parameter limit;
+        ``after`` binds the placeholders that follow the list. Rows as tuples or dicts."""
+        value_list = [kind(v) for v in values]
+        size = max(1, _CHUNK_PARAMETERS - len(after))
+        rows: list[Any] = []
+        for start in range(0, len(value_list), size):
+            chunk = value_list[start : start + size]
+            cursor = self.db.execute(sql.format(",".join("?" * len(chunk))), [*chunk, *after])
+            if as_dicts:
+                names = [d[0] for d in cursor.description]
+                rows += [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            else:
+                rows += cursor.fetchall()
+        return rows

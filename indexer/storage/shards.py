@@ -1,0 +1,290 @@
+"""FAISS shard files opened for reading: searching a table's shards and reading vectors by rowid.
+
+A shard holds the vectors of a contiguous run of SQLite rowids (see
+:mod:`~senseindex.indexer.storage.vectors`, which writes them): FAISS result ``i`` of a shard is
+rowid ``first_id + i``. Deleted rows keep their vectors; searches skip them with a FAISS ID selector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from senseindex.errors import IndexCorrupted
+
+IVF_PROBE_FRACTION = 16
+"""IVF shards are searched with ``nprobe = nlist / IVF_PROBE_FRACTION`` (at least 1)."""
+HNSW_EF_SEARCH = 128
+
+# A shard's live vectors: (bitmap of those kept, little-endian bit order; its FAISS selector; number
+# left out). The bitmap must stay referenced while the selector is used.
+Selection = tuple[np.ndarray, faiss.IDSelector, int]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One vector file of a table.
+
+    Attributes:
+        table: ``sentences``, ``words`` or ``passages``.
+        file: the file name inside the index folder.
+        first_id: rowid of the shard's first vector; vector ``i`` is rowid ``first_id + i``.
+        count: number of vectors.
+        index_type: ``flat`` or the FAISS factory string it was built with.
+    """
+
+    table: str
+    file: str
+    first_id: int
+    count: int
+    index_type: str
+
+
+class ShardSet:
+    """The shards of one table, opened for searching and for reading vectors by rowid.
+
+    Flat and scalar-quantised shards are memory-mapped, so opening an index is fast and processes
+    reading the same index share its pages.
+
+    Args:
+        folder: the index folder.
+        shards: the table's shards, as recorded in the database.
+        dimension: the table's vector dimension.
+        deleted: ``(first_id, last_id)`` rowid ranges (inclusive) whose vectors searches must skip.
+        opened: shard indexes already opened, by file name (shared with an older snapshot).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        shards: list[Shard],
+        dimension: int,
+        deleted: Iterable[tuple[int, int]] = (),
+        opened: dict[str, faiss.Index] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.shards = sorted(shards, key=lambda s: s.first_id)
+        self.dimension = dimension
+        # indexes a previous snapshot opened, for the files this one still has (names are never reused)
+        names = {s.file for s in shards}
+        self._indexes: dict[str, faiss.Index] = {k: v for k, v in (opened or {}).items() if k in names}
+        self._firsts = np.asarray([s.first_id for s in self.shards], dtype=np.int64)
+        self.ntotal = sum(s.count for s in self.shards)
+        # per shard with deleted vectors: (live bitmap, its FAISS selector, number deleted)
+        self._live: dict[str, Selection] = {}
+        ranges = sorted(deleted)
+        for shard in self.shards:
+            live = np.ones(shard.count, dtype=bool)
+            for first, last in ranges:
+                start, stop = max(first, shard.first_id), min(last + 1, shard.first_id + shard.count)
+                if start < stop:
+                    live[start - shard.first_id : stop - shard.first_id] = False
+            gone = int(shard.count - live.sum())
+            if gone:
+                bitmap = np.packbits(live, bitorder="little")
+                selector = faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap))
+                self._live[shard.file] = (bitmap, selector, gone)
+
+    def open_all(self) -> dict[str, faiss.Index]:
+        """Open every shard now (a reader then keeps its files even if a writer retires them).
+
+        Returns:
+            The opened indexes by file name.
+
+        Raises:
+            IndexCorrupted: a shard file is missing or unreadable.
+        """
+        for shard in self.shards:
+            self.shard_index(shard)
+        return self.opened
+
+    @property
+    def opened(self) -> dict[str, faiss.Index]:
+        """The shard indexes opened so far, by file name (a newer snapshot reuses them)."""
+        return dict(self._indexes)
+
+    def live_count(self, shard: Shard) -> int:
+        """Vectors of a shard that are not deleted."""
+        return shard.count - (self._live[shard.file][2] if shard.file in self._live else 0)
+
+    def shard_index(self, shard: Shard) -> faiss.Index:
+        """A shard's FAISS index, opened on first use.
+
+        Raises:
+            IndexCorrupted: the file is missing, unreadable or disagrees with its record.
+        """
+        index = self._indexes.get(shard.file)
+        if index is None:
+            index = open_shard(self.folder / shard.file, shard, self.dimension)
+            self._indexes[shard.file] = index
+        return index
+
+    def search(
+        self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best rowids over every shard.
+
+        Args:
+            vector: ``(dimension,)`` float32, L2-normalised.
+            k: number of hits.
+            allowed: ``(n,)`` int64 rowids; when given, only these are searched (through a FAISS ID
+                selector, so the cost stays that of a search, whatever their number).
+
+        Returns:
+            ``(ids, scores)``: int64 and float32, best first.
+        """
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        all_ids, all_scores = [], []
+        for shard in self.shards:
+            if allowed is None:
+                live = self._live.get(shard.file)
+                depth = min(k, self.live_count(shard))
+            else:
+                live = self._allowed_in(shard, allowed)
+                depth = min(k, shard.count - live[2]) if live else 0
+            if depth <= 0:
+                continue
+            scores, local = self._search_shard(shard, query, depth, live)
+            all_ids.append(local + shard.first_id)
+            all_scores.append(scores)
+        if not all_ids:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        ids, scores = np.concatenate(all_ids), np.concatenate(all_scores)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return ids[order], scores[order]
+
+    def _allowed_in(self, shard: Shard, allowed: np.ndarray) -> Selection | None:
+        """The selector of a shard's allowed, undeleted vectors: ``(bitmap, selector, number left out)``."""
+        local = (
+            allowed[(allowed >= shard.first_id) & (allowed < shard.first_id + shard.count)] - shard.first_id
+        )
+        if not len(local):
+            return None
+        mask = np.zeros(shard.count, dtype=bool)
+        mask[local] = True
+        if shard.file in self._live:
+            mask &= np.unpackbits(self._live[shard.file][0], count=shard.count, bitorder="little").astype(
+                bool
+            )
+        bitmap = np.packbits(mask, bitorder="little")
+        return (
+            bitmap,
+            faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap)),
+            int(shard.count - mask.sum()),
+        )
+
+    def _search_shard(
+        self,
+        shard: Shard,
+        query: np.ndarray,
+        depth: int,
+        selection: Selection | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search one shard, only among the vectors ``selection`` keeps (all when None).
+
+        Raises:
+            IndexCorrupted: FAISS fails on the stored file.
+        """
+        index = self.shard_index(shard)
+        try:
+            if selection is None:
+                scores, local = index.search(query, depth)
+            else:
+                bitmap, selector, left_out = selection
+                try:
+                    scores, local = index.search(query, depth, params=_search_parameters(index, selector))
+                except RuntimeError:  # a type without selector support (plain PQ): search deeper, filter
+                    scores, local = index.search(query, min(shard.count, depth + left_out))
+                    kept = np.unpackbits(bitmap, count=shard.count, bitorder="little").astype(bool)
+                    keep = (local[0] >= 0) & kept[np.maximum(local[0], 0)]
+                    return scores[0][keep][:depth], local[0][keep][:depth]
+        except RuntimeError as error:
+            raise _damaged(self.folder / shard.file, error) from error
+        keep = local[0] >= 0
+        return scores[0][keep], local[0][keep]
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors read by rowid (decoded from a compressed shard), without a scan.
+
+        Args:
+            ids: ``(n,)`` int64 rowids, each in some shard.
+
+        Returns:
+            ``(n, dimension)`` float32, in the order of ``ids``.
+
+        Raises:
+            IndexCorrupted: an id is in no shard.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        result = np.zeros((len(ids), self.dimension), dtype=np.float32)
+        if not len(ids):
+            return result
+        which = np.searchsorted(self._firsts, ids, side="right") - 1
+        for number in np.unique(which):
+            rows = np.flatnonzero(which == number)
+            if number < 0:
+                raise IndexCorrupted(f"vector {int(ids[rows[0]])} is in no shard; rebuild the index")
+            shard = self.shards[number]
+            local = ids[rows] - shard.first_id
+            if local.max() >= shard.count:
+                raise IndexCorrupted(f"vector {int(ids[rows].max())} is in no shard; rebuild the index")
+            index = self.shard_index(shard)
+            try:
+                result[rows] = index.reconstruct_batch(np.ascontiguousarray(local))
+            except RuntimeError as error:
+                raise _damaged(self.folder / shard.file, error) from error
+        return result
+
+
+def _damaged(path: Path, error: RuntimeError) -> IndexCorrupted:
+    """The error for a stored shard FAISS cannot use (the vectors and the query were checked)."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+    return IndexCorrupted(f"{path} cannot be read ({reason[:160]}); rebuild the index")
+
+
+def _search_parameters(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    """Search parameters that skip deleted vectors and keep the shard's own search settings."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        # The faiss stub lacks the keyword constructors faiss's Python layer adds to every
+        # SearchParameters class (and SearchParametersHNSW itself).
+        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)  # type: ignore[call-arg]
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+            sel=selector, efSearch=index.hnsw.efSearch
+        )
+    return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+
+
+def open_shard(path: Path, shard: Shard, dimension: int) -> faiss.Index:
+    """Open a shard file: memory-mapped where the type allows, set up for searching and for reading
+    vectors by id.
+
+    Raises:
+        IndexCorrupted: the file is missing, unreadable or holds other vectors than its record says.
+    """
+    if not path.is_file():
+        raise IndexCorrupted(f"{path} is missing; rebuild the index")
+    try:
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError:
+            index = faiss.read_index(str(path))  # types that cannot be memory-mapped
+    except RuntimeError as error:
+        raise IndexCorrupted(f"{path} cannot be read; rebuild the index") from error
+    if index.ntotal != shard.count or index.d != dimension:
+        raise IndexCorrupted(
+            f"{path} holds {index.ntotal} vectors of dimension {index.d}; the database expects "
+            f"{shard.count} of dimension {dimension}; rebuild the index"
+        )
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = max(1, ivf.nlist // IVF_PROBE_FRACTION)
+        ivf.make_direct_map()  # reading vectors by id
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    return index
