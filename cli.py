@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -54,12 +54,18 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 class _OneLineErrorGroup(click.Group):
     """A click group whose every error, usage errors included, is one line on stderr and exit 1."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        standalone = kwargs.pop("standalone_mode", True)
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as error:
-            if not standalone:
+            if not standalone_mode:
                 raise
             hint = ""
             if isinstance(error, click.UsageError) and error.ctx is not None:
@@ -67,7 +73,7 @@ class _OneLineErrorGroup(click.Group):
             click.echo(f"Error: {error.format_message()}{hint}", err=True)
             sys.exit(1)
         except click.Abort:
-            if not standalone:
+            if not standalone_mode:
                 raise
             click.echo("Aborted.", err=True)
             sys.exit(1)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from senseindex.errors import ModelMismatch, QueryError, SourceError, WordNotFound
-from senseindex.indexer.encoder import Encoder, QueryBatcher, load_index_encoder
+from senseindex.indexer.encoder import Encoder, load_index_encoder
 from senseindex.indexer.pipeline import (
     ENCODER_SETTINGS,
     BuildSummary,
@@ -27,6 +27,7 @@ from senseindex.indexer.sources import Document
 from senseindex.indexer.stopwords import is_stopword
 from senseindex.indexer.storage import IndexStore
 from senseindex.indexer.text import Span, lemmatize, split_text, split_words
+from senseindex.search.batching import QueryBatcher
 from senseindex.search.hits import DocumentHit, EmbeddedSentence, EmbeddedWord, LemmaHit, SentenceHit, WordHit
 from senseindex.search.senses import (
     MAX_FORCED_SENSES,
