@@ -37,8 +37,10 @@ import senseindex  # noqa: E402
 from senseindex.indexer.encoder import BACKENDS, EncoderSettings, combine_layers, load_encoder  # noqa: E402
 
 BACKEND = "torch"  # set from --backend
+# benchmarks/metrics.py: this script's folder is first on sys.path when run as python benchmarks/X.py
+from metrics import macro_f1, ndcg_at_k, precision_at_k, recall_at_k, spearman  # noqa: E402
+
 from senseindex.indexer.text import split_text  # noqa: E402
-from senseindex.search.metrics import macro_f1, ndcg_at_k, precision_at_k, recall_at_k, spearman  # noqa: E402
 
 WSD_WORDS = (
     "apple arm bank bass bow chair club crane deck digit hood java mole pitcher pound seal spring square "

@@ -34,8 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# benchmarks/metrics.py: this script's folder is first on sys.path when run as python benchmarks/X.py
+from metrics import adjusted_rand_index, v_measure  # noqa: E402
+
 import senseindex  # noqa: E402
-from senseindex.search.metrics import adjusted_rand_index, v_measure  # noqa: E402
 
 WSD_WORDS = (
     "apple arm bank bass bow chair club crane deck digit hood java mole pitcher pound seal spring square "

@@ -50,6 +50,7 @@ from senseindex.indexer.pipeline import (
 )
 from senseindex.indexer.sources import Document
 from senseindex.indexer.text import SENTENCE_MODES
+from senseindex.plots import check_plot_path, plot_senses
 from senseindex.search import (
     DocumentHit,
     EmbeddedSentence,
@@ -64,7 +65,6 @@ from senseindex.search import (
     parse_word_query,
 )
 from senseindex.search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
-from senseindex.search.plots import check_plot_path, plot_senses
 from senseindex.search.senses import InducedSense, SenseGroup, WordSenses
 
 __all__ = [

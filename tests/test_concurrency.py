@@ -7,10 +7,12 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import senseindex
+from senseindex.search.senses import cluster_senses
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -130,3 +132,47 @@ def test_shard_file_names_are_never_reused_so_a_refreshing_reader_stays_right(tm
         hits = reader.search_sentences("the pitcher threw the ball", k=300)
         assert hits[0].doc_id == "baseball.md"
         assert {h.doc_id for h in hits} == {"zoo_visit.md", "baseball.md"}
+
+
+def test_search_word_by_sense_lets_other_queries_run_during_its_model_pass_and_clustering(sample_index):
+    """Only the reads of a by-sense search hold the index's lock: while its thread runs the model and
+    clusters the occurrences, a query on another thread gets its answer."""
+    answered_meanwhile: dict[str, bool] = {}
+
+    def another_query_answers() -> bool:
+        answered = threading.Event()
+
+        def query() -> None:
+            sample_index.search_sentences("interest rates at the bank", k=1)
+            answered.set()
+
+        threading.Thread(target=query, daemon=True).start()
+        return answered.wait(timeout=20)  # a deadline, not a pause: set as soon as the query answers
+
+    def probe(frame, event, arg):  # the by-sense thread's profiler: sees each Python call it makes
+        if event != "call":
+            return
+        code = frame.f_code
+        if code is cluster_senses.__code__ and "clustering" not in answered_meanwhile:
+            answered_meanwhile["clustering"] = another_query_answers()
+        elif (
+            code.co_name == "encode"
+            and "encoder" in code.co_filename
+            and "model pass" not in answered_meanwhile
+        ):
+            answered_meanwhile["model pass"] = another_query_answers()
+
+    results = []
+
+    def by_sense() -> None:
+        sys.setprofile(probe)
+        try:
+            results.append(sample_index.search_word_by_sense("I sat on the [bank] of the river", k=5))
+        finally:
+            sys.setprofile(None)
+
+    thread = threading.Thread(target=by_sense)
+    thread.start()
+    thread.join(timeout=120)
+    assert results, "the by-sense search did not finish"
+    assert answered_meanwhile == {"model pass": True, "clustering": True}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 import pytest
+
+import senseindex
+from senseindex.cli import main
 
 # Words whose every labelled query (two per sense) must get three same-sense hits on top. The other
 # ambiguous words of the corpus are held to the aggregate bound below.
@@ -103,3 +107,19 @@ def test_many_queries_at_once_equal_one_by_one(sample_index, labels):
         alone = sample_index.search_word(text, k=4)
         assert [h.word_id for h in hits] == [h.word_id for h in alone]
         assert [h.score for h in hits] == pytest.approx([h.score for h in alone], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("query", "word"), [("The [bat]ter swung hard", "batter"), ("The bat[ter] swung hard", "batter")]
+)
+def test_brackets_inside_a_word_ask_for_the_whole_word(sample_index, sample_index_dir, runner, query, word):
+    expected = f"brackets must surround a whole word: {word!r}"
+    with pytest.raises(senseindex.QueryError, match=re.escape(expected)):
+        senseindex.parse_word_query(query)
+    with pytest.raises(senseindex.QueryError, match=re.escape(expected)):
+        sample_index.search_word(query, k=3)
+    result = runner.invoke(main, ["query", "--word", query, "--index", str(sample_index_dir)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {expected}\n"
+    # a bracket next to punctuation still marks a whole word
+    assert senseindex.parse_word_query("The [bat]'s handle broke").form == "bat"

@@ -84,9 +84,9 @@ class _Body(BaseModel):
 class SentenceFilters(_Body):
     """Restrict a sentence search to some documents."""
 
-    doc_ids: list[str] | None = Field(None, description="Only sentences of these documents.")
+    doc_ids: list[str] | None = Field(default=None, description="Only sentences of these documents.")
     metadata: dict[str, Any] | None = Field(
-        None,
+        default=None,
         description="Only documents whose metadata has these values; a list means any of them: "
         '{"year": [2023, 2024]}.',
     )

@@ -1,0 +1,147 @@
+"""The state an open index answers from: its store, its encoder and the locks that keep them consistent.
+
+Every query reads the store under one lock and runs the model outside it; :meth:`IndexState.snapshot`
+is the one place that takes the lock and refuses an index rebuilt under the encoder, so the rule is
+written once and every query follows it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from senseindex.errors import ModelMismatch
+from senseindex.indexer.pipeline import ENCODER_SETTINGS, index_replaced
+from senseindex.indexer.storage import IndexStore
+from senseindex.search.batching import QueryBatcher
+
+if TYPE_CHECKING:
+    from senseindex.indexer.encoder import Encoder
+
+
+class IndexState:
+    """An open index's store and encoder, read one consistent state at a time.
+
+    Reads of the store (and the refresh that moves it to a newer state) happen under :attr:`lock`,
+    so a query never reads ids from one state and rows from the next. The model runs outside it:
+    embed first, then take a :meth:`snapshot`. Writes run one at a time under :meth:`writing`.
+
+    Args:
+        store: the opened index storage, its vectors loaded.
+        encoder: the encoder loaded for the index's settings.
+        max_query_batch: most query texts that concurrent calls run through the model together.
+    """
+
+    def __init__(self, store: IndexStore, encoder: Encoder, max_query_batch: int = 64) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.queries = QueryBatcher(encoder, max_query_batch)
+        self.lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self.sentence_splitting = str(store.settings.get("sentence_splitting", "auto"))
+        # what the encoder was checked against when the index was opened
+        self.encoder_settings = {key: store.settings.get(key) for key in ENCODER_SETTINGS}
+        self._replaced: str | None = None
+        # counts refreshes: work done between two snapshots compares it to know the state held
+        self.generation = 0
+
+    @contextmanager
+    def snapshot(self, require_current: bool = True) -> Iterator[IndexStore]:
+        """Hold the read lock and give the store: everything read inside is from one state.
+
+        Args:
+            require_current: refuse an index rebuilt with other encoder settings since it was opened.
+
+        Yields:
+            The store, not to be used once the block ends.
+
+        Raises:
+            ModelMismatch: ``require_current`` and the index no longer matches the encoder.
+        """
+        with self.lock:
+            if require_current:
+                self.check_current()
+            yield self.store
+
+    @contextmanager
+    def writing(self) -> Iterator[IndexStore]:
+        """Hold the write lock: writes through this object run one at a time.
+
+        Yields:
+            The store; call :meth:`reload` before the block ends to show what was written.
+        """
+        with self._write_lock:
+            yield self.store
+
+    def check_current(self) -> None:
+        """Refuse to answer from an index whose vectors this encoder no longer matches.
+
+        Raises:
+            ModelMismatch: the index was rebuilt with another model or other encoder settings.
+        """
+        if self._replaced is not None:
+            raise ModelMismatch(self._replaced)
+
+    def refresh(self) -> None:
+        """Move to the latest committed state, after any write through this object completes.
+
+        Raises:
+            IndexCorrupted: a vector file of the new state cannot be read.
+            ModelMismatch: the index was rebuilt with other encoder settings.
+        """
+        with self._write_lock:
+            self.reload()
+
+    def refresh_if_changed(self) -> bool:
+        """:meth:`refresh` if anything was committed since this state was read, unless a write
+        through this object is under way (its documents appear when it completes).
+
+        Returns:
+            Whether the state moved.
+
+        Raises:
+            IndexCorrupted, ModelMismatch: as :meth:`refresh`.
+        """
+        if not self.store.changed_on_disk() and self._replaced is None:
+            return False
+        # Holding the write lock for the moment of the refresh keeps a write of this object from
+        # starting in between and showing its first commits.
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            self.reload()
+        finally:
+            self._write_lock.release()
+        return True
+
+    def reload(self) -> None:
+        """Read the latest committed state; the caller holds the write lock (see :meth:`writing`).
+
+        Raises:
+            IndexCorrupted, ModelMismatch: as :meth:`refresh`.
+        """
+        with self.lock:
+            self.generation += 1
+            self.store.refresh()
+            self.store.open_vectors()
+            self.sentence_splitting = str(self.store.settings.get("sentence_splitting", "auto"))
+            self._replaced = index_replaced(self.store.settings, self.encoder_settings, self.store.folder)
+            self.check_current()
+
+    def close(self) -> None:
+        """Release the database connection."""
+        with self.lock:
+            self.store.close()
+
+
+def describe(store: IndexStore) -> dict[str, Any]:
+    """An index's ``{"path", "settings", "counts", "vector_files", "deleted_vectors"}``."""
+    return {
+        "path": str(store.folder),
+        "settings": dict(store.settings),
+        "counts": store.counts(),
+        "vector_files": store.vector_files(),
+        "deleted_vectors": store.deleted_count(),
+    }
