@@ -1,0 +1,170 @@
+"""How the command line shows results on a terminal: hit lines, summaries, senses, progress bars.
+
+Part of the command-line layer: only ``cli.py`` imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+import senseindex
+
+
+def progress_bar(quiet: bool) -> tuple[Any, Callable[[int, int | None], None]]:
+    """A progress bar on stderr (bytes of input) and the callback that moves it."""
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=None, unit="B", unit_scale=True, desc="indexing", disable=quiet, file=sys.stderr, leave=False
+    )
+
+    def show_progress(done: int, total: int | None) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, show_progress
+
+
+def print_build_summary(summary: senseindex.BuildSummary, index_dir: str, as_json: bool, verb: str) -> None:
+    """Print what a build or add did (warnings to stderr), as text or one JSON object."""
+    for warning in summary.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps({"index": index_dir, **summary.to_dict()}, ensure_ascii=False))
+        return
+    resumed = " (resumed an unfinished build)" if summary.resumed else ""
+    click.echo(
+        f"{verb} {summary.documents:,} documents, {summary.sentences:,} sentences, "
+        f"{summary.words:,} words, {summary.passages:,} passages ({summary.tokens:,} tokens) "
+        f"in {summary.seconds:.1f} s -> {index_dir}{resumed}"
+    )
+    if summary.replaced:
+        click.echo(f"Replaced {summary.replaced:,} changed documents (counted above).")
+    if summary.unchanged:
+        click.echo(f"Left {summary.unchanged:,} unchanged documents as they were.")
+    click.echo("Vector index: " + ", ".join(f"{table} {kind}" for table, kind in summary.index_types.items()))
+    for merge in summary.merges:
+        click.echo(f"Merged shards: {merge}")
+    if summary.skipped_files:
+        click.echo(f"Skipped {len(summary.skipped_files):,} files that are not .txt, .md or .jsonl.")
+    if summary.empty_documents:
+        click.echo(f"Skipped {summary.empty_documents:,} empty documents.")
+    if summary.unaligned_words:
+        click.echo(f"{summary.unaligned_words:,} words got no token from the tokenizer and were left out.")
+    if summary.warnings:
+        click.echo(f"{len(summary.warnings):,} warnings (above).")
+
+
+def print_sense_groups(
+    word_senses: senseindex.WordSenses, query_sense: int, groups: list[senseindex.SenseGroup], as_json: bool
+) -> None:
+    """Print same-word hits grouped under the word's induced senses, as text or one JSON object."""
+    if as_json:
+        summary = word_senses.to_dict(assignments=False)
+        click.echo(
+            json.dumps(
+                {"senses": summary, "query_sense": query_sense, "groups": [g.to_dict() for g in groups]},
+                ensure_ascii=False,
+            )
+        )
+        return
+    senses = {sense.number: sense for sense in word_senses.senses}
+    count = len(word_senses.senses)
+    click.echo(
+        f"'{word_senses.word}': {count} induced sense{'s' if count != 1 else ''} in "
+        f"{word_senses.occurrences:,} occurrences; the query is nearest sense {query_sense} "
+        f"({senses[query_sense].label()})"
+    )
+    rank = 0
+    for group in groups:
+        sense = senses.get(group.sense)
+        title = (
+            f"sense {group.sense}: {sense.label()} ({sense.size:,} occurrences)"
+            if sense
+            else "not yet grouped"
+        )
+        click.echo(f"\n{click.style(title, bold=True)}")
+        for hit in group.hits:
+            rank += 1
+            click.echo(format_hit(rank, hit))
+
+
+def format_hit(rank: int, hit: Any) -> str:
+    """One line for a sentence, document, word or lemma hit: rank, score, document, text."""
+    if isinstance(hit, senseindex.DocumentHit):
+        return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {hit.best_sentence.text}"
+    if isinstance(hit, senseindex.SentenceHit):
+        return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {hit.text}"
+    if isinstance(hit, senseindex.LemmaHit):
+        return f"{rank:3d}. {hit.score:.3f}  {hit.lemma:<14} {hit.best.doc_id}  {highlight(hit.best, 50)}"
+    return f"{rank:3d}. {hit.score:.3f}  {hit.doc_id}  {highlight(hit, 60)}"
+
+
+def highlight(hit: senseindex.WordHit, width: int) -> str:
+    """A word hit's context line, about ``width`` characters, with the word in bold brackets."""
+    before, word, after = hit.context_parts(width)
+    # Brackets survive when output is not a terminal (click strips the styling there).
+    return before + click.style(f"[{word}]", bold=True, fg="yellow") + after
+
+
+def silhouette_reason(word_senses: senseindex.WordSenses) -> str:
+    """Why that many senses: the best split's silhouette against a featureless cloud's."""
+    best = max(word_senses.silhouettes, key=lambda k: word_senses.silhouettes[k])
+    cloud = word_senses.baseline_silhouettes.get(best)
+    return (
+        f"best split into {best}: silhouette {word_senses.silhouettes[best]:.3f}, "
+        f"a featureless cloud {cloud:.3f}"
+    )
+
+
+def print_info(info: dict[str, Any]) -> None:
+    """Print an index's description (``senseindex.index_info``) as ``name: value`` lines."""
+    click.echo(f"index: {info['path']}")
+    for name, value in info["counts"].items():
+        click.echo(f"{name}: {value:,}")
+    for name, value in info["settings"].items():
+        click.echo(f"{name}: {value}")
+    deleted = {table: n for table, n in info["deleted_vectors"].items() if n}
+    if deleted:
+        click.echo(
+            "vectors of deleted rows still on disk (skipped by searches): "
+            + ", ".join(f"{table} {n:,}" for table, n in deleted.items())
+        )
+    for shard in info["vector_files"]:
+        size = "missing" if shard["bytes"] is None else f"{shard['bytes']:,} bytes"
+        click.echo(f"vector file {shard['file']}: {shard['count']:,} vectors, {shard['index_type']}, {size}")
+
+
+def print_senses(word_senses: senseindex.WordSenses) -> None:
+    """Print a word's induced senses: how many and why, then each sense with its typical uses."""
+    count = len(word_senses.senses)
+    if word_senses.chosen_by == "silhouette":
+        how = silhouette_reason(word_senses)
+    else:
+        how = {"forced": "as asked", "no spread": "all its vectors are the same"}.get(
+            word_senses.chosen_by, "too few occurrences to split"
+        )
+    sampled = (
+        f", clustered on a sample of {word_senses.clustered:,}"
+        if word_senses.clustered < word_senses.occurrences
+        else ""
+    )
+    click.echo(
+        f"'{word_senses.word}' (lemma {word_senses.lemma}): {word_senses.occurrences:,} occurrences"
+        f"{sampled}, {count} sense{'s' if count != 1 else ''} ({how})"
+    )
+    for sense in word_senses.senses:
+        click.echo(
+            f"\n{click.style(f'Sense {sense.number}: {sense.label()}', bold=True)}  "
+            f"{sense.size:,} occurrences ({sense.share:.0%})"
+        )
+        if sense.related_words:
+            click.echo("  other words used this way: " + ", ".join(hit.lemma for hit in sense.related_words))
+        for hit in sense.typical:
+            click.echo(f"  {hit.score:.3f}  {hit.doc_id}  {highlight(hit, 60)}")
