@@ -10,7 +10,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 import senseindex
+
+# a writer process races readers over several adds: the slow tier
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"

@@ -18,6 +18,9 @@ import pytest
 import senseindex
 from senseindex.cli import main
 
+# real builds killed and rerun, on corpora of a million characters: the slow tier
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 COMMAND = [sys.executable, "-c", "import sys; from senseindex.cli import main; sys.exit(main())"]

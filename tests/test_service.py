@@ -461,6 +461,7 @@ def test_a_write_while_another_process_writes_is_409(server, served_dir):
 # ------------------------------------------------------------------------------------ concurrency
 
 
+@pytest.mark.slow  # embeds 230,000 characters while being asked
 def test_health_and_queries_answer_during_a_long_write_that_they_never_see_half_of(server):
     # 230,000 characters: more than two of the writer's 100,000-character chunks, so it commits on
     # its way (every 3 s at a chunk's end), and a reader that moved with those commits would see half
@@ -578,6 +579,7 @@ def test_request_bodies_are_json_documents(server):
     assert raw.json() == server.post("/search/sentences", {"text": "batting practice", "k": 2}).json()
 
 
+@pytest.mark.slow  # a server of its own per signal
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_server_cleanly_while_it_answers(sample_index_dir, stop_signal):
     running = Server(sample_index_dir)
