@@ -163,13 +163,23 @@ def _parse_jsonl_line(raw: bytes, file: Path, line_number: int, where: str, warn
         raise _Blank
     try:
         record = json.loads(line)
-    except ValueError as error:
+    except json.JSONDecodeError as error:
         raise _Skip(f"{where}: not valid JSON ({error.msg})") from None
+    except ValueError as error:
+        # valid JSON Python will not read, e.g. an integer longer than sys.get_int_max_str_digits()
+        raise _Skip(f"{where}: unreadable JSON ({_first_line(str(error))})") from None
+    except RecursionError:
+        raise _Skip(f"{where}: unreadable JSON (nested too deeply)") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise _Skip(f"{where}: each line must be a JSON object with a 'text' string")
     doc_id = str(record["id"]) if record.get("id") is not None else f"{file.name}:{line_number}"
     metadata = {k: v for k, v in record.items() if k not in ("id", "text")}
     return Document(doc_id, record["text"], str(file), metadata, len(raw))
+
+
+def _first_line(message: str) -> str:
+    """The first line of an error message, so a warning or an error stays one line."""
+    return message.splitlines()[0] if message else "no detail"
 
 
 def read_documents(

@@ -21,6 +21,9 @@ from senseindex.indexer.encoder import (
     resolve_backend,
 )
 
+# ONNX export and quantisation, builds on every backend: the slow tier
+pytestmark = pytest.mark.slow
+
 SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")
 TEXTS = [
     "The bank raised its interest rates again.",

@@ -16,6 +16,9 @@ import senseindex
 from senseindex.cli import main
 from senseindex.indexer.storage import vectors
 
+# builds with every vector index type: the slow tier
+pytestmark = pytest.mark.slow
+
 SAMPLE = str(Path(__file__).resolve().parent.parent / "data" / "sample")
 
 SENTENCE_QUERIES = [

@@ -12,6 +12,9 @@ import senseindex
 from senseindex.cli import main
 from senseindex.indexer.encoder import resolve_model_path
 
+# builds with altered copies of the model: the slow tier
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def plain_hf_model(tmp_path_factory):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -105,3 +106,42 @@ def test_skip_bad_goes_on_past_bad_lines_with_a_warning(tmp_path, runner, name, 
     assert summary["documents"] == kept
     assert len(summary["warnings"]) == 2
     assert any("blob.txt: a binary file" in w for w in summary["warnings"])
+
+
+# JSON that the decoder parses but Python refuses to hold: an integer past the int-from-string digit
+# limit (4,300 digits by default) and arrays nested deeper than the recursion limit.
+_UNREADABLE_LINES = [
+    pytest.param(
+        b'{"text": "Huge.", "n": ' + b"7" * 5000 + b"}\n", "unreadable JSON (Exceeds", id="huge-int"
+    ),
+    pytest.param(
+        b'{"text": "Deep.", "n": ' + b"[" * 100_000 + b"\n", "unreadable JSON (nested too deeply)", id="deep"
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad_line", "reason"), _UNREADABLE_LINES)
+def test_json_python_cannot_hold_is_a_one_line_cli_error(tmp_path, bad_line, reason):
+    source = tmp_path / "odd.jsonl"
+    source.write_bytes(b'{"id": "a", "text": "Fine."}\n' + bad_line)
+    result = CliRunner().invoke(main, ["build-index", str(source), "--index", str(tmp_path / "idx"), "-q"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # the CLI's own exit, not an uncaught error
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: ")
+    assert f"{source}:2: {reason}" in lines[0]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize(("bad_line", "reason"), _UNREADABLE_LINES)
+def test_json_python_cannot_hold_is_a_source_error_or_skipped(tmp_path, bad_line, reason):
+    source = tmp_path / "odd.jsonl"
+    source.write_bytes(b'{"id": "a", "text": "Fine."}\n' + bad_line + b'{"id": "b", "text": "Also fine."}\n')
+    with pytest.raises(senseindex.SourceError, match=re.escape(f"odd.jsonl:2: {reason}")):
+        senseindex.build_index([str(source)], tmp_path / "refused")
+    summary = senseindex.build_index([str(source)], tmp_path / "skipped", skip_bad=True)
+    assert summary.documents == 2
+    assert len(summary.warnings) == 1
+    assert summary.warnings[0].startswith(f"skipped {source}:2: {reason}")

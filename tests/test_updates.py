@@ -14,6 +14,9 @@ import senseindex
 from senseindex.cli import main
 from senseindex.indexer.storage import IndexStore, vectors
 
+# most tests build the whole sample corpus, some several times: the slow tier
+pytestmark = pytest.mark.slow
+
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 FLOAT32 = senseindex.EncoderSettings(backend="torch")  # comparable with the float32 sample index
 SENTENCE_QUERIES = [
