@@ -2,11 +2,11 @@
 
 The work is split over modules, all re-exported here:
 
-- :mod:`~senseindex.indexer.pipeline_reports`: what the entry points return (summaries, plans,
+- `pipeline_reports`: what the entry points return (summaries, plans,
   check reports);
-- :mod:`~senseindex.indexer.pipeline_chunks`: documents to sentences, words and tokenised chunks;
-- :mod:`~senseindex.indexer.pipeline_rows`: embedded chunks to numbered rows and vectors;
-- :mod:`~senseindex.indexer.pipeline_build`: the streaming build and add, with their commits;
+- `pipeline_chunks`: documents to sentences, words and tokenised chunks;
+- `pipeline_rows`: embedded chunks to numbered rows and vectors;
+- `pipeline_build`: the streaming build and add, with their commits;
 - this module: the entry points that do not run the model (plan, delete, check).
 
 None of these modules imports the encoder (and with it torch) before a model is loaded.
@@ -66,11 +66,11 @@ __all__ = [
 def plan_changes(
     sources: Sequence[str], index_dir: str | Path, stdin: TextIO | None = None, skip_bad: bool = False
 ) -> ChangePlan:
-    """What :func:`add_documents` would change (``--dry-run``): reads the sources and compares them
+    """What `add_documents` would change (``--dry-run``): reads the sources and compares them
     with the index by content hash, without loading the model or writing anything.
 
     Args:
-        sources: files, folders or ``-``, as for :func:`build_index`.
+        sources: files, folders or ``-``, as for `build_index`.
         index_dir: the index folder.
         stdin: the stream ``-`` reads.
         skip_bad: skip malformed JSONL lines and binary files with a warning.

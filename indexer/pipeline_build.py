@@ -2,7 +2,7 @@
 embed -> store.
 
 Documents are consumed in chunks of sentences; each chunk is split, tokenised, embedded
-(length-sorted batches inside :meth:`Encoder.run`) and written before the next one is read, so memory
+(length-sorted batches inside `Encoder.run`) and written before the next one is read, so memory
 follows the chunk size, not the corpus size.
 
 Why not overlap reading and writing with the model in threads: PyTorch already keeps both cores of the
@@ -263,10 +263,10 @@ def add_documents(
     ones).
 
     Args:
-        sources: files, folders or ``-``, as for :func:`build_index`.
+        sources: files, folders or ``-``, as for `build_index`.
         index_dir: the index folder.
         model: a copy of the index's model to use instead of the stored folder (same weights).
-        backend: what runs the model (see :class:`EncoderSettings`).
+        backend: what runs the model (see `EncoderSettings`).
         progress: called after each stored chunk with bytes done and bytes in total.
         stdin: the stream ``-`` reads.
         skip_bad: skip malformed JSONL lines and binary files with a warning.
@@ -300,14 +300,14 @@ def add_document_list(
     encoder_settings: dict[str, Any],
     progress: ProgressCallback | None = None,
 ) -> BuildSummary:
-    """:func:`add_documents` for documents already in memory, with an encoder already loaded, in one
+    """`add_documents` for documents already in memory, with an encoder already loaded, in one
     commit: all of them are stored, or (on any error) none.
 
     Args:
         documents: the documents, with unique ids.
         index_dir: the index folder.
-        encoder: the index's encoder (from :func:`~senseindex.indexer.encoder.load_index_encoder`).
-        encoder_settings: the index settings the encoder was loaded for (:data:`ENCODER_SETTINGS`);
+        encoder: the index's encoder (from `load_index_encoder`).
+        encoder_settings: the index settings the encoder was loaded for (`ENCODER_SETTINGS`);
             an index rebuilt since with other ones is refused.
         progress: called after each stored chunk with characters done and in total.
 
@@ -360,10 +360,10 @@ def write_documents(
     commit_on_the_way: bool = True,
 ) -> BuildSummary:
     """Embed and store documents with commits at document boundaries: the shared core of
-    :func:`build_index`, :func:`add_documents` and :func:`add_document_list`.
+    `build_index`, `add_documents` and `add_document_list`.
 
-    A commit follows the first document end after :data:`COMMIT_CHARACTERS` of text or
-    :data:`COMMIT_SECONDS` of work since the last one. Stored documents are compared by content hash
+    A commit follows the first document end after `COMMIT_CHARACTERS` of text or
+    `COMMIT_SECONDS` of work since the last one. Stored documents are compared by content hash
     unless this is a new build (neither resumed nor an add).
 
     Args:

@@ -78,7 +78,7 @@ def chunk_documents(
         documents: the documents to store, in order.
         encoder: the encoder that tokenises each chunk.
         skip_stopwords: give function words no word row.
-        sentence_splitting: the sentence splitting mode (see :func:`~senseindex.indexer.text.split_text`).
+        sentence_splitting: the sentence splitting mode (see `split_text`).
         first_document: the row id of the first document.
         counts: running counts; ``documents`` and ``empty`` are incremented here.
 

@@ -103,7 +103,7 @@ class DeleteSummary:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """What :func:`check_index` found.
+    """What `check_index` found.
 
     Attributes:
         path: the index folder.

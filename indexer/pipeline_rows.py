@@ -1,5 +1,5 @@
 """Embedded chunks to rows: sentence, word and passage rows with their ids and vectors, ready for
-:meth:`~senseindex.indexer.storage.IndexStore.add_batch`.
+`add_batch`.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class RowBuilder:
         """Embed a chunk and number its rows.
 
         Args:
-            chunk: a chunk from :func:`~senseindex.indexer.pipeline_chunks.chunk_documents`.
+            chunk: a chunk from `chunk_documents`.
 
         Returns:
             Its rows and vectors, with the passages it closed; None when there is nothing to store.

@@ -192,7 +192,7 @@ def read_documents(
     """Read documents one at a time (a JSONL file is streamed line by line).
 
     Args:
-        files: files and their document ids, from :func:`scan_sources`.
+        files: files and their document ids, from `scan_sources`.
         read_stdin: also read standard input as one plain-text document with id ``stdin``.
         stdin: the stream to read instead of ``sys.stdin``.
         skip_bad: skip binary files, malformed JSONL lines and repeated ids instead of raising.

@@ -161,7 +161,7 @@ def split_text(text: str, mode: str = "auto") -> list[Span]:
 
     Args:
         text: the document text.
-        mode: ``auto`` (paragraphs at blank lines, then sentences with :func:`split_sentences`),
+        mode: ``auto`` (paragraphs at blank lines, then sentences with `split_sentences`),
             ``paragraph`` (each paragraph is one sentence: for text that is already one sentence per
             paragraph or JSONL record) or ``line`` (each non-blank line is one sentence).
 
@@ -188,7 +188,7 @@ def split_text(text: str, mode: str = "auto") -> list[Span]:
 
 
 def _cut_long(text: str, span: Span) -> Iterator[Span]:
-    """A span cut into pieces of at most :data:`MAX_SENTENCE_CHARACTERS`, at white space where there
+    """A span cut into pieces of at most `MAX_SENTENCE_CHARACTERS`, at white space where there
     is some in the second half of a piece."""
     start = span.start
     while span.end - start > MAX_SENTENCE_CHARACTERS:
@@ -203,7 +203,7 @@ def _cut_long(text: str, span: Span) -> Iterator[Span]:
 
 
 def check_sentence_mode(mode: str) -> None:
-    """Raise :class:`SettingsError` unless ``mode`` is one of :data:`SENTENCE_MODES`."""
+    """Raise `SettingsError` unless ``mode`` is one of `SENTENCE_MODES`."""
     if mode not in SENTENCE_MODES:
         raise SettingsError(f"unknown sentence splitting {mode!r}; use one of {', '.join(SENTENCE_MODES)}")
 

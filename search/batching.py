@@ -19,7 +19,7 @@ class QueryBatcher:
     call (up to ``max_texts`` texts) as one batch. Under load, concurrent queries thus share forward
     passes, which costs little more than one of them.
 
-    A program may instead give the model a thread of its own with :meth:`serve`: while it runs, every
+    A program may instead give the model a thread of its own with `serve`: while it runs, every
     call waits for that thread to run it.
 
     Args:
@@ -40,7 +40,7 @@ class QueryBatcher:
         self.calls_run = 0
 
     def encode(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]) -> EncodedBatch:
-        """:meth:`Encoder.encode`, run together with the calls other threads make meanwhile.
+        """`Encoder.encode`, run together with the calls other threads make meanwhile.
 
         Args:
             texts: sentences.

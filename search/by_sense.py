@@ -46,7 +46,7 @@ class _Occurrences(Generic[T]):
 def induce_senses(
     state: IndexState, word: str, senses: int | None, typical: int, related_words: int
 ) -> WordSenses:
-    """The senses a word is used in across the index (see :meth:`SenseIndex.induce_senses`).
+    """The senses a word is used in across the index (see `SenseIndex.induce_senses`).
 
     Args:
         state: the open index.
@@ -70,7 +70,7 @@ def induce_senses(
 def search_word_by_sense(
     state: IndexState, query: WordQuery, k: int, senses: int | None
 ) -> tuple[WordSenses, int, list[SenseGroup]]:
-    """Same-word hits grouped under the word's induced senses (see :meth:`SenseIndex.search_word_by_sense`).
+    """Same-word hits grouped under the word's induced senses (see `SenseIndex.search_word_by_sense`).
 
     Args:
         state: the open index.

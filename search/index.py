@@ -1,9 +1,9 @@
 """Querying an index: sentences similar to a text, and word occurrences used in a matching sense.
 
-:class:`SenseIndex` is the front door; the work is done by the modules beside this one: the state
-it answers from and its lock (:mod:`.state`), embedding (:mod:`.embedding`), sentence and document
-search (:mod:`.sentences`), word queries and word search (:mod:`.word_query`, :mod:`.words`), sense
-induction (:mod:`.by_sense`) and writes (:mod:`.writes`).
+`SenseIndex` is the front door; the work is done by the modules beside this one: the state
+it answers from and its lock (`state`), embedding (`embedding`), sentence and document
+search (`sentences`), word queries and word search (`word_query`, `words`), sense
+induction (`by_sense`) and writes (`writes`).
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ __all__ = [
 class SenseIndex:
     """An opened index: query it for similar sentences and for words used in a matching sense.
 
-    Open one with :func:`open_index`. Queries are embedded with the encoder settings stored in the
+    Open one with `open_index`. Queries are embedded with the encoder settings stored in the
     index, whatever the caller's defaults.
 
     An opened index is safe to use from many threads at once: the query texts of concurrent calls
-    share forward passes (see :class:`~senseindex.indexer.encoder.QueryBatcher`), and each query reads one
-    consistent state of the index. Writes through :meth:`add_documents` and :meth:`delete_documents`
+    share forward passes (see `QueryBatcher`), and each query reads one
+    consistent state of the index. Writes through `add_documents` and `delete_documents`
     run one at a time, and queries move to their result only once a write is complete.
     """
 
@@ -94,7 +94,7 @@ class SenseIndex:
         self._state.refresh()
 
     def refresh_if_changed(self) -> bool:
-        """:meth:`refresh` if anything was committed to the index since this state was read (a cheap
+        """`refresh` if anything was committed to the index since this state was read (a cheap
         check of the database files), unless a write through this object is under way (its
         documents appear when it completes).
 
@@ -102,7 +102,7 @@ class SenseIndex:
             Whether the index moved to a newer state.
 
         Raises:
-            IndexCorrupted, ModelMismatch: as :meth:`refresh`.
+            IndexCorrupted, ModelMismatch: as `refresh`.
         """
         return self._state.refresh_if_changed()
 
@@ -111,7 +111,7 @@ class SenseIndex:
         queries made meanwhile on other threads wait for this thread to embed them (batched).
 
         For servers that answer on worker threads: give the model the main thread (see
-        :meth:`~senseindex.indexer.encoder.QueryBatcher.serve`). Writes keep running on their own thread.
+        `serve`). Writes keep running on their own thread.
 
         Args:
             stop: ends the loop once set.
@@ -140,7 +140,7 @@ class SenseIndex:
         A document stored with the same text and metadata is left alone (as ``senseindex add``).
 
         Args:
-            documents: :class:`~senseindex.indexer.sources.Document` objects or mappings ``{"id", "text",
+            documents: `Document` objects or mappings ``{"id", "text",
                 "metadata"?}``; ids must be unique.
             progress: called after each stored chunk with characters done and in total.
 
@@ -192,13 +192,13 @@ class SenseIndex:
         return self.embed_texts([text])[0]
 
     def embed_texts(self, texts: Sequence[str]) -> list[list[EmbeddedSentence]]:
-        """:meth:`embed` for many texts, their sentences run through the model together.
+        """`embed` for many texts, their sentences run through the model together.
 
         Args:
             texts: any texts.
 
         Returns:
-            Per text, its sentences with their words, as :meth:`embed` gives them.
+            Per text, its sentences with their words, as `embed` gives them.
         """
         return embedding.embed_texts(self._state, texts)
 
@@ -234,7 +234,7 @@ class SenseIndex:
         """The contextual vector of a query's target word, from the sentence that holds it.
 
         Args:
-            query: the parsed query (see :func:`parse_word_query`).
+            query: the parsed query (see `parse_word_query`).
 
         Returns:
             ``(word_dimension,)`` float32, L2-normalised.
@@ -345,7 +345,7 @@ class SenseIndex:
     def search_word_many(
         self, texts: Sequence[str], k: int = 10, exact_form: bool = False
     ) -> list[list[WordHit]]:
-        """:meth:`search_word` for many queries at once: one batched forward pass for all of them.
+        """`search_word` for many queries at once: one batched forward pass for all of them.
 
         Args:
             texts: query sentences, each with its target in [brackets].
@@ -383,7 +383,7 @@ class SenseIndex:
     ) -> WordSenses:
         """The senses a word is used in across the index, induced from its occurrences' vectors.
 
-        Every occurrence of the word's lemma is clustered (see :mod:`~senseindex.search.senses`); each
+        Every occurrence of the word's lemma is clustered (see `senses`); each
         sense is named by its most typical occurrences and by the other words nearest to its centre.
 
         Args:
@@ -409,7 +409,7 @@ class SenseIndex:
         span: tuple[int, int] | None = None,
         senses: int | None = None,
     ) -> tuple[WordSenses, int, list[SenseGroup]]:
-        """:meth:`search_word`, its hits grouped under the word's induced senses.
+        """`search_word`, its hits grouped under the word's induced senses.
 
         Args:
             text: the query sentence, the target in [brackets] unless ``target`` or ``span`` is given.
@@ -439,7 +439,7 @@ def open_index(
         model: a model folder to use instead of the stored one (e.g. the index was moved to another
             machine); its weights must have the stored fingerprint.
         backend: what runs the model for queries: ``auto``, ``torch``, ``torch-bf16`` or ``onnx``
-            (see :class:`EncoderSettings`); any backend queries any index.
+            (see `EncoderSettings`); any backend queries any index.
         max_query_batch: most query texts that concurrent calls run through the model together
             (1: every call on its own).
 
@@ -475,7 +475,7 @@ def index_info(path: str | Path) -> dict[str, Any]:
         "first_id", "count", "index_type", "bytes"}``.
 
     Raises:
-        IndexNotFound, SchemaMismatch, IndexCorrupted: as :func:`open_index`.
+        IndexNotFound, SchemaMismatch, IndexCorrupted: as `open_index`.
     """
     store = IndexStore.open(Path(path))
     try:

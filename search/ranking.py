@@ -12,7 +12,7 @@ MAX_K = 10_000
 
 
 def check_k(k: int) -> None:
-    """Refuse a number of hits that is not a whole number from 1 to :data:`MAX_K`.
+    """Refuse a number of hits that is not a whole number from 1 to `MAX_K`.
 
     Raises:
         QueryError: a bad ``k``.

@@ -133,7 +133,7 @@ class SenseGroup:
     """Hits of a same-word query that belong to one induced sense.
 
     Attributes:
-        sense: the sense number (as in :attr:`WordSenses.senses`); 0 for an occurrence added after
+        sense: the sense number (as in `WordSenses.senses`); 0 for an occurrence added after
             the senses were induced.
         hits: the group's hits, best first.
     """
@@ -148,7 +148,7 @@ class SenseGroup:
 
 @dataclass(frozen=True)
 class Clustering:
-    """The outcome of :func:`cluster_senses`.
+    """The outcome of `cluster_senses`.
 
     Attributes:
         labels: ``(n,)`` int64 cluster of each vector, 0 = largest.

@@ -99,7 +99,7 @@ def search_documents(
         state: the open index.
         text: the query.
         k: number of documents.
-        scoring: one of :data:`DOCUMENT_SCORINGS`.
+        scoring: one of `DOCUMENT_SCORINGS`.
         passage_weight: the passage share of ``combined``, in [0, 1]; None takes the measured best
             for the index's passage mode.
 

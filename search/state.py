@@ -1,6 +1,6 @@
 """The state an open index answers from: its store, its encoder and the locks that keep them consistent.
 
-Every query reads the store under one lock and runs the model outside it; :meth:`IndexState.snapshot`
+Every query reads the store under one lock and runs the model outside it; `IndexState.snapshot`
 is the one place that takes the lock and refuses an index rebuilt under the encoder, so the rule is
 written once and every query follows it.
 """
@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 class IndexState:
     """An open index's store and encoder, read one consistent state at a time.
 
-    Reads of the store (and the refresh that moves it to a newer state) happen under :attr:`lock`,
+    Reads of the store (and the refresh that moves it to a newer state) happen under `lock`,
     so a query never reads ids from one state and rows from the next. The model runs outside it:
-    embed first, then take a :meth:`snapshot`. Writes run one at a time under :meth:`writing`.
+    embed first, then take a `snapshot`. Writes run one at a time under `writing`.
 
     Args:
         store: the opened index storage, its vectors loaded.
@@ -70,7 +70,7 @@ class IndexState:
         """Hold the write lock: writes through this object run one at a time.
 
         Yields:
-            The store; call :meth:`reload` before the block ends to show what was written.
+            The store; call `reload` before the block ends to show what was written.
         """
         with self._write_lock:
             yield self.store
@@ -95,14 +95,14 @@ class IndexState:
             self.reload()
 
     def refresh_if_changed(self) -> bool:
-        """:meth:`refresh` if anything was committed since this state was read, unless a write
+        """`refresh` if anything was committed since this state was read, unless a write
         through this object is under way (its documents appear when it completes).
 
         Returns:
             Whether the state moved.
 
         Raises:
-            IndexCorrupted, ModelMismatch: as :meth:`refresh`.
+            IndexCorrupted, ModelMismatch: as `refresh`.
         """
         if not self.store.changed_on_disk() and self._replaced is None:
             return False
@@ -117,10 +117,10 @@ class IndexState:
         return True
 
     def reload(self) -> None:
-        """Read the latest committed state; the caller holds the write lock (see :meth:`writing`).
+        """Read the latest committed state; the caller holds the write lock (see `writing`).
 
         Raises:
-            IndexCorrupted, ModelMismatch: as :meth:`refresh`.
+            IndexCorrupted, ModelMismatch: as `refresh`.
         """
         with self.lock:
             self.generation += 1

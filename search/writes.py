@@ -62,7 +62,7 @@ def delete(state: IndexState, doc_ids: Sequence[str]) -> DeleteSummary:
 
 
 def _documents_of(documents: Iterable[Document | Mapping[str, Any]]) -> list[Document]:
-    """Documents given to :meth:`SenseIndex.add_documents`, checked before anything is written."""
+    """Documents given to `SenseIndex.add_documents`, checked before anything is written."""
     result: list[Document] = []
     seen: set[str] = set()
     for position, given in enumerate(documents):

@@ -1,6 +1,6 @@
 """The one error hierarchy of senseindex.
 
-Every error the library raises on purpose derives from :class:`SenseIndexError`, so callers (the CLI,
+Every error the library raises on purpose derives from `SenseIndexError`, so callers (the CLI,
 the HTTP service, user programs) can catch one class and show its message as a one-line error.
 """
 

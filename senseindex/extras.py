@@ -20,7 +20,7 @@ def import_extra(module: str, extra: str) -> ModuleType:
 
     Args:
         module: the module to import, e.g. ``"uvicorn"``.
-        extra: the name of the extra that installs it (a key of :data:`EXTRAS`).
+        extra: the name of the extra that installs it (a key of `EXTRAS`).
 
     Returns:
         The imported module.

@@ -23,7 +23,7 @@ def plot_senses(word_senses: WordSenses, path: str | Path, labelled: int = 2) ->
     induced sense, with a few typical occurrences written next to their points.
 
     Args:
-        word_senses: from :meth:`SenseIndex.induce_senses`.
+        word_senses: from `SenseIndex.induce_senses`.
         path: the file to write: ``.png``, ``.svg`` or ``.pdf`` (an image), or ``.html`` (a page with
             the map and, per sense, its related words and typical occurrences).
         labelled: typical occurrences labelled on the map per sense.

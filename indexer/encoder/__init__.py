@@ -4,10 +4,10 @@ Importing this package imports neither torch nor transformers (nor onnxruntime):
 first model, so commands that never embed text start fast.
 
 Modules:
-    settings: :class:`EncoderSettings`, the allowed values, and the choice of backend.
+    settings: `EncoderSettings`, the allowed values, and the choice of backend.
     models: model folders, their fingerprint and layout, loading a transformer.
     batches: the encoder's batch types and the numpy work around a forward pass.
-    core: the :class:`Encoder` and the process-wide cache of loaded encoders.
+    core: the `Encoder` and the process-wide cache of loaded encoders.
     bfloat16: the ``torch-bf16`` backend (imports torch).
     onnx: the ``onnx`` and ``onnx-int8`` backends (imports torch; onnxruntime and onnx lazily).
 """

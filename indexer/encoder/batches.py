@@ -103,7 +103,7 @@ def length_batches(
       activations per layer) at the same work per token.
 
     Args:
-        windows: as :attr:`PreparedBatch.windows`, shortest first.
+        windows: as `PreparedBatch.windows`, shortest first.
         batch_size: most windows per batch.
 
     Returns:

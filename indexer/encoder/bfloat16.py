@@ -1,6 +1,6 @@
 """The ``torch-bf16`` backend: linear layers whose matrix products run in bfloat16.
 
-Imports torch at module level; only :mod:`.core` imports this module, when such an encoder is loaded.
+Imports torch at module level; only `core` imports this module, when such an encoder is loaded.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class BFloat16Linear(torch.nn.Module):
 
 
 def use_bfloat16_linear_layers(module: torch.nn.Module) -> None:
-    """Replace, in place, every ``torch.nn.Linear`` inside a module by a :class:`BFloat16Linear`.
+    """Replace, in place, every ``torch.nn.Linear`` inside a module by a `BFloat16Linear`.
 
     Args:
         module: the model (or any submodule).

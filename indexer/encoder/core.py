@@ -1,6 +1,6 @@
 """The encoder: one transformer forward pass per batch gives word vectors and sentence vectors.
 
-torch and transformers are imported when the first :class:`Encoder` is made, not when this module is
+torch and transformers are imported when the first `Encoder` is made, not when this module is
 imported, so commands that never load a model (``info``, ``check``, ``delete``) start fast.
 """
 
@@ -183,7 +183,7 @@ class Encoder:
         self, model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, all_layers: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One torch forward pass: ``(word layer, last hidden state)``; with ``all_layers`` the word
-        layer is every layer side by side, embeddings first (for :meth:`encode_word_layers`)."""
+        layer is every layer side by side, embeddings first (for `encode_word_layers`)."""
         import torch  # loaded with the model already: this only binds the name
 
         output = model(
@@ -231,8 +231,8 @@ class Encoder:
         Returns:
             ``(layers, aligned)``: ``(n_words, num_layers + 1, hidden_size)`` float32 piece-pooled
             (with this encoder's piece pooling) and *not* normalised, layer 0 being the embedding
-            output; and ``(n_words,)`` bool as :attr:`EncodedBatch.word_aligned`. Turn them into the
-            vectors of a strategy with :func:`combine_layers`.
+            output; and ``(n_words,)`` bool as `EncodedBatch.word_aligned`. Turn them into the
+            vectors of a strategy with `combine_layers`.
         """
         encoded = self.run(self.prepare(texts, word_spans, all_layers=True))
         return encoded.word_vectors, encoded.word_aligned
@@ -249,10 +249,10 @@ class Encoder:
             texts: sentences.
             word_spans: per sentence, the ``(start, end)`` character spans of its words, relative to
                 the sentence, in order.
-            all_layers: prepare for :meth:`encode_word_layers` (every layer kept).
+            all_layers: prepare for `encode_word_layers` (every layer kept).
 
         Returns:
-            The batch for :meth:`run`.
+            The batch for `run`.
         """
         if len(texts) != len(word_spans):
             raise ValueError("texts and word_spans differ in length")
@@ -276,7 +276,7 @@ class Encoder:
         """Run the model over prepared sentences and pool word and sentence vectors.
 
         Args:
-            prepared: from :meth:`prepare`.
+            prepared: from `prepare`.
 
         Returns:
             The vectors, in input order.

@@ -1,7 +1,7 @@
 """Model folders: where a model setting points, its weights' fingerprint, its layout, and loading it.
 
 Models are always loaded from a local folder with the Hugging Face hub switched off, so an air-gapped
-machine behaves like any other. transformers is imported only by :func:`import_transformers`, the
+machine behaves like any other. transformers is imported only by `import_transformers`, the
 first time a model is loaded.
 """
 

@@ -1,7 +1,7 @@
 """The ``onnx`` and ``onnx-int8`` backends: the transformer exported once to ONNX and run with ONNX
 Runtime; int8 by ONNX Runtime's dynamic quantiser.
 
-Imports torch at module level; only :mod:`.core` imports this module, when such an encoder is loaded.
+Imports torch at module level; only `core` imports this module, when such an encoder is loaded.
 onnxruntime and onnx (the ``onnx`` extra) are imported when a runner is made.
 """
 

@@ -1,7 +1,7 @@
 """Encoder settings and the choice of backend; imports neither torch nor transformers.
 
 Everything here is needed to parse a command line or read an index's stored settings, which must stay
-fast: the model libraries load only when a model is loaded (see :mod:`.core`).
+fast: the model libraries load only when a model is loaded (see `core`).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def resolve_backend(backend: str) -> str:
     """The backend ``auto`` stands for on this machine; any other name unchanged.
 
     Args:
-        backend: one of :data:`BACKENDS`.
+        backend: one of `BACKENDS`.
 
     Returns:
         ``torch``, ``torch-bf16`` or ``onnx``.

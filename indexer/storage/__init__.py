@@ -2,7 +2,7 @@
 
 This package is the only part of senseindex that touches SQLite and FAISS. A vector's FAISS position is
 always tied to the SQLite rowid of the row it belongs to (``sentences.id``, ``words.id`` or
-``passages.id``) through the ``shards`` table: see :mod:`~senseindex.indexer.storage.vectors`.
+``passages.id``) through the ``shards`` table: see `vectors`.
 
 Folder layout (see the README, "On-disk index format")::
 
@@ -17,13 +17,13 @@ documents, writes the batch's vectors to new shard files (under a temporary name
 renamed) and only then commits the rows together with the ``shards`` records that make those files
 part of the index. A process killed at any moment leaves the last committed state; files it wrote
 after that are not referenced and the next writer deletes them. Readers use SQLite's write-ahead log:
-each reader keeps the snapshot it opened (see :meth:`IndexStore.refresh`) and never sees a
+each reader keeps the snapshot it opened (see `IndexStore.refresh`) and never sees a
 half-applied batch.
 
-Modules: :mod:`.schema` (tables, format version), :mod:`.folder` (write lock, flushing, the
-``--overwrite`` swap, clean-up), :mod:`.guards` (damaged index or caller's mistake), :mod:`.reader`
-(:class:`IndexReader`), :mod:`.writer` (:class:`IndexStore`), :mod:`.merge` (which shards to merge),
-:mod:`.check` (verification), :mod:`.vectors` (index types, writing shards) and :mod:`.shards`
+Modules: `schema` (tables, format version), `folder` (write lock, flushing, the
+``--overwrite`` swap, clean-up), `guards` (damaged index or caller's mistake), `reader`
+(`IndexReader`), `writer` (`IndexStore`), `merge` (which shards to merge),
+`check` (verification), `vectors` (index types, writing shards) and `shards`
 (reading and searching them).
 """
 

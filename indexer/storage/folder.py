@@ -30,7 +30,7 @@ def take_lock(folder: Path) -> int:
     """Take the folder's write lock (released when the process ends, however it ends).
 
     Returns:
-        The lock file's descriptor; :func:`release_lock` releases it.
+        The lock file's descriptor; `release_lock` releases it.
 
     Raises:
         IndexBusy: another process holds the lock.
@@ -51,7 +51,7 @@ def take_lock(folder: Path) -> int:
 
 
 def release_lock(descriptor: int | None) -> None:
-    """Release a lock taken by :func:`take_lock` (nothing for None)."""
+    """Release a lock taken by `take_lock` (nothing for None)."""
     if descriptor is not None:
         with contextlib.suppress(OSError):
             os.close(descriptor)  # closing the descriptor releases its lock
@@ -211,7 +211,7 @@ def recover_interrupted_swap(folder: Path) -> None:
 
 def swap_into_place(staging: Path, target: Path) -> None:
     """Move a finished ``--overwrite`` build into its folder: the old index is moved aside, the new
-    one in, then the old one deleted (:func:`recover_interrupted_swap` completes a killed swap).
+    one in, then the old one deleted (`recover_interrupted_swap` completes a killed swap).
 
     Raises:
         SenseIndexError: a rename fails (the previous index is put back where it can be).

@@ -1,9 +1,9 @@
 """Telling a damaged index from a caller's mistake.
 
-A failure while reading becomes :class:`~senseindex.errors.IndexCorrupted` ("rebuild it") only when
+A failure while reading becomes `IndexCorrupted` ("rebuild it") only when
 the stored data is at fault: SQLite reports a damaged database, stored JSON does not parse, a setting
 is missing, a vector file cannot be read. Values SQLite cannot bind are refused before the query with
-the caller's error (:func:`check_bindable`), and programming errors keep their own type.
+the caller's error (`check_bindable`), and programming errors keep their own type.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class _HasFolder(Protocol):
 def reading(method: _Method) -> _Method:
     """Report a database SQLite finds damaged (a missing table, a malformed file) as IndexCorrupted.
 
-    Only :class:`sqlite3.DatabaseError` is translated, and not its ProgrammingError (misuse of the
+    Only `sqlite3.DatabaseError` is translated, and not its ProgrammingError (misuse of the
     API: a bug). Malformed stored JSON, a missing setting and an unreadable vector file raise
     IndexCorrupted where they are read; a caller's bad argument keeps its own error.
     """

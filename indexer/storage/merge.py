@@ -1,6 +1,6 @@
 """Which shards a writer merges when it finishes: shards whose vectors are all deleted are dropped,
 runs of exact shards of a compressed table become trained shards, runs of many small exact shards
-become one. The writer (:meth:`IndexStore.merge_shards`) writes the new files and records them."""
+become one. The writer (`IndexStore.merge_shards`) writes the new files and records them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The read side of an index: settings, snapshots, rows and vectors (:class:`IndexReader`)."""
+"""The read side of an index: settings, snapshots, rows and vectors (`IndexReader`)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ _CHUNK_PARAMETERS = 900
 class IndexReader:
     """An index folder opened for reading: the SQLite database and the FAISS shards of each table.
 
-    :meth:`open` opens an index at the state of its last commit; :meth:`refresh` moves it on.
+    `open` opens an index at the state of its last commit; `refresh` moves it on.
     """
 
     def __init__(self, folder: Path, connection: sqlite3.Connection) -> None:
@@ -98,8 +98,8 @@ class IndexReader:
 
         Returns:
             The store (of the class it is called on); its snapshot stays fixed until
-            :meth:`refresh`. Vector files are opened on first use (or all at once with
-            :meth:`open_vectors`).
+            `refresh`. Vector files are opened on first use (or all at once with
+            `open_vectors`).
 
         Raises:
             IndexNotFound: no index in the folder.
@@ -156,7 +156,7 @@ class IndexReader:
         self._opened = opened
 
     def changed_on_disk(self) -> bool:
-        """Whether a commit may have happened since the last :meth:`refresh` (by the database files'
+        """Whether a commit may have happened since the last `refresh` (by the database files'
         sizes and times: cheap; a checkpoint may give a false alarm)."""
         return folder_files.database_state(self.folder) != self._refreshed_state
 

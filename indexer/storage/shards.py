@@ -1,7 +1,7 @@
 """FAISS shard files opened for reading: searching a table's shards and reading vectors by rowid.
 
 A shard holds the vectors of a contiguous run of SQLite rowids (see
-:mod:`~senseindex.indexer.storage.vectors`, which writes them): FAISS result ``i`` of a shard is
+`vectors`, which writes them): FAISS result ``i`` of a shard is
 rowid ``first_id + i``. Deleted rows keep their vectors; searches skip them with a FAISS ID selector.
 """
 

@@ -1,6 +1,6 @@
 """FAISS vector shards: index types, and how vectors are streamed to disk during a build and merged.
 
-Reading and searching the shards is :mod:`~senseindex.indexer.storage.shards` (its names are
+Reading and searching the shards is `shards` (its names are
 re-exported here).
 
 A table's vectors (sentences, words or passages) live in one or more shard files. A shard holds the
@@ -8,7 +8,7 @@ vectors of a contiguous run of SQLite rowids, so a FAISS result ``i`` of a shard
 ``first_id + i`` and no id map (8 bytes per vector) is stored. During a build at most one shard per
 table is in memory; a full shard is written to disk and dropped, which keeps a build's memory flat in
 the corpus size. At every commit the vectors still in memory are written too, to provisional files
-that the next commit replaces (:meth:`ShardWriter.checkpoint`), so everything committed has its
+that the next commit replaces (`ShardWriter.checkpoint`), so everything committed has its
 vectors on disk and frequent commits do not cut a table into small shards.
 
 Shard files are never changed once written: deleting a document leaves its vectors in place and
@@ -18,13 +18,13 @@ new files. A reader therefore keeps using the files of the state it opened while
 Index types (``index_type``):
 
 - ``flat``: exact inner product over float32 vectors (1,536 bytes per 384-d vector).
-- ``auto`` (default): exact while a table holds at most :data:`EXACT_LIMIT` vectors; above it the
-  table is stored as :data:`AUTO_COMPRESSED_TYPE` (8-bit scalar quantisation, a quarter of the size).
+- ``auto`` (default): exact while a table holds at most `EXACT_LIMIT` vectors; above it the
+  table is stored as `AUTO_COMPRESSED_TYPE` (8-bit scalar quantisation, a quarter of the size).
 - any FAISS ``index_factory`` string (``SQ8``, ``SQ4``, ``IVF1024,SQ8``, ``HNSW32``, ``PQ64``...),
-  trained on the first :data:`TRAINING_VECTORS` vectors of each writing session (a build, or an
+  trained on the first `TRAINING_VECTORS` vectors of each writing session (a build, or an
   ``add``); the session's later shards reuse that training. Vectors committed before a session had
   enough to train on are stored exactly and merged into trained shards later
-  (:func:`merge_shards`), so every compressed shard is trained on data of its own time and the
+  (`merge_shards`), so every compressed shard is trained on data of its own time and the
   training never goes stale as documents are added.
 """
 
@@ -77,13 +77,13 @@ TRAINING_VECTORS = 65_536
 """Vectors a trained index type (SQ, IVF, PQ) learns from: the first ones of a writing session."""
 MIN_TRAINED_SHARD = 4_096
 """An ``add`` with fewer new vectors than this stores them exactly; runs of such shards are merged
-into a trained shard once they hold this many (:func:`merge_shards`)."""
+into a trained shard once they hold this many (`merge_shards`)."""
 SHARD_BYTES = 64 * 2**20
 """A shard is written to disk once its stored codes reach this size."""
 
 
 def check_index_type(index_type: str, dimensions: Iterable[int]) -> None:
-    """Raise :class:`SettingsError` unless ``index_type`` is ``auto``, ``flat`` or a FAISS factory string
+    """Raise `SettingsError` unless ``index_type`` is ``auto``, ``flat`` or a FAISS factory string
     that builds an inner-product index for vectors of every given dimension, without an id map of its
     own."""
     if index_type in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
@@ -142,12 +142,12 @@ class ShardWriter:
         folder: the index folder the shard files go to.
         table: the table's name (used in file names).
         dimension: vector dimension.
-        index_type: ``auto``, ``flat`` or a FAISS factory string (checked by :func:`check_index_type`).
+        index_type: ``auto``, ``flat`` or a FAISS factory string (checked by `check_index_type`).
         first_id: rowid of the first vector that will be added.
         first_number: number of the first shard file (files are ``{table}-{number:05d}.faiss``).
         existing: vectors the table already holds (``auto`` compresses once the table is large).
         settle_at: hold this many vectors before settling the type (default: a training sample, or
-            for ``auto`` until the table is large); :func:`merge_vectors` holds all of them.
+            for ``auto`` until the table is large); `merge_vectors` holds all of them.
     """
 
     def __init__(
@@ -221,7 +221,7 @@ class ShardWriter:
         The vectors still in memory (the shard being filled, or those waiting for the table's type
         to be settled, written exactly) go to *provisional* files; the writer keeps them in memory
         and goes on filling the same shard, so frequent commits do not cut a table into small
-        shards. The next checkpoint, or :meth:`finish`, retires them.
+        shards. The next checkpoint, or `finish`, retires them.
 
         Returns:
             ``(written, retired)``: the shards this call wrote, and the provisional shards of the
@@ -240,12 +240,12 @@ class ShardWriter:
 
         Vectors still waiting for the table's type to be settled are written exactly (``flat``) while
         an ``auto`` table is small, when there are too few of them to train the type at all, or when
-        they are a small addition (under :data:`MIN_TRAINED_SHARD`) to a table that has vectors;
-        otherwise trained on themselves. :func:`merge_shards` turns runs of exact shards into trained
+        they are a small addition (under `MIN_TRAINED_SHARD`) to a table that has vectors;
+        otherwise trained on themselves. `merge_shards` turns runs of exact shards into trained
         shards later.
 
         Returns:
-            ``(written, retired)``, as for :meth:`checkpoint`.
+            ``(written, retired)``, as for `checkpoint`.
         """
         retired, self._provisional = self._provisional, []
         written: list[Shard] = []
@@ -390,7 +390,7 @@ def shard_file_name(table: str, number: int) -> str:
 
 
 def shard_number(file: str) -> int:
-    """The number in a shard file name (-1 for a name not made by :func:`shard_file_name`)."""
+    """The number in a shard file name (-1 for a name not made by `shard_file_name`)."""
     stem = file.rsplit(".", 1)[0]
     number = stem.rsplit("-", 1)[-1]
     return int(number) if number.isdigit() else -1
@@ -431,7 +431,7 @@ def merge_vectors(
     first_number: int,
 ) -> list[Shard]:
     """Write vectors (consecutive rowids from ``first_id``) as shards of ``index_type`` trained on
-    them (its first :data:`TRAINING_VECTORS`); too few to train it: ``flat``."""
+    them (its first `TRAINING_VECTORS`); too few to train it: ``flat``."""
     # hold everything, so that finish() trains once on the sample and writes the shards
     total = sum(len(p) for p in parts)
     writer = ShardWriter(folder, table, dimension, index_type, first_id, first_number, settle_at=total + 1)

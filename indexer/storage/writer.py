@@ -1,4 +1,4 @@
-"""The write side of an index (:class:`IndexStore`): creating one, adding and deleting rows with their
+"""The write side of an index (`IndexStore`): creating one, adding and deleting rows with their
 vectors, commits, shard merges and the move of an ``--overwrite`` build into place."""
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from senseindex.indexer.storage.vectors import AUTO_INDEX_TYPE, ShardWriter, mer
 class IndexStore(IndexReader):
     """An index folder: the SQLite database and the FAISS vector shards of each table.
 
-    :meth:`open` opens an index for reading, :meth:`create` starts a new one and :meth:`open_for_writing`
+    `open` opens an index for reading, `create` starts a new one and `open_for_writing`
     adds to or deletes from an existing one. A writer holds the folder's write lock until
-    :meth:`finish`, :meth:`abort` or :meth:`close`.
+    `finish`, `abort` or `close`.
     """
 
     def __init__(self, folder: Path, connection: sqlite3.Connection) -> None:
@@ -58,18 +58,18 @@ class IndexStore(IndexReader):
         """Create an empty index in a folder and open it for writing.
 
         A new folder gets the index in place: every commit is searchable, and a build that is killed
-        is resumed with :meth:`open_for_writing`. With ``overwrite``, the new index is written next to
-        the old one and moved into its place by :meth:`finish`, so the old one stays whole until then.
+        is resumed with `open_for_writing`. With ``overwrite``, the new index is written next to
+        the old one and moved into its place by `finish`, so the old one stays whole until then.
 
         Args:
             folder: the index folder; created if missing.
             settings: index settings to store (JSON-able values); must hold ``sentence_dimension``,
                 ``word_dimension`` and ``index_type`` (``auto``, ``flat`` or a FAISS factory string,
-                checked with :func:`check_index_type`).
+                checked with `check_index_type`).
             overwrite: replace an index already in the folder.
 
         Returns:
-            The new store, ready for :meth:`add_batch`.
+            The new store, ready for `add_batch`.
 
         Raises:
             IndexExists: the folder holds an index and ``overwrite`` is False.
@@ -135,7 +135,7 @@ class IndexStore(IndexReader):
             folder: the index folder.
 
         Returns:
-            The store, ready for :meth:`add_batch`, :meth:`delete_documents` and :meth:`commit`.
+            The store, ready for `add_batch`, `delete_documents` and `commit`.
 
         Raises:
             IndexNotFound: no index in the folder.
@@ -280,7 +280,7 @@ class IndexStore(IndexReader):
         self._lock = self._target_lock = None
 
     def check(self) -> tuple[list[str], list[str]]:
-        """Verify the index (see :func:`~senseindex.indexer.storage.check.check_store`).
+        """Verify the index (see `check_store`).
 
         Returns:
             ``(problems, notes)``: one line per problem found (none for a sound index), and notes
@@ -344,7 +344,7 @@ class IndexStore(IndexReader):
                 ``last_sentence``).
             passage_vectors: ``(len(passages), sentence_dimension)`` float32.
 
-        The rows become visible to readers, and durable, at the next :meth:`commit`.
+        The rows become visible to readers, and durable, at the next `commit`.
 
         Raises:
             ValueError: rows without as many vectors, or ids that do not continue the table's (a bug).

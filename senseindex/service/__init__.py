@@ -59,7 +59,7 @@ def serve_index(
     Raises:
         ServiceError: the address cannot be listened on.
         IndexNotFound, SchemaMismatch, IndexCorrupted, ModelMismatch, ModelLoadError: as
-            :func:`~senseindex.search.open_index`.
+            `open_index`.
     """
     # imported here: only the serve command needs the web stack (the 'serve' extra)
     uvicorn = import_extra("uvicorn", "serve")

@@ -1,7 +1,7 @@
 """The HTTP JSON service: a FastAPI application over one opened index.
 
 Threads and state: the event loop only parses requests and writes answers. Every query runs in a
-worker thread; the index's :class:`~senseindex.indexer.encoder.QueryBatcher` merges the query texts of
+worker thread; the index's `QueryBatcher` merges the query texts of
 concurrent requests into shared forward passes. Writes run one at a time in their own thread, with
 the model's own copy of the work, so queries and ``GET /health`` keep answering during a long
 ``POST /documents``; queries see a write's documents only once it has completed.
