@@ -56,14 +56,15 @@ def bare_forward_tokens_per_second(sentences: list[str], backend: str = "torch")
     encoder = load_encoder(EncoderSettings(backend=backend))
     if encoder.backend != backend:  # e.g. onnx without its packages
         raise SystemExit(f"the {backend} backend is not available")
+    runner = encoder.onnx_runner
     forward = (
-        encoder._onnx.run
-        if backend == "onnx"
+        runner.run
+        if backend == "onnx" and runner is not None
         else lambda ids, mask: encoder.model(input_ids=ids, attention_mask=mask)
     )
     ids, _ = encoder.tokenize(sentences)
     width = encoder.max_length - 2
-    sequences = sorted(([encoder._cls_id, *i[:width], encoder._sep_id] for i in ids), key=len)
+    sequences = sorted(([encoder.cls_id, *i[:width], encoder.sep_id] for i in ids), key=len)
     tokens = sum(len(s) - 2 for s in sequences)
     started = time.perf_counter()
     with torch.inference_mode():

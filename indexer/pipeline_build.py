@@ -22,10 +22,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from senseindex._version import __version__
 from senseindex.errors import IndexExists, ModelMismatch, SettingsError, SourceError
+
+# Importing the encoder package loads neither torch nor transformers: they load with a model.
+from senseindex.indexer.encoder import (
+    DEFAULT_MODEL,
+    Encoder,
+    EncoderSettings,
+    load_encoder,
+    load_index_encoder,
+)
 from senseindex.indexer.pipeline_chunks import chunk_documents
 from senseindex.indexer.pipeline_reports import BuildSummary, ProgressCallback
 from senseindex.indexer.pipeline_rows import RowBuilder
@@ -39,9 +48,6 @@ from senseindex.indexer.storage import (
     read_index_status,
 )
 from senseindex.indexer.text import check_sentence_mode
-
-if TYPE_CHECKING:  # the encoder module loads torch: it is imported only where a model is loaded
-    from senseindex.indexer.encoder import Encoder, EncoderSettings
 
 PASSAGE_MODES = ("pooled", "encoded", "none")
 # The index settings that decide what a vector means: an encoder loaded for one index fits another
@@ -83,10 +89,8 @@ def index_settings(
         index_type: the vector index type asked for.
 
     Returns:
-        JSON-able settings (see the README's on-disk format).
+        JSON-able settings (see docs/design.md, "On-disk format").
     """
-    from senseindex.indexer.encoder import DEFAULT_MODEL  # loads torch: only once a model is loaded
-
     return {
         "senseindex_version": __version__,
         # an absolute folder, so the index opens from any working directory
@@ -204,7 +208,7 @@ def build_index(
             JSONL text is one sentence: for corpora already split into sentences) or ``line``.
         index_type: vector index type: ``auto`` (exact for tables of up to 65,536 vectors, 8-bit
             scalar quantisation above), ``flat`` (always exact) or a FAISS ``index_factory`` string
-            such as ``SQ8``, ``IVF1024,SQ8`` or ``HNSW32`` (see the README's choice table).
+            such as ``SQ8``, ``IVF1024,SQ8`` or ``HNSW32`` (see docs/design.md, "Choosing an index type").
         skip_bad: skip malformed JSONL lines and binary files with a warning instead of stopping.
 
     Returns:
@@ -217,8 +221,6 @@ def build_index(
         IndexBusy: another process is writing to ``index_dir``.
         ModelLoadError, SettingsError: the model or a setting is unusable.
     """
-    from senseindex.indexer.encoder import DEFAULT_MODEL, EncoderSettings, load_encoder  # loads torch
-
     started = time.perf_counter()
     if passages not in PASSAGE_MODES:
         raise SettingsError(f"unknown passage mode {passages!r}; use one of {', '.join(PASSAGE_MODES)}")
@@ -280,8 +282,6 @@ def add_documents(
         ModelMismatch, ModelLoadError: the model is not the index's or cannot be loaded.
         SourceError: a missing, unreadable or malformed source.
     """
-    from senseindex.indexer.encoder import load_index_encoder  # loads torch
-
     started = time.perf_counter()
     reading = SourceReading.read(sources, stdin, skip_bad)
     store = IndexStore.open_for_writing(Path(index_dir))

@@ -86,12 +86,12 @@ def search_word_by_sense(
         WordNotFound: the index does not hold the word.
     """
     check_k(k)
+    form = _check_request(query.form, senses, 0, 8)  # before the model pass: bad input costs none
     vectors = embed_query_words(state, [query])  # the model pass, outside the lock
 
     def same_word_hits(store: IndexStore) -> list[WordHit]:
         return rank_occurrences(store, [query], vectors, k, exact_form=False)[0]
 
-    form = _check_request(query.form, senses, 0, 8)
     # the hits and the senses from one state of the index
     word_senses, hits = _induce(state, form, senses, 0, 8, same_word_hits)
     sense_of = dict(zip(word_senses.occurrence_ids.tolist(), word_senses.assignments.tolist(), strict=True))

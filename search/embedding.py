@@ -25,10 +25,11 @@ def embed_texts(state: IndexState, texts: Sequence[str]) -> list[list[EmbeddedSe
         Per text, its sentences, each with a ``(sentence_dimension,)`` float32 vector and its words
         with ``(word_dimension,)`` float32 vectors; all offsets are into the text.
     """
-    skip_stopwords = bool(state.store.settings.get("skip_stopwords"))
+    settings = state.settings  # one state's settings for every text
+    skip_stopwords = settings.skip_stopwords
     split = []  # per text: its sentences, and per sentence its words relative to the sentence
     for text in texts:
-        sentences = split_text(text, state.sentence_splitting)
+        sentences = split_text(text, settings.sentence_splitting)
         split.append(
             [
                 (s, [(w, w.start - s.start, w.end - s.start) for w in split_words(text, s, skip_stopwords)])
@@ -123,14 +124,11 @@ def embed_query_words(state: IndexState, queries: Sequence[WordQuery]) -> np.nda
     Raises:
         QueryError: the tokenizer gives a target no token.
     """
+    splitting = state.settings.sentence_splitting
     texts, spans = [], []
     for query in queries:
         sentence = next(
-            (
-                s
-                for s in split_text(query.text, state.sentence_splitting)
-                if s.start <= query.start and query.end <= s.end
-            ),
+            (s for s in split_text(query.text, splitting) if s.start <= query.start and query.end <= s.end),
             Span(0, len(query.text)),
         )
         texts.append(query.text[sentence.start : sentence.end])

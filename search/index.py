@@ -61,7 +61,7 @@ class SenseIndex:
     @property
     def settings(self) -> dict[str, Any]:
         """The index settings as stored (model, fingerprint, layer strategy, pooling, ...)."""
-        return dict(self._state.store.settings)
+        return dict(self._state.settings.stored)
 
     @property
     def path(self) -> Path:

@@ -25,7 +25,8 @@ CLUSTER_SAMPLE = 2_000
 """Occurrences clustered at most: a frequent word's sample (seeded), the rest joins the nearest
 sense afterwards, so the cost stays that of 2,000 occurrences however frequent the word."""
 REDUCED_DIMENSIONS = 10
-"""Principal axes the occurrences are clustered on (chosen on the sample corpus; see the README)."""
+"""Principal axes the occurrences are clustered on (chosen on the sample corpus; see docs/decisions.md,
+"Clustering for word senses")."""
 MIN_OCCURRENCES = 6
 """Fewer occurrences than this are one sense: too few to tell groups from noise."""
 BASELINE_DRAWS = 5

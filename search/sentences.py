@@ -18,7 +18,7 @@ DOCUMENT_SCORINGS: Final = ("sentence", "passage", "combined")
 # Final keeps its literal type, so it can be the default of a field typed with the scorings' Literal
 DEFAULT_DOCUMENT_SCORING: Final = "combined"
 # The passage share of "combined" document scoring, per passage mode: the best on BEIR SciFact's train
-# claims (benchmarks/quality.py; README, "Quality").
+# claims (benchmarks/quality.py; docs/benchmarks.md, "Document ranking (BEIR SciFact)").
 DEFAULT_PASSAGE_WEIGHTS = {"pooled": 0.25, "encoded": 0.5}
 
 
@@ -113,7 +113,7 @@ def search_documents(
     check_k(k)
     if scoring not in DOCUMENT_SCORINGS:
         raise QueryError(f"unknown document scoring {scoring!r}; use one of {', '.join(DOCUMENT_SCORINGS)}")
-    passage_mode = str(state.store.settings.get("passages", "none"))
+    passage_mode = state.settings.passage_mode
     if passage_weight is None:
         passage_weight = DEFAULT_PASSAGE_WEIGHTS.get(passage_mode, 0.0)
     if not 0.0 <= passage_weight <= 1.0:

@@ -2,14 +2,18 @@
 
 Every query reads the store under one lock and runs the model outside it; `IndexState.snapshot`
 is the one place that takes the lock and refuses an index rebuilt under the encoder, so the rule is
-written once and every query follows it.
+written once and every query follows it. Settings a query needs before it takes the lock (how to
+split the query text, say) come from `IndexState.settings`, an immutable copy swapped whole when the
+state moves, so they are never read from a store that a refresh is changing.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from senseindex.errors import ModelMismatch
@@ -19,6 +23,37 @@ from senseindex.search.batching import QueryBatcher
 
 if TYPE_CHECKING:
     from senseindex.indexer.encoder import Encoder
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """One state's stored index settings, read-only: a query reads them all from one state.
+
+    Args:
+        stored: the settings as stored (model, fingerprint, layer strategy, pooling, ...).
+    """
+
+    stored: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, store: IndexStore) -> IndexSettings:
+        """A read-only copy of a store's settings (the caller holds the state's lock)."""
+        return cls(MappingProxyType(dict(store.settings)))
+
+    @property
+    def sentence_splitting(self) -> str:
+        """How texts are split into sentences, as when the index was built."""
+        return str(self.stored.get("sentence_splitting", "auto"))
+
+    @property
+    def skip_stopwords(self) -> bool:
+        """Whether stopwords were left out of the word vectors."""
+        return bool(self.stored.get("skip_stopwords"))
+
+    @property
+    def passage_mode(self) -> str:
+        """The index's passage mode (``none`` when it has no passage vectors)."""
+        return str(self.stored.get("passages", "none"))
 
 
 class IndexState:
@@ -40,7 +75,8 @@ class IndexState:
         self.queries = QueryBatcher(encoder, max_query_batch)
         self.lock = threading.RLock()
         self._write_lock = threading.Lock()
-        self.sentence_splitting = str(store.settings.get("sentence_splitting", "auto"))
+        # replaced whole (never changed in place) when the state moves, so reading it needs no lock
+        self.settings = IndexSettings.of(store)
         # what the encoder was checked against when the index was opened
         self.encoder_settings = {key: store.settings.get(key) for key in ENCODER_SETTINGS}
         self._replaced: str | None = None
@@ -126,7 +162,7 @@ class IndexState:
             self.generation += 1
             self.store.refresh()
             self.store.open_vectors()
-            self.sentence_splitting = str(self.store.settings.get("sentence_splitting", "auto"))
+            self.settings = IndexSettings.of(self.store)
             self._replaced = index_replaced(self.store.settings, self.encoder_settings, self.store.folder)
             self.check_current()
 

@@ -95,3 +95,57 @@ def test_a_missing_table_is_reported_as_a_damaged_index(damaged_copy):
         senseindex.open_index(damaged_copy, backend="torch") as index,
     ):
         index.search_documents("a day at the zoo", k=1)
+
+
+# More values than this SQLite build binds in one statement (250,000 here; 32,766 in older builds).
+MANY_VALUES = 300_000
+
+
+def test_a_metadata_filter_with_any_number_of_values_answers_normally(sample_index):
+    query = "a heron fishing in shallow water"
+    unknown = [f"value {number}" for number in range(MANY_VALUES)]
+    # no sample document has the field: only values that match none ...
+    assert sample_index.search_sentences(query, k=5, metadata={"field": unknown}) == []
+    # ... or a missing field as well (None), which every document passes
+    everything = sample_index.search_sentences(query, k=5)
+    hits = sample_index.search_sentences(query, k=5, metadata={"field": [*unknown, None]})
+    assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in everything]
+    assert [h.score for h in hits] == pytest.approx([h.score for h in everything])
+
+
+def _raises_without_rebuild_advice(call) -> str:
+    with pytest.raises(SenseIndexError) as caught:
+        call()
+    message = str(caught.value)
+    assert not isinstance(caught.value, IndexCorrupted), message
+    assert "damaged" not in message and "rebuild" not in message
+    assert len(message.splitlines()) == 1
+    return message
+
+
+def test_a_database_file_sqlite_cannot_open_is_not_called_damaged(damaged_copy, runner):
+    # a folder where SQLite keeps the write-ahead log: the database file cannot be opened (even by root)
+    (damaged_copy / "index.sqlite-wal").mkdir()
+    message = _raises_without_rebuild_advice(lambda: senseindex.open_index(damaged_copy, backend="torch"))
+    assert "cannot be opened" in message
+    _raises_without_rebuild_advice(lambda: senseindex.check_index(damaged_copy))
+    result = runner.invoke(main, ["info", "--index", str(damaged_copy)])
+    assert result.exit_code == 1 and "damaged" not in result.output and "rebuild" not in result.output
+    (damaged_copy / "index.sqlite-wal").rmdir()
+    assert not senseindex.check_index(damaged_copy).problems  # nothing was wrong with the index
+
+
+def test_a_read_only_database_opened_for_writing_is_not_called_damaged(damaged_copy):
+    import os
+    import stat
+
+    database = damaged_copy / "index.sqlite"
+    database.chmod(stat.S_IRUSR)
+    try:
+        if os.access(database, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root)")
+        _raises_without_rebuild_advice(
+            lambda: senseindex.add_documents([str(SAMPLE / "river_walk.md")], damaged_copy, backend="torch")
+        )
+    finally:
+        database.chmod(stat.S_IRUSR | stat.S_IWUSR)

@@ -29,6 +29,8 @@ from senseindex.indexer.encoder.models import (
 from senseindex.indexer.encoder.settings import DEFAULT_MODEL, EncoderSettings, resolve_backend
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from senseindex.indexer.encoder.onnx import OnnxRunner
@@ -44,6 +46,7 @@ class Encoder:
         ModelLoadError: the model folder cannot be loaded as a BERT-family encoder with a fast
             tokenizer.
         SettingsError: a setting is invalid for this model (e.g. ``layer-9`` on a 6-layer model).
+        MissingExtra: an ONNX backend was asked for without the ``onnx`` extra installed.
     """
 
     def __init__(self, settings: EncoderSettings) -> None:
@@ -57,15 +60,17 @@ class Encoder:
         self.hidden_size = int(getattr(config, "hidden_size", 0))
         if not self.num_layers or not self.hidden_size:
             raise ModelLoadError(f"{self.model_path} is not a transformer encoder (no hidden layers)")
-        self._cls_id = self.tokenizer.cls_token_id
-        if self._cls_id is None:
-            self._cls_id = self.tokenizer.bos_token_id
-        self._sep_id = self.tokenizer.sep_token_id
-        if self._sep_id is None:
-            self._sep_id = self.tokenizer.eos_token_id
-        self._pad_id = self.tokenizer.pad_token_id or 0
-        if self._cls_id is None or self._sep_id is None:
+        cls_id = self.tokenizer.cls_token_id
+        if cls_id is None:
+            cls_id = self.tokenizer.bos_token_id
+        sep_id = self.tokenizer.sep_token_id
+        if sep_id is None:
+            sep_id = self.tokenizer.eos_token_id
+        if cls_id is None or sep_id is None:
             raise ModelLoadError(f"{self.model_path} has no [CLS]/[SEP] (or <s>/</s>) tokens")
+        self._cls_id: int = int(cls_id)
+        self._sep_id: int = int(sep_id)
+        self._pad_id: int = int(self.tokenizer.pad_token_id or 0)
 
         self.sentence_pooling = (
             (model_pooling or "mean") if settings.sentence_pooling == "model" else settings.sentence_pooling
@@ -98,6 +103,36 @@ class Encoder:
             from senseindex.indexer.encoder.onnx import OnnxRunner
 
             self._onnx = OnnxRunner(self, self.backend)
+
+    @property
+    def cls_id(self) -> int:
+        """Token id that opens every window ([CLS], or <s> for RoBERTa-style tokenizers)."""
+        return self._cls_id
+
+    @property
+    def sep_id(self) -> int:
+        """Token id that closes every window ([SEP], or </s>)."""
+        return self._sep_id
+
+    @property
+    def pad_id(self) -> int:
+        """Token id that pads shorter windows of a batch."""
+        return self._pad_id
+
+    @property
+    def last_layer_only(self) -> bool:
+        """Whether the word layer is the model's last hidden state (so one output serves both)."""
+        return self._last_layer_only
+
+    @property
+    def transformer_dir(self) -> Path:
+        """The folder the transformer's weights and tokenizer load from."""
+        return self._transformer_dir
+
+    @property
+    def onnx_runner(self) -> OnnxRunner | None:
+        """What runs the model for the ``onnx`` and ``onnx-int8`` backends; None for torch ones."""
+        return self._onnx
 
     @property
     def fingerprint(self) -> str:
@@ -179,11 +214,23 @@ class Encoder:
             windows.append((start, start + width, owned_start, owned_end))
         return windows
 
-    def _forward(
+    def forward(
         self, model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, all_layers: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One torch forward pass: ``(word layer, last hidden state)``; with ``all_layers`` the word
-        layer is every layer side by side, embeddings first (for `encode_word_layers`)."""
+        """One torch forward pass, with this encoder's layer strategy picking the word layer.
+
+        Args:
+            model: the transformer to run (this encoder's, or a copy loaded for an ONNX export).
+            input_ids: ``(batch, length)`` int64, each window opened by `cls_id` and closed by
+                `sep_id`, padded with `pad_id`.
+            attention: ``(batch, length)`` int64 attention mask.
+            all_layers: make the word layer every layer side by side, embeddings first (for
+                `encode_word_layers`).
+
+        Returns:
+            ``(word layer, last hidden state)``: ``(batch, length, word width)`` and ``(batch, length,
+            hidden size)`` float tensors.
+        """
         import torch  # loaded with the model already: this only binds the name
 
         output = model(
@@ -340,7 +387,7 @@ class Encoder:
                 if self._onnx is not None and not all_layers:
                     word_layer, last_hidden = self._onnx.run(input_ids, attention)
                 else:
-                    word_layer, last_hidden = self._forward(self.model, input_ids, attention, all_layers)
+                    word_layer, last_hidden = self.forward(self.model, input_ids, attention, all_layers)
                 self._accumulate(
                     word_layer,
                     word_rows,

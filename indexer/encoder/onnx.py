@@ -51,22 +51,27 @@ class LayerOutputs(torch.nn.Module):
             ``(last hidden state,)`` when the word layer is the last layer, else ``(last hidden state,
             word layer)``; each ``(batch, length, width)`` float32.
         """
-        word_layer, last_hidden = self.encoder._forward(self.model, input_ids, attention_mask, False)
-        if self.encoder._last_layer_only:  # the word layer is the last layer: one output, not a copy
+        word_layer, last_hidden = self.encoder.forward(self.model, input_ids, attention_mask, False)
+        if self.encoder.last_layer_only:  # the word layer is the last layer: one output, not a copy
             return (last_hidden,)
         return last_hidden, word_layer
+
+
+class OnnxExtraMissing(MissingExtra, ModelLoadError):
+    """The ``onnx`` extra is not installed: a `MissingExtra`, as documented for every missing extra,
+    and a `ModelLoadError`, which is what this raised before (so callers catching either still do)."""
 
 
 def _import_onnx_package(module: str, backend: str) -> ModuleType:
     """Import onnxruntime or onnx, or say in one line how to install it.
 
     Raises:
-        ModelLoadError: the package is not installed.
+        MissingExtra: the package is not installed (an `OnnxExtraMissing`).
     """
     try:
         return import_extra(module, "onnx")
     except MissingExtra as error:
-        raise ModelLoadError(
+        raise OnnxExtraMissing(
             f"the {backend} backend needs the onnxruntime and onnx packages ({module} is not "
             "installed); install them with pip install 'senseindex[onnx]' or use --backend torch"
         ) from error
@@ -81,8 +86,8 @@ class OnnxRunner:
         backend: ``onnx`` or ``onnx-int8`` (int8 weights, quantised once after the export).
 
     Raises:
-        ModelLoadError: onnxruntime or onnx is not installed, or the model cannot be exported,
-            quantised or loaded.
+        MissingExtra: onnxruntime or onnx is not installed (the ``onnx`` extra).
+        ModelLoadError: the model cannot be exported, quantised or loaded.
     """
 
     def __init__(self, encoder: Encoder, backend: str) -> None:
@@ -179,15 +184,15 @@ def export_onnx(encoder: Encoder, path: Path) -> None:
     model = (
         import_transformers()
         .AutoModel.from_pretrained(
-            str(encoder._transformer_dir), local_files_only=True, attn_implementation="eager"
+            str(encoder.transformer_dir), local_files_only=True, attn_implementation="eager"
         )
         .eval()
     )
-    sample_ids = torch.full((2, 8), encoder._pad_id, dtype=torch.long)
-    sample_ids[:, 0] = encoder._cls_id
+    sample_ids = torch.full((2, 8), encoder.pad_id, dtype=torch.long)
+    sample_ids[:, 0] = encoder.cls_id
     sample_mask = torch.ones((2, 8), dtype=torch.long)
     dynamic = {0: "batch", 1: "length"}
-    outputs = ["last_hidden"] if encoder._last_layer_only else ["last_hidden", "word_layer"]
+    outputs = ["last_hidden"] if encoder.last_layer_only else ["last_hidden", "word_layer"]
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

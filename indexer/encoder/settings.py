@@ -42,8 +42,9 @@ class EncoderSettings:
             cosine above 0.9999 to float32's), ``onnx`` (the model exported once to ONNX and run with
             ONNX Runtime in float32; needs the ``onnxruntime`` and ``onnx`` packages, the ``onnx``
             extra) or ``auto``: ``torch-bf16`` where the CPU has bfloat16 matrix instructions,
-            ``torch`` elsewhere. All give the same search results on the quality benchmarks (README,
-            "Speed"), so an index built with one is queried with any other; the backend is not stored.
+            ``torch`` elsewhere. All give the same search results on the quality benchmarks
+            (docs/benchmarks.md, "Backends"), so an index built with one is queried with any other; the
+            backend is not stored.
     """
 
     model: str = DEFAULT_MODEL

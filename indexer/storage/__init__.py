@@ -4,7 +4,7 @@ This package is the only part of senseindex that touches SQLite and FAISS. A vec
 always tied to the SQLite rowid of the row it belongs to (``sentences.id``, ``words.id`` or
 ``passages.id``) through the ``shards`` table: see `vectors`.
 
-Folder layout (see the README, "On-disk index format")::
+Folder layout (see docs/design.md, "On-disk format")::
 
     DIR/index.sqlite            settings, documents, sentences, words, passages, shards, deleted
     DIR/sentences-00000.faiss   sentence vectors, one shard file per run of rowids

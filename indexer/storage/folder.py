@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from senseindex.errors import IndexBusy, IndexCorrupted, IndexNotFound, SenseIndexError
+from senseindex.indexer.storage.guards import sqlite_failure
 from senseindex.indexer.storage.schema import (
     DATABASE_FILE,
     LOCK_FILE,
@@ -128,6 +129,8 @@ def open_database(folder: Path, writable: bool) -> sqlite3.Connection:
     Raises:
         IndexNotFound: no index in the folder.
         IndexCorrupted: the file is not a readable index database.
+        IndexBusy: a writer held the database too long.
+        SenseIndexError: the disk is full or the operating system refuses the file.
     """
     recover_interrupted_swap(folder)
     database_path = folder / DATABASE_FILE
@@ -139,7 +142,12 @@ def open_database(folder: Path, writable: bool) -> sqlite3.Connection:
         connection = connect(database_path, writable)
         connection.execute("select count(*) from settings").fetchone()
     except sqlite3.DatabaseError as error:
-        raise IndexCorrupted(f"{database_path} is not a readable index database ({error})") from error
+        failure = sqlite_failure(error, folder)
+        if isinstance(failure, IndexCorrupted):
+            raise IndexCorrupted(f"{database_path} is not a readable index database ({error})") from error
+        if failure is error:
+            raise
+        raise failure from error
     return connection
 
 

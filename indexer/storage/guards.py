@@ -1,9 +1,11 @@
 """Telling a damaged index from a caller's mistake.
 
 A failure while reading becomes `IndexCorrupted` ("rebuild it") only when
-the stored data is at fault: SQLite reports a damaged database, stored JSON does not parse, a setting
-is missing, a vector file cannot be read. Values SQLite cannot bind are refused before the query with
-the caller's error (`check_bindable`), and programming errors keep their own type.
+the stored data is at fault: SQLite reports a damaged database (or a table of ours is missing),
+stored JSON does not parse, a setting is missing, a vector file cannot be read. A full disk or a file
+the operating system refuses is said as such, without rebuild advice. Values SQLite cannot bind are
+refused before the query with the caller's error (`check_bindable`), and programming errors keep
+their own type.
 """
 
 from __future__ import annotations
@@ -25,12 +27,36 @@ class _HasFolder(Protocol):
     folder: Path
 
 
-def reading(method: _Method) -> _Method:
-    """Report a database SQLite finds damaged (a missing table, a malformed file) as IndexCorrupted.
+# SQLite's words for a file that is not a sound database of ours
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+# the operating system refused the file: nothing is wrong with the index itself
+_OS_PROBLEMS = {
+    "SQLITE_IOERR": "an I/O error",
+    "SQLITE_CANTOPEN": "the database file cannot be opened",
+    "SQLITE_READONLY": "the database is read-only",
+    "SQLITE_PERM": "permission denied",
+}
 
-    Only `sqlite3.DatabaseError` is translated, and not its ProgrammingError (misuse of the
-    API: a bug). Malformed stored JSON, a missing setting and an unreadable vector file raise
-    IndexCorrupted where they are read; a caller's bad argument keeps its own error.
+
+def _error_code_name(error: sqlite3.DatabaseError) -> str:
+    """SQLite's primary result code name (``SQLITE_IOERR`` for ``SQLITE_IOERR_READ``), or ``""``."""
+    name = getattr(error, "sqlite_errorname", None) or ""
+    for primary in (*_DAMAGED, *_BUSY, *_OS_PROBLEMS, "SQLITE_FULL"):
+        if name == primary or name.startswith(primary + "_"):
+            return primary
+    return name
+
+
+def reading(method: _Method) -> _Method:
+    """Translate what SQLite reports while reading by its cause.
+
+    A damaged database (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``, or a table or column of ours
+    missing) becomes IndexCorrupted ("rebuild it"); a database held by a writer IndexBusy; a full
+    disk or a file the operating system refuses a SenseIndexError that says so, with no rebuild
+    advice. Anything else (a bug, such as too many SQL variables) is re-raised as it is. Malformed
+    stored JSON, a missing setting and an unreadable vector file raise IndexCorrupted where they are
+    read; a caller's bad argument keeps its own error.
     """
 
     @functools.wraps(method)
@@ -40,16 +66,33 @@ def reading(method: _Method) -> _Method:
         except sqlite3.ProgrammingError:
             raise
         except sqlite3.DatabaseError as error:
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            if isinstance(error, sqlite3.OperationalError) and ("locked" in detail or "busy" in detail):
-                raise IndexBusy(
-                    f"the index in {self.folder} stayed locked by a writer ({detail}); try again"
-                ) from error
-            raise IndexCorrupted(
-                f"the index in {self.folder} is damaged ({detail[:200]}); rebuild it"
-            ) from error
+            raise sqlite_failure(error, self.folder) from error
 
     return wrapper  # type: ignore[return-value]  # functools.wraps loses the wrapped signature
+
+
+def sqlite_failure(error: sqlite3.DatabaseError, folder: Path) -> Exception:
+    """The error to raise for what SQLite reported about an index's database.
+
+    Args:
+        error: what SQLite raised.
+        folder: the index folder, for the message.
+
+    Returns:
+        IndexBusy, IndexCorrupted or a SenseIndexError by the error's cause (see `reading`), or
+        ``error`` itself when it is not about the index (a bug).
+    """
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    code = _error_code_name(error)
+    if code in _BUSY:
+        return IndexBusy(f"the index in {folder} stayed locked by a writer ({detail}); try again")
+    if code in _DAMAGED or detail.startswith(("no such table", "no such column")):
+        return IndexCorrupted(f"the index in {folder} is damaged ({detail[:200]}); rebuild it")
+    if code == "SQLITE_FULL":
+        return SenseIndexError(f"disk full: cannot write the index in {folder} ({detail[:200]})")
+    if code in _OS_PROBLEMS:
+        return SenseIndexError(f"cannot use the index in {folder}: {_OS_PROBLEMS[code]} ({detail[:200]})")
+    return error
 
 
 def check_bindable(values: Iterable[Any], what: str, error: type[SenseIndexError] = QueryError) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -26,6 +26,11 @@ from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE
 
 # SQLite binds at most 999 parameters per statement in older builds: lists are sent in chunks.
 _CHUNK_PARAMETERS = 900
+
+
+def _as_is(value: Any) -> Any:
+    """Bind a value as given (metadata filter values: text, numbers, booleans)."""
+    return value
 
 
 class IndexReader:
@@ -376,31 +381,42 @@ class IndexReader:
             QueryError: a document id or value SQLite cannot look up (a lone surrogate in the text,
                 an integer beyond 64 bits).
         """
-        clauses, parameters = [], []
+        # Each field's accepted documents are found by chunked queries, so a filter may list any
+        # number of values (one statement binds at most a few thousand).
+        allowed: set[int] | None = None
         for key, values in (metadata or {}).items():
             check_bindable(values, f"metadata filter value of {key!r}")
             path = "$." + json.dumps(key)
             present = [v for v in values if v is not None]
-            tests = []
-            if present:
-                tests.append(f"json_extract(metadata, ?) in ({','.join('?' * len(present))})")
-                parameters += [path, *present]
+            passing = {
+                row[0]
+                for row in self._select_in(
+                    "select id from documents where json_extract(metadata, ?) in ({})",
+                    present,
+                    kind=_as_is,
+                    before=[path],
+                )
+            }
             if len(present) < len(values):
-                tests.append("json_extract(metadata, ?) is null")
-                parameters.append(path)
-            clauses.append("(" + " or ".join(tests) + ")")
-        where = " and ".join(clauses) or "1"
-        if doc_ids is None:
-            found = self.db.execute(
-                f"select id, metadata from documents where {where}", parameters
-            ).fetchall()
-        else:
+                passing.update(
+                    row[0]
+                    for row in self.db.execute(
+                        "select id from documents where json_extract(metadata, ?) is null", [path]
+                    )
+                )
+            allowed = passing if allowed is None else allowed & passing
+        if doc_ids is not None:
             found = self._select_in(
-                f"select id, metadata from documents where doc_id in ({{}}) and {where}",
+                "select id, metadata from documents where doc_id in ({})",
                 dict.fromkeys(self._document_ids(doc_ids, QueryError)),
                 kind=str,
-                after=parameters,
             )
+            if allowed is not None:
+                found = [row for row in found if row[0] in allowed]
+        elif allowed is None:
+            found = self.db.execute("select id, metadata from documents order by id").fetchall()
+        else:
+            found = self._select_in("select id, metadata from documents where id in ({})", sorted(allowed))
         return [{"id": row[0], "metadata": self._metadata(row[1], row[0])} for row in found]
 
     def _metadata(self, text: str | None, document: int) -> Any:
@@ -480,20 +496,22 @@ class IndexReader:
     def _select_in(
         self,
         sql: str,
-        values: Iterable[int | str],
+        values: Iterable[Any],
         as_dicts: bool = False,
-        kind: type = int,
+        kind: Callable[[Any], Any] = int,
         after: Sequence[Any] = (),
+        before: Sequence[Any] = (),
     ) -> list[Any]:
         """Run ``sql`` (with ``{}`` where the ``in (...)`` placeholders go) over many values (rowids,
         or document ids with ``kind=str``), in chunks that stay under SQLite's bound-parameter limit;
-        ``after`` binds the placeholders that follow the list. Rows as tuples or dicts."""
+        ``before`` and ``after`` bind the placeholders that come before and after the list. Rows as
+        tuples or dicts, in the order of the chunks."""
         value_list = [kind(v) for v in values]
-        size = max(1, _CHUNK_PARAMETERS - len(after))
+        size = max(1, _CHUNK_PARAMETERS - len(before) - len(after))
         rows: list[Any] = []
         for start in range(0, len(value_list), size):
             chunk = value_list[start : start + size]
-            cursor = self.db.execute(sql.format(",".join("?" * len(chunk))), [*chunk, *after])
+            cursor = self.db.execute(sql.format(",".join("?" * len(chunk))), [*before, *chunk, *after])
             if as_dicts:
                 names = [d[0] for d in cursor.description]
                 rows += [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
