@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,8 +14,13 @@ from click.testing import CliRunner
 
 import senseindex
 
-# The ONNX backend exports the model once into this cache; tests keep it out of the user's home.
-os.environ.setdefault("SENSEINDEX_CACHE", tempfile.mkdtemp(prefix="senseindex-test-cache-"))
+# The ONNX backend exports the model once into this cache; tests keep it out of the user's home, and
+# a cache this process made goes when it exits (a cache given from outside is left alone). Set here,
+# before any test imports the encoder; pytest-xdist workers that inherit it leave it to the process
+# that made it.
+if "SENSEINDEX_CACHE" not in os.environ:
+    os.environ["SENSEINDEX_CACHE"] = tempfile.mkdtemp(prefix="senseindex-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SENSEINDEX_CACHE"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = ROOT / "data" / "sample"

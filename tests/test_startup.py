@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 MODEL_LIBRARIES = ("torch", "transformers")
+SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 # Runs the CLI with the given arguments, then writes its exit status and which of the named libraries
 # are in sys.modules to the report file. atexit also sees an exit through SystemExit (click's way).
@@ -66,6 +67,17 @@ def test_commands_without_a_model_do_not_import_torch_or_transformers(tmp_path, 
     assert (outcome["returncode"], outcome["status"]) == (0, 0), outcome["stderr"]
     assert outcome["stdout"]
     assert outcome["loaded"] == []
+
+
+def test_add_dry_run_does_not_import_torch_or_transformers(tmp_path, sample_index_dir):
+    """``add --dry-run`` only compares the sources with the index (docs/installation.md says so)."""
+    new_document = tmp_path / "new.jsonl"
+    new_document.write_text('{"id": "fresh", "text": "A new note about the tide."}\n', encoding="utf-8")
+    for source, expected in ((SAMPLE_CORPUS, "unchanged"), (new_document, "1 new: fresh")):
+        outcome = _run_cli(tmp_path, "add", str(source), "--dry-run", "--index", str(sample_index_dir))
+        assert (outcome["returncode"], outcome["status"]) == (0, 0), outcome["stderr"]
+        assert expected in outcome["stdout"]
+        assert outcome["loaded"] == []
 
 
 def test_delete_does_not_import_torch_or_transformers(tmp_path, sample_index_dir):
