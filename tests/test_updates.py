@@ -12,6 +12,7 @@ import pytest
 
 import senseindex
 from senseindex.cli import main
+from senseindex.indexer import pipeline_build
 from senseindex.indexer.storage import IndexStore, vectors
 
 # most tests build the whole sample corpus, some several times: the slow tier
@@ -35,25 +36,33 @@ def _copy_sample(folder: Path, leave_out: tuple[str, ...] = ()) -> Path:
     return folder
 
 
+def _found(*hit_lists: list) -> None:
+    """Fail unless every list holds hits: two empty lists compare equal while proving nothing."""
+    assert all(hit_lists), [len(hits) for hits in hit_lists]
+
+
 def _same_results(index, expected) -> None:
     """Two indexes answer every test query with the same hits and (float32) scores."""
     assert index.info()["counts"] == expected.info()["counts"]
     for query in SENTENCE_QUERIES:
         hits, oracle = index.search_sentences(query, k=300), expected.search_sentences(query, k=300)
+        _found(hits, oracle)
         assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in oracle]
         assert [h.score for h in hits] == pytest.approx([h.score for h in oracle], abs=1e-4)
     for query in WORD_QUERIES:
         hits, oracle = index.search_word(query, k=50), expected.search_word(query, k=50)
+        _found(hits, oracle)
         assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in oracle]
         assert [h.score for h in hits] == pytest.approx([h.score for h in oracle], abs=1e-4)
         similar, oracle = index.search_similar_words(query, k=20), expected.search_similar_words(query, k=20)
+        _found(similar, oracle)
         assert [(h.lemma, h.best.doc_id, h.best.start) for h in similar] == [
             (h.lemma, h.best.doc_id, h.best.start) for h in oracle
         ]
     documents = index.search_documents(SENTENCE_QUERIES[0], k=20)
-    assert [d.doc_id for d in documents] == [
-        d.doc_id for d in expected.search_documents(SENTENCE_QUERIES[0], k=20)
-    ]
+    oracle_documents = expected.search_documents(SENTENCE_QUERIES[0], k=20)
+    _found(documents, oracle_documents)
+    assert [d.doc_id for d in documents] == [d.doc_id for d in oracle_documents]
 
 
 def _check(path: Path) -> None:
@@ -75,9 +84,19 @@ def test_adding_documents_answers_like_building_them_together(tmp_path, sample_i
         _same_results(index, sample_index)
 
 
-def test_adding_unchanged_documents_changes_nothing(tmp_path, runner):
+@pytest.mark.parametrize("commits", ["one", "after every document"])
+def test_adding_unchanged_documents_changes_nothing(tmp_path, runner, monkeypatch, commits):
+    """A finished build leaves its index settled, however many commits it made: each commit rewrites
+    the growing shards to new files, and the copies they replace are gone once the build finishes,
+    not left for the next writer (even one that stores nothing) to delete."""
+    if commits != "one":
+        monkeypatch.setattr(pipeline_build, "COMMIT_SECONDS", 0.0)
     senseindex.build_index([str(SAMPLE)], tmp_path / "idx", FLOAT32)
+    referenced = {f["file"] for f in senseindex.index_info(tmp_path / "idx")["vector_files"]}
     files_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "idx").glob("*.faiss")}
+    assert set(files_before) == referenced
+    if commits != "one":  # the build really committed several times: later files, higher numbers
+        assert all(vectors.shard_number(name) > 1 for name in referenced)
     result = runner.invoke(main, ["add", str(SAMPLE), "--index", str(tmp_path / "idx"), "-q", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -201,21 +220,24 @@ def test_check_reports_every_kind_of_damage(tmp_path, runner):
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"OK: {tmp_path / 'idx'} (13 documents, ")
 
+    # the shard files' numbers depend on how many commits the build made
+    shard_file = {f["table"]: f["file"] for f in senseindex.index_info(tmp_path / "idx")["vector_files"]}
+
     damaged = tmp_path / "truncated"
     shutil.copytree(tmp_path / "idx", damaged)
-    words = damaged / "words-00000.faiss"
+    words = damaged / shard_file["words"]
     words.write_bytes(words.read_bytes()[:5000])
     result = runner.invoke(main, ["check", "--index", str(damaged)])
     assert result.exit_code == 1
-    assert "Problem: words:" in result.output and "words-00000.faiss" in result.output
+    assert "Problem: words:" in result.output and shard_file["words"] in result.output
 
     damaged = tmp_path / "missing"
     shutil.copytree(tmp_path / "idx", damaged)
-    (damaged / "sentences-00000.faiss").unlink()
+    (damaged / shard_file["sentences"]).unlink()
     result = runner.invoke(main, ["check", "--index", str(damaged), "--json"])
     assert result.exit_code == 1
     report = json.loads(result.output)
-    assert report["ok"] is False and "sentences-00000.faiss is missing" in report["problems"][0]
+    assert report["ok"] is False and f"{shard_file['sentences']} is missing" in report["problems"][0]
 
     damaged = tmp_path / "rows"
     shutil.copytree(tmp_path / "idx", damaged)

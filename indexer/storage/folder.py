@@ -248,7 +248,7 @@ def vector_files_on_disk(folder: Path) -> list[str]:
 
 def remove_unreferenced_files(folder: Path, referenced: Iterable[str]) -> list[str]:
     """Delete vector files no commit refers to: written by a writer killed before its commit, or
-    replaced by a merge (readers that still use them opened them already).
+    replaced by a later commit or a merge (readers that still use them opened them already).
 
     Returns:
         The names of the files deleted.

@@ -216,8 +216,9 @@ class IndexStore(IndexReader):
         return max([*numbers, self.int_setting(NEXT_SHARD_NUMBER_KEY, 0) - 1]) + 1
 
     def finish(self, complete: bool = True) -> list[str]:
-        """Commit, merge small or untrained shards, mark the index complete (for a build) and, for an
-        ``--overwrite`` build, move it into its folder; then release the write lock.
+        """Commit, merge small or untrained shards, mark the index complete (for a build), delete the
+        vector files no commit refers to any more and, for an ``--overwrite`` build, move the index
+        into its folder; then release the write lock.
 
         Args:
             complete: mark the index complete (a build that read all its sources).
@@ -235,6 +236,11 @@ class IndexStore(IndexReader):
         for table in VECTOR_TABLES:
             self._upsert_setting(f"{table}_index_type", self.table_index_type(table))
         self.db.execute("commit")
+        # The files this session retired (the provisional copy each commit replaced, shards merged
+        # away) go now, not when the next writer opens the index: a finished index is settled, and a
+        # later session that stores nothing changes no file. Readers opened theirs already, and one
+        # opening a retired file retries on the newer state.
+        folder_files.remove_unreferenced_files(self.folder, self.referenced_files())
         self._writers = {}
         self._writing = False
         self.db.execute("pragma wal_checkpoint(passive)")
@@ -417,7 +423,7 @@ class IndexStore(IndexReader):
         """Merge shards, in one commit of their own: runs of adjacent exact shards of a compressed
         table that hold enough vectors to train on become shards of the table's type, trained on
         them; runs of many small shards become one; shards whose every vector is deleted are dropped.
-        Old files stay until the next writer starts (readers may use them).
+        Old files stay until `finish` (readers opening the state before the merge may use them).
 
         Returns:
             One line per merge, saying what was merged (empty when nothing was).
