@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
     "import atexit, json, sys\n"
     "atexit.register(lambda: print(json.dumps({'torch': 'torch' in sys.modules}), file=sys.stderr))\n"
-    "from senseindex.cli import main\n"
+    "try:\n"
+    "    from senseindex.cli import main\n"
+    "except ImportError:  # 0.1.0 installed its command line as the top-level module cli\n"
+    "    from cli import main\n"
     "sys.argv[0] = 'senseindex'\n"
     "main()\n"
 )
