@@ -66,8 +66,10 @@ __all__ = [
 def plan_changes(
     sources: Sequence[str], index_dir: str | Path, stdin: TextIO | None = None, skip_bad: bool = False
 ) -> ChangePlan:
-    """What `add_documents` would change (``--dry-run``): reads the sources and compares them
-    with the index by content hash, without loading the model or writing anything.
+    """What `add_documents` would change (``--dry-run``).
+
+    Reads the sources and compares them with the index by content hash, without loading the model or writing
+    anything.
 
     Args:
         sources: files, folders or ``-``, as for `build_index`.
@@ -127,9 +129,10 @@ def delete_documents(index_dir: str | Path, doc_ids: Sequence[str]) -> DeleteSum
 
 
 def check_index(index_dir: str | Path) -> CheckReport:
-    """Verify an index without changing it: SQLite's integrity check, every vector file readable and
-    holding the vectors its record says, every row with its vector, every span slicing its document
-    to its text, no half-stored document.
+    """Verify an index without changing it.
+
+    Checks SQLite's integrity, every vector file readable and holding the vectors its record says, every row
+    with its vector, every span slicing its document to its text, and no half-stored document.
 
     Args:
         index_dir: the index folder.

@@ -1,5 +1,6 @@
-"""Building and adding to an index, streaming: read documents -> split into sentences and words ->
-embed -> store.
+"""Building and adding to an index, streaming.
+
+Read documents -> split into sentences and words -> embed -> store.
 
 Documents are consumed in chunks of sentences; each chunk is split, tokenised, embedded
 (length-sorted batches inside `Encoder.run`) and written before the next one is read, so memory
@@ -300,8 +301,9 @@ def add_document_list(
     encoder_settings: dict[str, Any],
     progress: ProgressCallback | None = None,
 ) -> BuildSummary:
-    """`add_documents` for documents already in memory, with an encoder already loaded, in one
-    commit: all of them are stored, or (on any error) none.
+    """`add_documents` for documents already in memory, with an encoder already loaded, in one commit.
+
+    All of them are stored, or (on any error) none.
 
     Args:
         documents: the documents, with unique ids.
@@ -338,8 +340,10 @@ def add_document_list(
 
 
 def index_replaced(stored: dict[str, Any], opened: dict[str, Any], index_dir: str | Path) -> str | None:
-    """Why an encoder loaded for an index's settings ``opened`` no longer fits the index, whose
-    settings are now ``stored`` (it was rebuilt meanwhile); None when it still fits."""
+    """Why an encoder loaded for an index's settings ``opened`` no longer fits the index.
+
+    The index's settings are now ``stored`` (it was rebuilt meanwhile). None when the encoder still fits.
+    """
     changed = [key for key in ENCODER_SETTINGS if stored.get(key) != opened.get(key)]
     if not changed:
         return None
@@ -359,8 +363,9 @@ def write_documents(
     resumed: bool,
     commit_on_the_way: bool = True,
 ) -> BuildSummary:
-    """Embed and store documents with commits at document boundaries: the shared core of
-    `build_index`, `add_documents` and `add_document_list`.
+    """Embed and store documents with commits at document boundaries.
+
+    The shared core of `build_index`, `add_documents` and `add_document_list`.
 
     A commit follows the first document end after `COMMIT_CHARACTERS` of text or
     `COMMIT_SECONDS` of work since the last one. Stored documents are compared by content hash
@@ -459,8 +464,7 @@ def new_or_changed(
 
 
 def change_of(document: Document, store: IndexStore) -> str:
-    """``new``, ``changed`` or ``unchanged``: the document against its stored version, by content
-    hash."""
+    """``new``, ``changed`` or ``unchanged``: the document against its stored version, by content hash."""
     stored = store.document_hashes([document.doc_id]).get(document.doc_id)
     if stored is None:
         return "new"

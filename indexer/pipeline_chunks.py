@@ -1,5 +1,7 @@
-"""Documents to prepared chunks: each document split into sentences and words, the sentences grouped
-into chunks of about a fixed amount of text and tokenised for the model.
+"""Documents to prepared chunks for the model.
+
+Each document is split into sentences and words, and the sentences are grouped into chunks of about a fixed
+amount of text and tokenised for the model.
 
 A chunk's vectors and rows live until it is stored, so the chunk size, not the corpus size, bounds a
 build's memory.

@@ -1,5 +1,6 @@
-"""Embedded chunks to rows: sentence, word and passage rows with their ids and vectors, ready for
-`add_batch`.
+"""Embedded chunks to rows: sentence, word and passage rows with their ids and vectors.
+
+The rows are ready for `add_batch`.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ class PassagePacker:
         self.closed: list[dict[str, Any]] = []
 
     def add(self, sentence: dict[str, Any], text: str, tokens: int, weighted: np.ndarray) -> None:
-        """Append a sentence to the open passage, or open a new one when the document changes or the
-        token budget would be exceeded.
+        """Append a sentence to the open passage, or open a new one.
+
+        A new passage opens when the document changes or the token budget would be exceeded.
 
         Args:
             sentence: the sentence row (``id``, ``document``, ``start``, ``end``).
@@ -96,8 +98,10 @@ class PassagePacker:
 
 
 class RowBuilder:
-    """Turns embedded chunks into rows: holds the encoder, the next free row ids, the passage packer
-    and the running counts of one build or add."""
+    """Turns embedded chunks into rows.
+
+    Holds the encoder, the next free row ids, the passage packer and the running counts of one build or add.
+    """
 
     def __init__(self, encoder: Encoder, store: IndexStore, passages: str) -> None:
         self.encoder = encoder

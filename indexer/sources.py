@@ -82,8 +82,9 @@ def _files_of(source: str, scan: SourceScan) -> list[tuple[Path, str]]:
 
 
 def scan_sources(sources: Sequence[str], skip_bad: bool = False) -> tuple[list[tuple[Path, str]], SourceScan]:
-    """List the files the sources stand for and check that they read as documents (every file is
-    read once here, so a malformed line stops the work before the model is loaded).
+    """List the files the sources stand for and check that they read as documents.
+
+    Every file is read once here, so a malformed line stops the work before the model is loaded.
 
     Args:
         sources: file paths, folder paths, or ``-`` for standard input.
@@ -113,8 +114,10 @@ def scan_sources(sources: Sequence[str], skip_bad: bool = False) -> tuple[list[t
 
 
 def _decode(data: bytes, where: str, warnings: list[str]) -> str:
-    """Text of a file or line: UTF-8 (a byte-order mark is dropped); bytes that are not UTF-8 are
-    replaced with U+FFFD and a warning says where."""
+    """Text of a file or line: UTF-8, with a byte-order mark dropped.
+
+    Bytes that are not UTF-8 are replaced with U+FFFD and a warning says where.
+    """
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

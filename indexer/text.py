@@ -188,8 +188,10 @@ def split_text(text: str, mode: str = "auto") -> list[Span]:
 
 
 def _cut_long(text: str, span: Span) -> Iterator[Span]:
-    """A span cut into pieces of at most `MAX_SENTENCE_CHARACTERS`, at white space where there
-    is some in the second half of a piece."""
+    """A span cut into pieces of at most `MAX_SENTENCE_CHARACTERS`.
+
+    Cuts fall at white space where there is some in the second half of a piece.
+    """
     start = span.start
     while span.end - start > MAX_SENTENCE_CHARACTERS:
         limit = start + MAX_SENTENCE_CHARACTERS

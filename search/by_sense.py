@@ -129,8 +129,11 @@ def _induce(
     related_words: int,
     read_also: Callable[[IndexStore], T],
 ) -> tuple[WordSenses, T]:
-    """Read the occurrences (and ``read_also``) under a snapshot, cluster them outside it, and name
-    the senses under a snapshot of the same state; again if the index moved meanwhile."""
+    """Read the occurrences under a snapshot, cluster them outside it, and name the senses.
+
+    The occurrences (and ``read_also``) are read under a snapshot and the senses named under a snapshot of the
+    same state; all again if the index moved meanwhile.
+    """
     lemma = lemmatize(form)
     for _ in range(_ATTEMPTS):
         with state.snapshot() as store:
@@ -202,8 +205,10 @@ def _name_senses(
 def _distinct_related_words(
     store: IndexStore, centres: np.ndarray, own_lemma: str, count: int
 ) -> list[list[LemmaHit]]:
-    """Per sense centre, the other words nearest to it, each word kept only under the sense it is
-    nearest to (so the senses' lists tell them apart)."""
+    """Per sense centre, the other words nearest to it.
+
+    Each word is kept only under the sense it is nearest to (so the senses' lists tell them apart).
+    """
     if not count:
         return [[] for _ in centres]
     candidates = [rank_other_lemmas(store, centre, own_lemma, 3 * count) for centre in centres]

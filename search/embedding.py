@@ -14,8 +14,7 @@ from senseindex.search.word_query import WordQuery
 
 
 def embed_texts(state: IndexState, texts: Sequence[str]) -> list[list[EmbeddedSentence]]:
-    """Texts split into sentences and words as documents are when indexed, run through the model
-    together.
+    """Texts split into sentences and words as documents are when indexed, run through the model together.
 
     Args:
         state: the open index.

@@ -74,8 +74,10 @@ class SenseIndex:
         return self._state.encoder.backend
 
     def info(self) -> dict[str, Any]:
-        """Settings, row counts and vector files: ``{"path", "settings", "counts", "vector_files",
-        "deleted_vectors"}``."""
+        """Settings, row counts and vector files.
+
+        Keys: ``{"path", "settings", "counts", "vector_files", "deleted_vectors"}``.
+        """
         with self._state.snapshot(require_current=False) as store:
             return describe(store)
 
@@ -94,9 +96,10 @@ class SenseIndex:
         self._state.refresh()
 
     def refresh_if_changed(self) -> bool:
-        """`refresh` if anything was committed to the index since this state was read (a cheap
-        check of the database files), unless a write through this object is under way (its
-        documents appear when it completes).
+        """`refresh` if anything was committed to the index since this state was read.
+
+        The check of the database files is cheap. Nothing happens while a write through this object is under
+        way (its documents appear when it completes).
 
         Returns:
             Whether the index moved to a newer state.
@@ -107,8 +110,9 @@ class SenseIndex:
         return self._state.refresh_if_changed()
 
     def serve_model(self, stop: threading.Event) -> None:
-        """Run the model for every query of this index in the calling thread until ``stop`` is set;
-        queries made meanwhile on other threads wait for this thread to embed them (batched).
+        """Run the model for every query of this index in the calling thread until ``stop`` is set.
+
+        Queries made meanwhile on other threads wait for this thread to embed them (batched).
 
         For servers that answer on worker threads: give the model the main thread (see
         `serve`). Writes keep running on their own thread.
@@ -119,8 +123,10 @@ class SenseIndex:
         self._state.queries.serve(stop)
 
     def query_batching(self) -> dict[str, int]:
-        """How concurrent queries shared the model: ``{"max_texts", "calls", "runs"}``, where each run
-        of the model served one or more calls."""
+        """How concurrent queries shared the model: ``{"max_texts", "calls", "runs"}``.
+
+        Each run of the model served one or more calls.
+        """
         queries = self._state.queries
         return {"max_texts": queries.max_texts, "calls": queries.calls_run, "runs": queries.batches_run}
 
@@ -133,9 +139,10 @@ class SenseIndex:
         documents: Iterable[Document | Mapping[str, Any]],
         progress: Callable[[int, int | None], None] | None = None,
     ) -> BuildSummary:
-        """Add documents, or replace stored ones with the same id, with this index's model, in one
-        commit: all of them are stored or (on an error) none; queries on this object see all of them
-        once the call returns, and none of them before.
+        """Add documents, or replace stored ones with the same id, with this index's model, in one commit.
+
+        All of them are stored or (on an error) none; queries on this object see all of them once the call
+        returns, and none of them before.
 
         A document stored with the same text and metadata is left alone (as ``senseindex add``).
 
@@ -155,8 +162,9 @@ class SenseIndex:
         return writes.add(self._state, documents, progress)
 
     def delete_documents(self, doc_ids: Sequence[str]) -> DeleteSummary:
-        """Delete documents (all their sentences, words, passages and vectors), in one commit; queries
-        on this object stop finding them when the call returns.
+        """Delete documents (all their sentences, words, passages and vectors), in one commit.
+
+        Queries on this object stop finding them when the call returns.
 
         Args:
             doc_ids: ids of stored documents.

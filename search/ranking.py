@@ -22,9 +22,11 @@ def check_k(k: int) -> None:
 
 
 def dot(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """``vectors @ query`` without BLAS: a query scores a few thousand vectors at most, and BLAS's
-    own worker threads, left spinning after the call, slowed the next query's model pass (same-word
-    p50 for a frequent word: 36-65 ms with BLAS, 13 ms without, on 2 cores).
+    """``vectors @ query`` without BLAS.
+
+    A query scores a few thousand vectors at most, and BLAS's own worker threads, left spinning after the
+    call, slowed the next query's model pass (same-word p50 for a frequent word: 36-65 ms with BLAS, 13 ms
+    without, on 2 cores).
 
     Args:
         vectors: ``(n, dimension)`` float32.

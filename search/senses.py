@@ -105,14 +105,15 @@ class WordSenses:
     coordinates: np.ndarray = field(repr=False, compare=False)
 
     def sense_of(self, word_id: int) -> int | None:
-        """The sense number of an occurrence, by its word rowid (None: not an occurrence of this
-        lemma)."""
+        """The sense number of an occurrence, by its word rowid (None: not an occurrence of this lemma)."""
         position = np.flatnonzero(self.occurrence_ids == word_id)
         return int(self.assignments[position[0]]) if len(position) else None
 
     def to_dict(self, assignments: bool = True) -> dict[str, Any]:
-        """JSON-able dict: the senses, the choice and its scores, and (with ``assignments``) the sense
-        of each occurrence by word rowid."""
+        """JSON-able dict: the senses, the choice and its scores.
+
+        With ``assignments``, also the sense of each occurrence by word rowid.
+        """
         described: dict[str, Any] = {
             "word": self.word,
             "lemma": self.lemma,
@@ -249,8 +250,10 @@ def cluster_senses(
 
 
 def _principal_axes(vectors: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The mean ``(d,)`` and up to ``count`` principal axes ``(m, d)`` of some vectors: only axes
-    along which they really vary (none for identical vectors)."""
+    """The mean ``(d,)`` and up to ``count`` principal axes ``(m, d)`` of some vectors.
+
+    Only axes along which they really vary (none for identical vectors).
+    """
     mean = vectors.mean(axis=0)
     if len(vectors) < 2:
         return mean, np.zeros((0, vectors.shape[1]), dtype=np.float32)
@@ -339,8 +342,11 @@ def silhouette(similarity: np.ndarray, labels: np.ndarray) -> float:
 
 
 def featureless_cloud(spread: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` points of one Gaussian with the occurrences' spread along each principal axis (and no
-    groups), L2-normalised like them: ``(count, len(spread))`` float32."""
+    """``count`` points of one Gaussian with the occurrences' spread along each principal axis.
+
+    The Gaussian has no groups. The points are L2-normalised like the occurrences: ``(count, len(spread))``
+    float32.
+    """
     return _normalise(rng.standard_normal((count, len(spread))) * spread)
 
 

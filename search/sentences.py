@@ -85,8 +85,10 @@ def _metadata_filter(metadata: Mapping[str, Any] | None) -> dict[str, list[Any]]
 
 
 def _matches(stored: Any, values: list[Any]) -> bool:
-    """A metadata filter's test: the stored value equals one of the values (``true`` is not ``1``;
-    null matches a missing field)."""
+    """A metadata filter's test: the stored value equals one of the values.
+
+    ``true`` is not ``1``; null matches a missing field.
+    """
     return any(stored == value and isinstance(stored, bool) == isinstance(value, bool) for value in values)
 
 

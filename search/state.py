@@ -131,8 +131,10 @@ class IndexState:
             self.reload()
 
     def refresh_if_changed(self) -> bool:
-        """`refresh` if anything was committed since this state was read, unless a write
-        through this object is under way (its documents appear when it completes).
+        """`refresh` if anything was committed since this state was read.
+
+        Nothing happens while a write through this object is under way (its documents appear when it
+        completes).
 
         Returns:
             Whether the state moved.

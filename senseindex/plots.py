@@ -19,8 +19,9 @@ _COLOURS = ("#1b73b3", "#e07b00", "#2a9d4b", "#c8313b", "#7d56b3", "#8c5a48", "#
 
 
 def plot_senses(word_senses: WordSenses, path: str | Path, labelled: int = 2) -> Path:
-    """Draw the occurrences of a word on their first two principal components, one colour per
-    induced sense, with a few typical occurrences written next to their points.
+    """Draw the occurrences of a word on their first two principal components, one colour per induced sense.
+
+    A few typical occurrences are written next to their points.
 
     Args:
         word_senses: from `SenseIndex.induce_senses`.

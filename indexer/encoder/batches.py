@@ -1,5 +1,8 @@
-"""The encoder's batches and the numpy work around a forward pass: windows into batches, pieces to
-words, layer strategies and normalisation. Imports neither torch nor transformers."""
+"""The encoder's batches and the numpy work around a forward pass.
+
+Windows into batches, pieces to words, layer strategies and normalisation. Imports neither torch nor
+transformers.
+"""
 
 from __future__ import annotations
 

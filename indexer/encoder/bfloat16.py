@@ -9,9 +9,10 @@ import torch
 
 
 class BFloat16Linear(torch.nn.Module):
-    """A linear layer whose weights are kept in bfloat16 and whose product runs in bfloat16 (float32
-    accumulation); input and output stay float32, so layer norms, softmax, GELU and residual sums are
-    computed as in float32.
+    """A linear layer whose weights are kept in bfloat16 and whose product runs in bfloat16.
+
+    The product accumulates in float32; input and output stay float32, so layer norms, softmax, GELU and
+    residual sums are computed as in float32.
 
     The weights are converted once: ``torch.autocast`` would convert them on every forward pass, which
     costs more than a one-sentence query's whole forward pass saves.

@@ -1,5 +1,6 @@
-"""The ``onnx`` and ``onnx-int8`` backends: the transformer exported once to ONNX and run with ONNX
-Runtime; int8 by ONNX Runtime's dynamic quantiser.
+"""The ``onnx`` and ``onnx-int8`` backends: the transformer exported once to ONNX, run with ONNX Runtime.
+
+The int8 model comes from ONNX Runtime's dynamic quantiser.
 
 Imports torch at module level; only `core` imports this module, when such an encoder is loaded.
 onnxruntime and onnx (the ``onnx`` extra) are imported when a runner is made.
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
 
 
 class LayerOutputs(torch.nn.Module):
-    """The transformer with exactly the two outputs the encoder pools: its word layer (per the layer
-    strategy) and the last hidden state. This is what gets exported to ONNX.
+    """The transformer with exactly the two outputs the encoder pools.
+
+    They are its word layer (per the layer strategy) and the last hidden state. This is what gets exported to
+    ONNX.
 
     Args:
         encoder: the encoder whose layer strategy picks the word layer.
@@ -58,8 +61,11 @@ class LayerOutputs(torch.nn.Module):
 
 
 class OnnxExtraMissing(MissingExtra, ModelLoadError):
-    """The ``onnx`` extra is not installed: a `MissingExtra`, as documented for every missing extra,
-    and a `ModelLoadError`, which is what this raised before (so callers catching either still do)."""
+    """The ``onnx`` extra is not installed: both a `MissingExtra` and a `ModelLoadError`.
+
+    `MissingExtra` as documented for every missing extra, and `ModelLoadError`, which is what this raised
+    before (so callers catching either still do).
+    """
 
 
 def _import_onnx_package(module: str, backend: str) -> ModuleType:
@@ -78,8 +84,9 @@ def _import_onnx_package(module: str, backend: str) -> ModuleType:
 
 
 class OnnxRunner:
-    """The encoder's transformer exported once to ONNX (cached by weights fingerprint and layer
-    strategy) and run with ONNX Runtime on all cores.
+    """The encoder's transformer exported once to ONNX and run with ONNX Runtime on all cores.
+
+    The export is cached by weights fingerprint and layer strategy.
 
     Args:
         encoder: the encoder whose model to export.
@@ -135,8 +142,9 @@ class OnnxRunner:
 
 
 def quantize_onnx(source: Path, path: Path) -> None:
-    """Dynamic int8 quantisation of an exported model: int8 weights per output channel, activations
-    quantised per batch at run time (ONNX Runtime's own quantiser).
+    """Dynamic int8 quantisation of an exported model, by ONNX Runtime's own quantiser.
+
+    Weights are int8 per output channel; activations are quantised per batch at run time.
 
     Args:
         source: the float32 ONNX file.

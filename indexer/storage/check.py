@@ -1,5 +1,8 @@
-"""Verification of a whole index (behind ``check``): the database's integrity, every vector file
-against its record, every row against its vector and its document's text."""
+"""Verification of a whole index (behind ``check``).
+
+Checks the database's integrity, every vector file against its record, every row against its vector and its
+document's text.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ from senseindex.indexer.storage.schema import VECTOR_TABLES
 
 
 def check_store(store: IndexReader) -> tuple[list[str], list[str]]:
-    """Verify an opened index: the database's integrity, every vector file against its record, every
-    row against its vector and its document's text, no half-stored document.
+    """Verify an opened index.
+
+    Checks the database's integrity, every vector file against its record, every row against its vector and
+    its document's text, and that no document is half-stored.
 
     Args:
         store: the index, at the snapshot to check.

@@ -1,5 +1,8 @@
-"""The index folder on disk: its write lock, flushing files and folder entries, opening the database,
-the ``--overwrite`` swap (and its recovery after a crash), and clean-up of files no commit names."""
+"""The index folder on disk.
+
+Its write lock, flushing files and folder entries, opening the database, the ``--overwrite`` swap (and its
+recovery after a crash), and clean-up of files no commit names.
+"""
 
 from __future__ import annotations
 
@@ -98,8 +101,9 @@ def connect(path: Path, writable: bool) -> sqlite3.Connection:
 
 
 def create_database(folder: Path, settings: dict[str, Any]) -> None:
-    """Write a new, empty database under a temporary name and rename it into place: a process killed
-    meanwhile leaves no half-made ``index.sqlite``.
+    """Write a new, empty database under a temporary name and rename it into place.
+
+    A process killed meanwhile leaves no half-made ``index.sqlite``.
 
     Args:
         folder: the index folder (exists).
@@ -161,8 +165,10 @@ def identity(folder: Path) -> tuple[int, int] | None:
 
 
 def database_state(folder: Path) -> tuple[FileState | None, ...]:
-    """The state of the database file and its write-ahead log (None for a missing one): it changes
-    with every commit (a checkpoint may change it too)."""
+    """The state of the database file and its write-ahead log (None for a missing one).
+
+    It changes with every commit (a checkpoint may change it too).
+    """
     states: list[FileState | None] = []
     for name in (DATABASE_FILE, DATABASE_FILE + "-wal"):
         try:
@@ -190,9 +196,12 @@ def retired_folder(folder: Path) -> Path:
 
 
 def recover_interrupted_swap(folder: Path) -> None:
-    """Finish or undo an ``--overwrite`` build killed between its two renames (old index moved
-    aside, new one not yet moved in): the new index goes in if it was complete, else the old one goes
-    back. Nothing happens while a writer holds the old index's lock (it is in the middle of the swap)."""
+    """Finish or undo an ``--overwrite`` build killed between its two renames.
+
+    The killed build had moved the old index aside and not yet moved the new one in: the new index goes in if
+    it was complete, else the old one goes back. Nothing happens while a writer holds the old index's lock (it
+    is in the middle of the swap).
+    """
     folder = Path(folder).expanduser().resolve()
     if folder.parent == folder or folder.exists():
         return
@@ -218,8 +227,10 @@ def recover_interrupted_swap(folder: Path) -> None:
 
 
 def swap_into_place(staging: Path, target: Path) -> None:
-    """Move a finished ``--overwrite`` build into its folder: the old index is moved aside, the new
-    one in, then the old one deleted (`recover_interrupted_swap` completes a killed swap).
+    """Move a finished ``--overwrite`` build into its folder.
+
+    The old index is moved aside, the new one in, then the old one deleted (`recover_interrupted_swap`
+    completes a killed swap).
 
     Raises:
         SenseIndexError: a rename fails (the previous index is put back where it can be).
@@ -247,8 +258,10 @@ def vector_files_on_disk(folder: Path) -> list[str]:
 
 
 def remove_unreferenced_files(folder: Path, referenced: Iterable[str]) -> list[str]:
-    """Delete vector files no commit refers to: written by a writer killed before its commit, or
-    replaced by a later commit or a merge (readers that still use them opened them already).
+    """Delete vector files no commit refers to.
+
+    They were written by a writer killed before its commit, or replaced by a later commit or a merge (readers
+    that still use them opened them already).
 
     Returns:
         The names of the files deleted.

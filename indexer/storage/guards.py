@@ -96,8 +96,10 @@ def sqlite_failure(error: sqlite3.DatabaseError, folder: Path) -> Exception:
 
 
 def check_bindable(values: Iterable[Any], what: str, error: type[SenseIndexError] = QueryError) -> None:
-    """Refuse values SQLite cannot take as parameters, with the caller's error rather than a
-    damaged-index one: text holding a lone surrogate (not UTF-8) and integers beyond 64 bits.
+    """Refuse values SQLite cannot take as parameters, with the caller's error.
+
+    The caller's error rather than a damaged-index one, for text holding a lone surrogate (not UTF-8) and
+    integers beyond 64 bits.
 
     Args:
         values: the values to look up.

@@ -1,6 +1,9 @@
-"""Which shards a writer merges when it finishes: shards whose vectors are all deleted are dropped,
-runs of exact shards of a compressed table become trained shards, runs of many small exact shards
-become one. The writer (`IndexStore.merge_shards`) writes the new files and records them."""
+"""Which shards a writer merges when it finishes.
+
+Shards whose vectors are all deleted are dropped, runs of exact shards of a compressed table become trained
+shards, runs of many small exact shards become one. The writer (`IndexStore.merge_shards`) writes the new
+files and records them.
+"""
 
 from __future__ import annotations
 
@@ -43,9 +46,10 @@ def emptied_shards(shard_set: ShardSet) -> list[Shard]:
 
 
 def plan_merges(shard_set: ShardSet, requested_type: str, dimension: int) -> list[Merge]:
-    """The merges of one table's live shards: exact runs trained into its compressed type when the
-    table has one and a run holds enough vectors to train it; failing that, runs of many small exact
-    shards merged into one.
+    """The merges of one table's live shards.
+
+    Exact runs are trained into its compressed type when the table has one and a run holds enough vectors to
+    train it; failing that, runs of many small exact shards are merged into one.
 
     Args:
         shard_set: the table's shards.
@@ -108,8 +112,10 @@ def adjacent_runs(shards: list[Shard]) -> list[list[Shard]]:
 
 
 def pieces(run: list[Shard], limit: int, least: int) -> list[list[Shard]]:
-    """A run of shards cut into consecutive pieces of at most ``limit`` vectors where it can be; a
-    last piece under ``least`` vectors joins the piece before it."""
+    """A run of shards cut into consecutive pieces of at most ``limit`` vectors where it can be.
+
+    A last piece under ``least`` vectors joins the piece before it.
+    """
     result: list[list[Shard]] = []
     for shard in run:
         if result and sum(s.count for s in result[-1]) + shard.count <= limit:

@@ -80,8 +80,10 @@ class IndexReader:
 
     @property
     def complete(self) -> bool:
-        """False while a build-index run has not finished (the documents committed so far are
-        searchable)."""
+        """False while a build-index run has not finished.
+
+        The documents committed so far are searchable.
+        """
         return self.settings.get(STATUS_KEY) == STATUS_COMPLETE
 
     def dimension(self, table: str) -> int:
@@ -135,8 +137,11 @@ class IndexReader:
             )
 
     def refresh(self) -> None:
-        """Move a reader to the index's latest committed state (a reader otherwise keeps the state
-        it opened, whatever writers do meanwhile). An index replaced by ``--overwrite`` is reopened."""
+        """Move a reader to the index's latest committed state.
+
+        A reader otherwise keeps the state it opened, whatever writers do meanwhile. An index replaced by
+        ``--overwrite`` is reopened.
+        """
         if self._writing:
             return
         connection = self.db.conn
@@ -161,13 +166,16 @@ class IndexReader:
         self._opened = opened
 
     def changed_on_disk(self) -> bool:
-        """Whether a commit may have happened since the last `refresh` (by the database files'
-        sizes and times: cheap; a checkpoint may give a false alarm)."""
+        """Whether a commit may have happened since the last `refresh`.
+
+        Judged by the database files' sizes and times: cheap; a checkpoint may give a false alarm.
+        """
         return folder_files.database_state(self.folder) != self._refreshed_state
 
     def open_vectors(self) -> None:
-        """Open every vector file of the snapshot now, so a writer retiring one later cannot take it
-        away from this reader.
+        """Open every vector file of the snapshot now.
+
+        Then a writer retiring one later cannot take it away from this reader.
 
         Raises:
             IndexCorrupted: a vector file is missing or unreadable.
@@ -227,8 +235,10 @@ class IndexReader:
         return self._shard_sets[table]
 
     def table_index_type(self, table: str) -> str:
-        """The index type of a table's vectors: one type, or the types of its shards joined with ``+``,
-        most vectors first (``flat`` when it has none)."""
+        """The index type of a table's vectors (``flat`` when it has none).
+
+        One type, or the types of its shards joined with ``+``, most vectors first.
+        """
         rows = self.db.execute(
             "select index_type, sum(count) as n from shards where table_name = ? "
             "group by index_type order by n desc",
@@ -502,10 +512,12 @@ class IndexReader:
         after: Sequence[Any] = (),
         before: Sequence[Any] = (),
     ) -> list[Any]:
-        """Run ``sql`` (with ``{}`` where the ``in (...)`` placeholders go) over many values (rowids,
-        or document ids with ``kind=str``), in chunks that stay under SQLite's bound-parameter limit;
-        ``before`` and ``after`` bind the placeholders that come before and after the list. Rows as
-        tuples or dicts, in the order of the chunks."""
+        """Run ``sql`` over many values, in chunks that stay under SQLite's bound-parameter limit.
+
+        ``sql`` has ``{}`` where the ``in (...)`` placeholders go; the values are rowids, or document ids with
+        ``kind=str``. ``before`` and ``after`` bind the placeholders that come before and after the list. Rows
+        as tuples or dicts, in the order of the chunks.
+        """
         value_list = [kind(v) for v in values]
         size = max(1, _CHUNK_PARAMETERS - len(before) - len(after))
         rows: list[Any] = []

@@ -1,5 +1,8 @@
-"""The index database's layout: tables and their columns, the format version, the settings keys the
-store itself keeps, and the tables of a new database (`initialise`)."""
+"""The index database's layout.
+
+Tables and their columns, the format version, the settings keys the store itself keeps, and the tables of a
+new database (`initialise`).
+"""
 
 from __future__ import annotations
 

@@ -261,8 +261,9 @@ def _search_parameters(index: faiss.Index, selector: faiss.IDSelector) -> faiss.
 
 
 def open_shard(path: Path, shard: Shard, dimension: int) -> faiss.Index:
-    """Open a shard file: memory-mapped where the type allows, set up for searching and for reading
-    vectors by id.
+    """Open a shard file, set up for searching and for reading vectors by id.
+
+    Memory-mapped where the type allows.
 
     Raises:
         IndexCorrupted: the file is missing, unreadable or holds other vectors than its record says.

@@ -83,9 +83,11 @@ SHARD_BYTES = 64 * 2**20
 
 
 def check_index_type(index_type: str, dimensions: Iterable[int]) -> None:
-    """Raise `SettingsError` unless ``index_type`` is ``auto``, ``flat`` or a FAISS factory string
-    that builds an inner-product index for vectors of every given dimension, without an id map of its
-    own."""
+    """Raise `SettingsError` unless ``index_type`` is ``auto``, ``flat`` or a usable FAISS factory string.
+
+    A usable factory string builds an inner-product index for vectors of every given dimension, without an id
+    map of its own.
+    """
     if index_type in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
         return
     if "IDMap" in index_type:
@@ -110,8 +112,11 @@ def _faiss_reason(error: RuntimeError) -> str:
 
 
 def _training_points_needed(index: faiss.Index) -> int:
-    """Training vectors a type needs: FAISS' own rule of 39 points per k-means centroid (IVF lists,
-    PQ codebooks); scalar quantisers only learn value ranges."""
+    """Training vectors a type needs.
+
+    FAISS' own rule of 39 points per k-means centroid (IVF lists, PQ codebooks); scalar quantisers only learn
+    value ranges.
+    """
     needed = 1
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
@@ -399,8 +404,10 @@ def shard_number(file: str) -> int:
 def merge_shards(
     folder: Path, shards: list[Shard], dimension: int, index_type: str, first_number: int
 ) -> list[Shard]:
-    """Rewrite adjacent shards (a contiguous run of rowids) as new shards of ``index_type``, trained on
-    their own vectors. The old files are left in place: readers may still use them.
+    """Rewrite adjacent shards (a contiguous run of rowids) as new shards of ``index_type``.
+
+    The new shards are trained on their own vectors. The old files are left in place: readers may still use
+    them.
 
     Args:
         folder: the index folder.
@@ -430,8 +437,10 @@ def merge_vectors(
     first_id: int,
     first_number: int,
 ) -> list[Shard]:
-    """Write vectors (consecutive rowids from ``first_id``) as shards of ``index_type`` trained on
-    them (its first `TRAINING_VECTORS`); too few to train it: ``flat``."""
+    """Write vectors (consecutive rowids from ``first_id``) as shards of ``index_type`` trained on them.
+
+    Training uses its first `TRAINING_VECTORS`; with too few to train it, the type is ``flat``.
+    """
     # hold everything, so that finish() trains once on the sample and writes the shards
     total = sum(len(p) for p in parts)
     writer = ShardWriter(folder, table, dimension, index_type, first_id, first_number, settle_at=total + 1)
@@ -458,8 +467,10 @@ def _bytes_per_vector(index: faiss.Index, dimension: int) -> int:
 
 
 def write_index_atomically(index: faiss.Index, path: Path) -> None:
-    """Write a FAISS index under a temporary name, flush it to the disk, then rename it into place: a
-    file with the final name is always complete."""
+    """Write a FAISS index under a temporary name, flush it to the disk, then rename it into place.
+
+    A file with the final name is always complete.
+    """
     temporary = path.with_name(path.name + ".tmp")
     faiss.write_index(index, str(temporary))
     descriptor = os.open(temporary, os.O_RDONLY)

@@ -1,5 +1,8 @@
-"""The write side of an index (`IndexStore`): creating one, adding and deleting rows with their
-vectors, commits, shard merges and the move of an ``--overwrite`` build into place."""
+"""The write side of an index (`IndexStore`).
+
+Creating one, adding and deleting rows with their vectors, commits, shard merges and the move of an
+``--overwrite`` build into place.
+"""
 
 from __future__ import annotations
 
@@ -128,8 +131,9 @@ class IndexStore(IndexReader):
 
     @classmethod
     def open_for_writing(cls, folder: Path) -> IndexStore:
-        """Open an existing index to add or delete documents; takes the folder's write lock and
-        deletes files an interrupted writer left behind.
+        """Open an existing index to add or delete documents.
+
+        Takes the folder's write lock and deletes files an interrupted writer left behind.
 
         Args:
             folder: the index folder.
@@ -189,8 +193,10 @@ class IndexStore(IndexReader):
             self.db.execute("begin immediate")
 
     def commit(self) -> None:
-        """Make everything added or deleted since the last commit durable and visible to readers:
-        write the vectors still in memory, then commit the rows with the shard records."""
+        """Make everything added or deleted since the last commit durable and visible to readers.
+
+        Writes the vectors still in memory, then commits the rows with the shard records.
+        """
         self._write_shards(final=False)
 
     def _write_shards(self, final: bool) -> None:
@@ -208,17 +214,22 @@ class IndexStore(IndexReader):
         self._begin()
 
     def _next_shard_number(self) -> int:
-        """The next shard file number: only ever grows, so no file name is used twice (a reader may
-        still hold a retired file under its name)."""
+        """The next shard file number.
+
+        It only ever grows, so no file name is used twice (a reader may still hold a retired file under its
+        name).
+        """
         numbers = [shard_number(f) for f in folder_files.vector_files_on_disk(self.folder)]
         numbers += [shard_number(name) for name in self.referenced_files()]
         numbers += [w.next_number - 1 for w in self._writers.values()]
         return max([*numbers, self.int_setting(NEXT_SHARD_NUMBER_KEY, 0) - 1]) + 1
 
     def finish(self, complete: bool = True) -> list[str]:
-        """Commit, merge small or untrained shards, mark the index complete (for a build), delete the
-        vector files no commit refers to any more and, for an ``--overwrite`` build, move the index
-        into its folder; then release the write lock.
+        """Commit, merge, mark complete, clean up and release the write lock.
+
+        Commits, merges small or untrained shards, marks the index complete (for a build), deletes the vector
+        files no commit refers to any more and, for an ``--overwrite`` build, moves the index into its folder;
+        then releases the write lock.
 
         Args:
             complete: mark the index complete (a build that read all its sources).
@@ -258,9 +269,11 @@ class IndexStore(IndexReader):
         return merges
 
     def abort(self) -> None:
-        """Give up writing: roll back what was not committed. An ``--overwrite`` build's unfinished
-        index is deleted (the index it was to replace is untouched); an index built in place keeps its
-        committed documents and can be resumed."""
+        """Give up writing: roll back what was not committed.
+
+        An ``--overwrite`` build's unfinished index is deleted (the index it was to replace is untouched); an
+        index built in place keeps its committed documents and can be resumed.
+        """
         self._roll_back()
         self._writers = {}
         self._writing = False
@@ -274,8 +287,10 @@ class IndexStore(IndexReader):
         self._release_locks()
 
     def close(self) -> None:
-        """Close the database connection (rolling back anything not committed) and release the write
-        lock if this store holds it."""
+        """Close the database connection (rolling back anything not committed).
+
+        Also releases the write lock if this store holds it.
+        """
         super().close()
         folder_files.release_lock(self._lock)
         self._lock = None
@@ -383,8 +398,9 @@ class IndexStore(IndexReader):
             raise SenseIndexError(f"the index in {self.folder} is open for reading only")
 
     def delete_documents(self, doc_ids: Sequence[str]) -> dict[str, int]:
-        """Delete documents with all their sentences, words and passages (their vectors are skipped by
-        every search from the next commit on).
+        """Delete documents with all their sentences, words and passages.
+
+        Their vectors are skipped by every search from the next commit on.
 
         Args:
             doc_ids: document ids; unknown ids are ignored.
@@ -420,10 +436,12 @@ class IndexStore(IndexReader):
         return counts
 
     def merge_shards(self) -> list[str]:
-        """Merge shards, in one commit of their own: runs of adjacent exact shards of a compressed
-        table that hold enough vectors to train on become shards of the table's type, trained on
-        them; runs of many small shards become one; shards whose every vector is deleted are dropped.
-        Old files stay until `finish` (readers opening the state before the merge may use them).
+        """Merge shards, in one commit of their own.
+
+        Runs of adjacent exact shards of a compressed table that hold enough vectors to train on become shards
+        of the table's type, trained on them; runs of many small shards become one; shards whose every vector
+        is deleted are dropped. Old files stay until `finish` (readers opening the state before the merge may
+        use them).
 
         Returns:
             One line per merge, saying what was merged (empty when nothing was).

@@ -96,9 +96,10 @@ def serve_index(
 def _run_with_model_on_this_thread(
     server: Any, listener: socket.socket, index: SenseIndex, announce: Callable[[], object]
 ) -> None:
-    """Run the HTTP server on a thread of its own and the model's query work on this (the main)
-    thread, until Ctrl+C or SIGTERM; requests in flight are answered before it returns, and a second
-    Ctrl+C stops at once.
+    """Run the HTTP server on a thread of its own and the model's query work on this (the main) thread.
+
+    Runs until Ctrl+C or SIGTERM; requests in flight are answered before it returns, and a second Ctrl+C stops
+    at once.
 
     Raises:
         ServiceError: the HTTP server failed to start or stopped with an error.
@@ -140,8 +141,10 @@ def _run_with_model_on_this_thread(
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket: bound and accepting into its backlog before the server loop starts, so a
-    client that connects as soon as the URL is announced waits instead of being refused."""
+    """A listening socket: bound and accepting into its backlog before the server loop starts.
+
+    A client that connects as soon as the URL is announced waits instead of being refused.
+    """
     try:
         family = (
             socket.AF_INET6

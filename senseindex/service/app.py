@@ -110,8 +110,10 @@ class DocumentSearch(_Body):
 
 
 class WordSearch(_Body):
-    """``POST /search/words``: the target marked with [brackets] in ``text``, or named by ``target``,
-    or given by its character span ``start``-``end``."""
+    """``POST /search/words``: the target marked with [brackets] in ``text``, or named by ``target``.
+
+    Or the target is given by its character span ``start``-``end``.
+    """
 
     text: str = Field(..., examples=["I sat on the [bank] of the river"])
     target: str | None = Field(None, description="The target word, when text has no [brackets].")
@@ -385,8 +387,10 @@ def _same_token(given: str, token: str) -> bool:
 
 
 class _TokenGuard:
-    """Refuses a request without the bearer token (401) before anything reads its body; the
-    endpoints check it again, which also puts the scheme in the OpenAPI description."""
+    """Refuses a request without the bearer token (401) before anything reads its body.
+
+    The endpoints check it again, which also puts the scheme in the OpenAPI description.
+    """
 
     def __init__(self, app: ASGIApp, token: str, open_paths: tuple[str, ...]) -> None:
         self.app = app
@@ -412,8 +416,10 @@ class _BodyTooLarge(StarletteHTTPException):
 
 
 class _BodyLimit:
-    """Refuses request bodies over a size with 413, by their Content-Length or while they stream in,
-    before anything parses them."""
+    """Refuses request bodies over a size with 413 before anything parses them.
+
+    The size is judged by their Content-Length or while they stream in.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
