@@ -34,6 +34,7 @@ def plot_senses(word_senses: WordSenses, path: str | Path, labelled: int = 2) ->
 
     Raises:
         QueryError: an unknown file type, or a folder that does not exist.
+        MissingExtra: matplotlib (the ``plot`` extra) is not installed.
     """
     target = check_plot_path(path)
     suffix = target.suffix.lower()
@@ -53,16 +54,18 @@ def plot_senses(word_senses: WordSenses, path: str | Path, labelled: int = 2) ->
 
 
 def check_plot_path(path: str | Path) -> Path:
-    """A plot file path, checked before any work: a known type in a folder that exists.
+    """A plot file path, checked before any work: a known type in a folder that exists, and matplotlib.
 
     Raises:
         QueryError: an unknown file type, or a folder that does not exist.
+        MissingExtra: matplotlib (the ``plot`` extra) is not installed; every file type needs it.
     """
     target = Path(path)
     if target.suffix.lower() not in PLOT_SUFFIXES:
         raise QueryError(f"the plot must be a {', '.join(PLOT_SUFFIXES)} file, not {target.name!r}")
     if not target.parent.is_dir():
         raise QueryError(f"cannot write the plot: folder {target.parent} does not exist")
+    import_extra("matplotlib.figure", "plot")
     return target
 
 

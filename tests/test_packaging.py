@@ -51,10 +51,17 @@ def test_the_wheel_installs_one_top_level_package(tmp_path):
 
 
 def _run_without(modules: list[str], arguments: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a fresh process in which the given modules cannot be imported."""
+    """Run the CLI in a fresh process in which the given modules cannot be imported.
+
+    As it exits, the process prints on stdout whether it loaded torch (whether any model work began).
+    """
     # sys.modules[name] = None is how Python itself marks a module as unimportable
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in modules)
-    code = f"import sys; {blocked}; from senseindex.cli import main; sys.exit(main({arguments!r}))"
+    report = "atexit.register(lambda: print('torch loaded' if 'torch' in sys.modules else 'no torch'))"
+    code = (
+        f"import atexit, sys; {blocked}; {report}; "
+        f"from senseindex.cli import main; sys.exit(main({arguments!r}))"
+    )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
@@ -65,6 +72,7 @@ def test_serve_without_the_serve_extra_names_it(sample_index_dir):
         "Error: the HTTP service (senseindex serve) needs the 'serve' extra (uvicorn is not installed): "
         "pip install 'senseindex[serve]'"
     ]
+    assert result.stdout.strip() == "no torch"  # refused before the model loads
 
 
 def test_a_plot_without_the_plot_extra_names_it(sample_index_dir, tmp_path):
@@ -76,3 +84,4 @@ def test_a_plot_without_the_plot_extra_names_it(sample_index_dir, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "'plot' extra" in lines[0] and "pip install 'senseindex[plot]'" in lines[0]
     assert not (tmp_path / "map.png").exists()
+    assert result.stdout.strip() == "no torch"  # refused before the model loads
