@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_found
 
 import senseindex
 from senseindex.cli import main
@@ -40,11 +41,6 @@ def _spans(text: str) -> list[tuple[int, int]]:
         spans.append((start, start + len(word)))
         position = start + len(word)
     return spans
-
-
-def _found(*hit_lists: list) -> None:
-    """Fail unless every list holds hits: two empty lists compare equal while proving nothing."""
-    assert all(hit_lists), [len(hits) for hits in hit_lists]
 
 
 @pytest.mark.parametrize("layers", ["last", "mean-last-4"])
@@ -89,7 +85,7 @@ def test_an_index_built_with_one_backend_answers_the_same_with_the_other(tmp_pat
         for query in ("I sat on the [bank] of the river", "The [crane] lifted steel beams"):
             hits = index.search_word(query, k=10)
             expected = float32.search_word(query, k=10)
-            _found(hits, expected)
+            assert_found(hits, expected)
             assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in expected]
             assert [h.score for h in hits] == pytest.approx([h.score for h in expected], abs=1e-4)
 
@@ -137,14 +133,14 @@ def test_a_bfloat16_built_index_ranks_like_a_float32_one(tmp_path, float32_index
     ):
         for query in ("I sat on the [bank] of the river", "The [crane] lifted steel beams"):
             hits, expected = bf16.search_word(query, k=5), float32.search_word(query, k=5)
-            _found(hits, expected)
+            assert_found(hits, expected)
             assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in expected]
             assert [h.score for h in hits] == pytest.approx([h.score for h in expected], abs=2e-3)
         hits, expected = (
             bf16.search_sentences("money in a bank", k=5),
             float32.search_sentences("money in a bank", k=5),
         )
-        _found(hits, expected)
+        assert_found(hits, expected)
         assert [h.sentence_id for h in hits] == [h.sentence_id for h in expected]
 
 

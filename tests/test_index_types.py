@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_found
 
 import senseindex
 from senseindex.cli import main
@@ -73,11 +74,6 @@ def _word_keys(hits):
     return [(h.doc_id, h.start) for h in hits]
 
 
-def _found(*hit_lists: list) -> None:
-    """Fail unless every list holds hits: two empty lists compare equal while proving nothing."""
-    assert all(hit_lists), [len(hits) for hits in hit_lists]
-
-
 def test_sharding_changes_no_result(sample_index, sharded_flat):
     folder, summary = sharded_flat
     assert summary.index_types == {"sentences": "flat", "words": "flat", "passages": "flat"}
@@ -89,24 +85,24 @@ def test_sharding_changes_no_result(sample_index, sharded_flat):
         for query in SENTENCE_QUERIES:
             exact = sample_index.search_sentences(query, k=10)
             hits = sharded.search_sentences(query, k=10)
-            _found(hits, exact)
+            assert_found(hits, exact)
             assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in exact]
             assert [h.score for h in hits] == pytest.approx([h.score for h in exact], abs=1e-6)
             documents, exact_documents = (
                 sharded.search_documents(query, k=5),
                 sample_index.search_documents(query, k=5),
             )
-            _found(documents, exact_documents)
+            assert_found(documents, exact_documents)
             assert [d.doc_id for d in documents] == [d.doc_id for d in exact_documents]
         for query in WORD_QUERIES:
             words, exact_words = sharded.search_word(query, k=20), sample_index.search_word(query, k=20)
-            _found(words, exact_words)
+            assert_found(words, exact_words)
             assert _word_keys(words) == _word_keys(exact_words)
             similar, exact_similar = (
                 sharded.search_similar_words(query, k=10),
                 sample_index.search_similar_words(query, k=10),
             )
-            _found(similar, exact_similar)
+            assert_found(similar, exact_similar)
             assert [h.lemma for h in similar] == [h.lemma for h in exact_similar]
 
 

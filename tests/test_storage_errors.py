@@ -53,10 +53,15 @@ def test_a_filter_value_sqlite_cannot_bind_is_a_query_error_not_a_damaged_index(
     assert not senseindex.check_index(small_index).problems
 
 
-def test_a_deleted_setting_is_reported_as_a_damaged_index(damaged_copy):
-    with sqlite3.connect(damaged_copy / "index.sqlite") as connection:
-        connection.execute("delete from settings where key = 'sentence_dimension'")
+def _alter(index: Path, statement: str) -> None:
+    """Change an index's database behind senseindex's back, as damage would."""
+    with sqlite3.connect(index / "index.sqlite") as connection:
+        connection.execute(statement)
     connection.close()
+
+
+def test_a_deleted_setting_is_reported_as_a_damaged_index(damaged_copy):
+    _alter(damaged_copy, "delete from settings where key = 'sentence_dimension'")
     with (
         pytest.raises(IndexCorrupted, match="sentence_dimension"),
         senseindex.open_index(damaged_copy, backend="torch") as index,
@@ -65,9 +70,7 @@ def test_a_deleted_setting_is_reported_as_a_damaged_index(damaged_copy):
 
 
 def test_a_setting_that_is_not_json_is_reported_as_a_damaged_index(damaged_copy, runner):
-    with sqlite3.connect(damaged_copy / "index.sqlite") as connection:
-        connection.execute("update settings set value = '{not json' where key = 'layers'")
-    connection.close()
+    _alter(damaged_copy, "update settings set value = '{not json' where key = 'layers'")
     with pytest.raises(IndexCorrupted, match="damaged"):
         senseindex.open_index(damaged_copy, backend="torch")
     result = runner.invoke(main, ["info", "--index", str(damaged_copy)])
@@ -76,9 +79,7 @@ def test_a_setting_that_is_not_json_is_reported_as_a_damaged_index(damaged_copy,
 
 
 def test_stored_metadata_that_is_not_json_is_reported_as_a_damaged_index(damaged_copy):
-    with sqlite3.connect(damaged_copy / "index.sqlite") as connection:
-        connection.execute("update documents set metadata = '{broken'")
-    connection.close()
+    _alter(damaged_copy, "update documents set metadata = '{broken'")
     with (
         senseindex.open_index(damaged_copy, backend="torch") as index,
         pytest.raises(IndexCorrupted, match="damaged"),
@@ -87,9 +88,7 @@ def test_stored_metadata_that_is_not_json_is_reported_as_a_damaged_index(damaged
 
 
 def test_a_missing_table_is_reported_as_a_damaged_index(damaged_copy):
-    with sqlite3.connect(damaged_copy / "index.sqlite") as connection:
-        connection.execute("drop table passages")
-    connection.close()
+    _alter(damaged_copy, "drop table passages")
     with (
         pytest.raises(IndexCorrupted, match="damaged"),
         senseindex.open_index(damaged_copy, backend="torch") as index,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_found
 
 import senseindex
 from senseindex.cli import main
@@ -36,32 +37,27 @@ def _copy_sample(folder: Path, leave_out: tuple[str, ...] = ()) -> Path:
     return folder
 
 
-def _found(*hit_lists: list) -> None:
-    """Fail unless every list holds hits: two empty lists compare equal while proving nothing."""
-    assert all(hit_lists), [len(hits) for hits in hit_lists]
-
-
 def _same_results(index, expected) -> None:
     """Two indexes answer every test query with the same hits and (float32) scores."""
     assert index.info()["counts"] == expected.info()["counts"]
     for query in SENTENCE_QUERIES:
         hits, oracle = index.search_sentences(query, k=300), expected.search_sentences(query, k=300)
-        _found(hits, oracle)
+        assert_found(hits, oracle)
         assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in oracle]
         assert [h.score for h in hits] == pytest.approx([h.score for h in oracle], abs=1e-4)
     for query in WORD_QUERIES:
         hits, oracle = index.search_word(query, k=50), expected.search_word(query, k=50)
-        _found(hits, oracle)
+        assert_found(hits, oracle)
         assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in oracle]
         assert [h.score for h in hits] == pytest.approx([h.score for h in oracle], abs=1e-4)
         similar, oracle = index.search_similar_words(query, k=20), expected.search_similar_words(query, k=20)
-        _found(similar, oracle)
+        assert_found(similar, oracle)
         assert [(h.lemma, h.best.doc_id, h.best.start) for h in similar] == [
             (h.lemma, h.best.doc_id, h.best.start) for h in oracle
         ]
     documents = index.search_documents(SENTENCE_QUERIES[0], k=20)
     oracle_documents = expected.search_documents(SENTENCE_QUERIES[0], k=20)
-    _found(documents, oracle_documents)
+    assert_found(documents, oracle_documents)
     assert [d.doc_id for d in documents] == [d.doc_id for d in oracle_documents]
 
 
