@@ -18,6 +18,7 @@ from senseindex.indexer.encoder.models import fingerprint_model, onnx_cache_fold
 from senseindex.indexer.encoder.settings import (
     BACKENDS,
     DEFAULT_MODEL,
+    DEVICES,
     LAYER_STRATEGIES,
     PIECE_POOLINGS,
     SENTENCE_POOLINGS,
@@ -29,6 +30,7 @@ from senseindex.indexer.encoder.settings import (
 __all__ = [
     "BACKENDS",
     "DEFAULT_MODEL",
+    "DEVICES",
     "LAYER_STRATEGIES",
     "PIECE_POOLINGS",
     "SENTENCE_POOLINGS",

@@ -17,6 +17,7 @@ LAYER_STRATEGIES = ("last", "mean-last-4", "concat-last-4", "mean-all", "layer-N
 PIECE_POOLINGS = ("mean", "first", "last")
 SENTENCE_POOLINGS = ("model", "mean", "cls")
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
+DEVICES = ("auto", "cpu", "cuda")
 LAYER_PATTERN = re.compile(r"^(last|mean-last-4|concat-last-4|mean-all|layer-(\d+))$")
 
 
@@ -45,6 +46,10 @@ class EncoderSettings:
             ``torch`` elsewhere. All give the same search results on the quality benchmarks
             (docs/benchmarks.md, "Backends"), so an index built with one is queried with any other; the
             backend is not stored.
+        device: where the model runs: ``cpu``, ``cuda`` (a CUDA GPU through torch) or ``auto`` (CUDA
+            when torch sees a GPU, the CPU otherwise). Not stored: any device queries any index.
+        threads: CPU threads the model's kernels use; ``None`` keeps the library's default (one per
+            core). Not stored.
     """
 
     model: str = DEFAULT_MODEL
@@ -54,6 +59,8 @@ class EncoderSettings:
     max_length: int | None = None
     batch_size: int = 64
     backend: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
 
     def validate(self) -> None:
         """Check every setting against its allowed values.
@@ -80,6 +87,12 @@ class EncoderSettings:
             raise SettingsError(f"max_length must be at least 8, not {self.max_length}")
         if self.batch_size < 1:
             raise SettingsError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.device not in DEVICES:
+            raise SettingsError(f"unknown device {self.device!r}; use one of {', '.join(DEVICES)}")
+        if self.threads is not None and (
+            not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1
+        ):
+            raise SettingsError(f"threads must be a whole number of at least 1, not {self.threads!r}")
 
     def to_dict(self) -> dict:
         """The settings as a JSON-able dict."""
