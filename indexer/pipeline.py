@@ -15,24 +15,26 @@ None of these modules imports the encoder (and with it torch) before a model is 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from senseindex.errors import DocumentNotFound, SenseIndexError, SourceError
+from senseindex.indexer.encoder import Encoder, load_index_encoder
 from senseindex.indexer.pipeline_build import (
     COMMIT_CHARACTERS,
     COMMIT_SECONDS,
     ENCODER_SETTINGS,
     PASSAGE_MODES,
     SourceReading,
-    add_document_list,
-    add_documents,
     build_index,
     change_of,
     index_replaced,
     index_settings,
+    write_documents,
 )
+from senseindex.indexer.pipeline_build import add_document_list as add_document_list_to_one
 from senseindex.indexer.pipeline_reports import (
     BuildSummary,
     ChangePlan,
@@ -40,7 +42,15 @@ from senseindex.indexer.pipeline_reports import (
     DeleteSummary,
     ProgressCallback,
 )
-from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.pipeline_shards import (
+    add_list_to_shards,
+    add_to_shards,
+    check_shards,
+    delete_from_shards,
+    sharded_manifest,
+)
+from senseindex.indexer.sources import Document
+from senseindex.indexer.storage import IndexStore, open_for_reading
 
 __all__ = [
     "COMMIT_CHARACTERS",
@@ -85,7 +95,7 @@ def plan_changes(
         SourceError: a missing, unreadable or malformed source.
     """
     reading = SourceReading.read(sources, stdin, skip_bad)
-    store = IndexStore.open(Path(index_dir))
+    store = open_for_reading(Path(index_dir))
     found: dict[str, list[str]] = {"new": [], "changed": [], "unchanged": []}
     try:
         for document in reading.documents():
@@ -112,6 +122,9 @@ def delete_documents(index_dir: str | Path, doc_ids: Sequence[str]) -> DeleteSum
     """
     if not doc_ids:
         raise SourceError("no document id given")
+    manifest = sharded_manifest(index_dir)
+    if manifest is not None:
+        return delete_from_shards(Path(index_dir), manifest, doc_ids)
     store = IndexStore.open_for_writing(Path(index_dir))
     try:
         unique = list(dict.fromkeys(doc_ids))
@@ -145,6 +158,9 @@ def check_index(index_dir: str | Path) -> CheckReport:
         SchemaMismatch: an index of another format version.
         IndexCorrupted: the database cannot be opened at all.
     """
+    manifest = sharded_manifest(index_dir)
+    if manifest is not None:
+        return check_shards(Path(index_dir), manifest)
     store = IndexStore.open(Path(index_dir))
     try:
         with contextlib.suppress(SenseIndexError):
@@ -157,3 +173,85 @@ def check_index(index_dir: str | Path) -> CheckReport:
     finally:
         store.close()
     return CheckReport(str(index_dir), problems, notes, counts)
+
+
+def add_documents(
+    sources: Sequence[str],
+    index_dir: str | Path,
+    model: str | None = None,
+    backend: str = "auto",
+    progress: ProgressCallback | None = None,
+    stdin: TextIO | None = None,
+    skip_bad: bool = False,
+) -> BuildSummary:
+    """Add documents to an existing index, with the settings stored in it.
+
+    A document's identity is its ``id`` (JSONL) or its path relative to the folder given as source. A
+    document stored with the same content is left alone; one stored with other content is replaced
+    (its old sentences, words and vectors leave every query in the same commit that adds the new
+    ones). In a sharded index each document goes to the shard its id hashes to.
+
+    Args:
+        sources: files, folders or ``-``, as for `build_index`.
+        index_dir: the index folder.
+        model: a copy of the index's model to use instead of the stored folder (same weights).
+        backend: what runs the model (see `EncoderSettings`).
+        progress: called after each stored chunk with bytes done and bytes in total.
+        stdin: the stream ``-`` reads.
+        skip_bad: skip malformed JSONL lines and binary files with a warning.
+
+    Returns:
+        What was stored (``documents`` counts new and replaced ones).
+
+    Raises:
+        IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
+        IndexBusy: another process is writing to it.
+        ModelMismatch, ModelLoadError: the model is not the index's or cannot be loaded.
+        SourceError: a missing, unreadable or malformed source.
+    """
+    started = time.perf_counter()
+    reading = SourceReading.read(sources, stdin, skip_bad)
+    manifest = sharded_manifest(index_dir)
+    if manifest is not None:
+        return add_to_shards(Path(index_dir), manifest, reading, model, backend, progress)
+    store = IndexStore.open_for_writing(Path(index_dir))
+    try:
+        encoder = load_index_encoder(store.settings, model, backend)
+    except BaseException:
+        store.close()
+        raise
+    return write_documents(store, encoder, reading, progress, started, complete=False, resumed=False)
+
+
+def add_document_list(
+    documents: list[Document],
+    index_dir: str | Path,
+    encoder: Encoder,
+    encoder_settings: dict[str, Any],
+    progress: ProgressCallback | None = None,
+) -> BuildSummary:
+    """`add_documents` for documents already in memory, with an encoder already loaded, in one commit.
+
+    All of them are stored, or (on any error) none; in a sharded index each shard commits its own
+    documents once all of them are written.
+
+    Args:
+        documents: the documents, with unique ids.
+        index_dir: the index folder.
+        encoder: the index's encoder (from `load_index_encoder`).
+        encoder_settings: the index settings the encoder was loaded for (`ENCODER_SETTINGS`);
+            an index rebuilt since with other ones is refused.
+        progress: called after each stored chunk with characters done and in total.
+
+    Returns:
+        What was stored.
+
+    Raises:
+        IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
+        IndexBusy: another process is writing to it.
+        ModelMismatch: the index now holds another model's vectors, or other settings.
+    """
+    manifest = sharded_manifest(index_dir)
+    if manifest is not None:
+        return add_list_to_shards(Path(index_dir), manifest, documents, encoder, encoder_settings, progress)
+    return add_document_list_to_one(documents, index_dir, encoder, encoder_settings, progress)

@@ -34,7 +34,6 @@ from senseindex.indexer.encoder import (
     Encoder,
     EncoderSettings,
     load_encoder,
-    load_index_encoder,
 )
 from senseindex.indexer.pipeline_chunks import chunk_documents
 from senseindex.indexer.pipeline_reports import BuildSummary, ProgressCallback
@@ -45,6 +44,7 @@ from senseindex.indexer.storage import (
     STATUS_BUILDING,
     VECTOR_TABLES,
     IndexStore,
+    ReadableIndex,
     check_index_type,
     read_index_status,
 )
@@ -249,51 +249,6 @@ def build_index(
     return write_documents(store, encoder, reading, progress, started, complete=True, resumed=resumed)
 
 
-def add_documents(
-    sources: Sequence[str],
-    index_dir: str | Path,
-    model: str | None = None,
-    backend: str = "auto",
-    progress: ProgressCallback | None = None,
-    stdin: TextIO | None = None,
-    skip_bad: bool = False,
-) -> BuildSummary:
-    """Add documents to an existing index, with the settings stored in it.
-
-    A document's identity is its ``id`` (JSONL) or its path relative to the folder given as source. A
-    document stored with the same content is left alone; one stored with other content is replaced
-    (its old sentences, words and vectors leave every query in the same commit that adds the new
-    ones).
-
-    Args:
-        sources: files, folders or ``-``, as for `build_index`.
-        index_dir: the index folder.
-        model: a copy of the index's model to use instead of the stored folder (same weights).
-        backend: what runs the model (see `EncoderSettings`).
-        progress: called after each stored chunk with bytes done and bytes in total.
-        stdin: the stream ``-`` reads.
-        skip_bad: skip malformed JSONL lines and binary files with a warning.
-
-    Returns:
-        What was stored (``documents`` counts new and replaced ones).
-
-    Raises:
-        IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
-        IndexBusy: another process is writing to it.
-        ModelMismatch, ModelLoadError: the model is not the index's or cannot be loaded.
-        SourceError: a missing, unreadable or malformed source.
-    """
-    started = time.perf_counter()
-    reading = SourceReading.read(sources, stdin, skip_bad)
-    store = IndexStore.open_for_writing(Path(index_dir))
-    try:
-        encoder = load_index_encoder(store.settings, model, backend)
-    except BaseException:
-        store.close()
-        raise
-    return write_documents(store, encoder, reading, progress, started, complete=False, resumed=False)
-
-
 def add_document_list(
     documents: list[Document],
     index_dir: str | Path,
@@ -362,6 +317,7 @@ def write_documents(
     complete: bool,
     resumed: bool,
     commit_on_the_way: bool = True,
+    finish: bool = True,
 ) -> BuildSummary:
     """Embed and store documents with commits at document boundaries.
 
@@ -380,6 +336,8 @@ def write_documents(
         complete: a build: mark the index complete at the end (an add leaves the status alone).
         resumed: a build continuing an unfinished index.
         commit_on_the_way: commit along the way; without it everything is one commit at the end.
+        finish: finish the store at the end; without it the caller finishes (or aborts) it, e.g.
+            after every shard of a sharded index has been written.
 
     Returns:
         What was stored.
@@ -425,7 +383,7 @@ def write_documents(
                 progress(chunk.done_bytes, total_bytes)
         if complete and not counts["documents"] and not counts["unchanged"]:
             raise SourceError("the sources hold no text to index (all documents are empty)")
-        merges = store.finish(complete=complete)
+        merges = store.finish(complete=complete) if finish else []
     except BaseException:
         store.abort()
         raise
@@ -463,7 +421,7 @@ def new_or_changed(
         yield document
 
 
-def change_of(document: Document, store: IndexStore) -> str:
+def change_of(document: Document, store: ReadableIndex) -> str:
     """``new``, ``changed`` or ``unchanged``: the document against its stored version, by content hash."""
     stored = store.document_hashes([document.doc_id]).get(document.doc_id)
     if stored is None:

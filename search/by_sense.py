@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from senseindex.errors import QueryError, WordNotFound
-from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.storage import ReadableIndex
 from senseindex.indexer.text import Span, lemmatize, split_words
 from senseindex.search.embedding import embed_query_words
 from senseindex.search.hits import LemmaHit, WordHit
@@ -89,7 +89,7 @@ def search_word_by_sense(
     form = _check_request(query.form, senses, 0, 8)  # before the model pass: bad input costs none
     vectors = embed_query_words(state, [query])  # the model pass, outside the lock
 
-    def same_word_hits(store: IndexStore) -> list[WordHit]:
+    def same_word_hits(store: ReadableIndex) -> list[WordHit]:
         return rank_occurrences(store, [query], vectors, k, exact_form=False)[0]
 
     # the hits and the senses from one state of the index
@@ -127,7 +127,7 @@ def _induce(
     senses: int | None,
     typical: int,
     related_words: int,
-    read_also: Callable[[IndexStore], T],
+    read_also: Callable[[ReadableIndex], T],
 ) -> tuple[WordSenses, T]:
     """Read the occurrences under a snapshot, cluster them outside it, and name the senses.
 
@@ -149,7 +149,7 @@ def _induce(
 
 
 def _read_occurrences(
-    store: IndexStore, form: str, lemma: str, senses: int | None, read_also: Callable[[IndexStore], T]
+    store: ReadableIndex, form: str, lemma: str, senses: int | None, read_also: Callable[[ReadableIndex], T]
 ) -> _Occurrences[T]:
     also = read_also(store)
     ids, _ = store.word_ids_for_lemma(lemma)
@@ -161,7 +161,7 @@ def _read_occurrences(
 
 
 def _name_senses(
-    store: IndexStore,
+    store: ReadableIndex,
     form: str,
     lemma: str,
     occurrences: _Occurrences[T],
@@ -203,7 +203,7 @@ def _name_senses(
 
 
 def _distinct_related_words(
-    store: IndexStore, centres: np.ndarray, own_lemma: str, count: int
+    store: ReadableIndex, centres: np.ndarray, own_lemma: str, count: int
 ) -> list[list[LemmaHit]]:
     """Per sense centre, the other words nearest to it.
 

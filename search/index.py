@@ -18,7 +18,7 @@ import numpy as np
 from senseindex.indexer.encoder import load_index_encoder
 from senseindex.indexer.pipeline import BuildSummary, DeleteSummary
 from senseindex.indexer.sources import Document
-from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.storage import ReadableIndex, open_for_reading
 from senseindex.search import by_sense, embedding, sentences, words, writes
 from senseindex.search.hits import DocumentHit, EmbeddedSentence, LemmaHit, SentenceHit, WordHit
 from senseindex.search.ranking import MAX_K
@@ -55,7 +55,7 @@ class SenseIndex:
     run one at a time, and queries move to their result only once a write is complete.
     """
 
-    def __init__(self, store: IndexStore, encoder: Encoder, max_query_batch: int = 64) -> None:
+    def __init__(self, store: ReadableIndex, encoder: Encoder, max_query_batch: int = 64) -> None:
         self._state = IndexState(store, encoder, max_query_batch)
 
     @property
@@ -462,7 +462,7 @@ def open_index(
             with.
         ModelLoadError: the model cannot be loaded.
     """
-    store = IndexStore.open(Path(path))
+    store = open_for_reading(Path(path))
     try:
         store.open_vectors()
         encoder = load_index_encoder(store.settings, model, backend)
@@ -485,7 +485,7 @@ def index_info(path: str | Path) -> dict[str, Any]:
     Raises:
         IndexNotFound, SchemaMismatch, IndexCorrupted: as `open_index`.
     """
-    store = IndexStore.open(Path(path))
+    store = open_for_reading(Path(path))
     try:
         return describe(store)
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from senseindex.errors import QueryError
-from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.storage import ReadableIndex
 from senseindex.search.hits import SentenceHit, WordHit
 
 MAX_K = 10_000
@@ -38,7 +38,7 @@ def dot(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.einsum("ij,j->i", vectors, query)
 
 
-def word_hits(store: IndexStore, ids: np.ndarray, scores: np.ndarray) -> list[WordHit]:
+def word_hits(store: ReadableIndex, ids: np.ndarray, scores: np.ndarray) -> list[WordHit]:
     """Word hits for stored word ids (read under a snapshot).
 
     Args:
@@ -68,7 +68,7 @@ def word_hits(store: IndexStore, ids: np.ndarray, scores: np.ndarray) -> list[Wo
     ]
 
 
-def sentence_hits(store: IndexStore, ids: np.ndarray, scores: np.ndarray) -> list[SentenceHit]:
+def sentence_hits(store: ReadableIndex, ids: np.ndarray, scores: np.ndarray) -> list[SentenceHit]:
     """Sentence hits for stored sentence ids (read under a snapshot).
 
     Args:

@@ -8,7 +8,7 @@ from typing import Any, Final
 import numpy as np
 
 from senseindex.errors import QueryError
-from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.storage import ReadableIndex
 from senseindex.search.embedding import embed_query_sentence
 from senseindex.search.hits import DocumentHit, SentenceHit
 from senseindex.search.ranking import check_k, dot, sentence_hits
@@ -129,7 +129,7 @@ def search_documents(
 
 
 def _rank_documents(
-    store: IndexStore, vector: np.ndarray, k: int, scoring: str, passage_weight: float, has_passages: bool
+    store: ReadableIndex, vector: np.ndarray, k: int, scoring: str, passage_weight: float, has_passages: bool
 ) -> list[DocumentHit]:
     depth = max(100, 10 * k)
     sentence_ids, _ = store.search("sentences", vector, depth)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from senseindex.errors import ModelMismatch
 from senseindex.indexer.pipeline import ENCODER_SETTINGS, index_replaced
-from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.storage import ReadableIndex, ShardedReader
 from senseindex.search.batching import QueryBatcher
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class IndexSettings:
     stored: Mapping[str, Any]
 
     @classmethod
-    def of(cls, store: IndexStore) -> IndexSettings:
+    def of(cls, store: ReadableIndex) -> IndexSettings:
         """A read-only copy of a store's settings (the caller holds the state's lock)."""
         return cls(MappingProxyType(dict(store.settings)))
 
@@ -69,7 +69,7 @@ class IndexState:
         max_query_batch: most query texts that concurrent calls run through the model together.
     """
 
-    def __init__(self, store: IndexStore, encoder: Encoder, max_query_batch: int = 64) -> None:
+    def __init__(self, store: ReadableIndex, encoder: Encoder, max_query_batch: int = 64) -> None:
         self.store = store
         self.encoder = encoder
         self.queries = QueryBatcher(encoder, max_query_batch)
@@ -84,7 +84,7 @@ class IndexState:
         self.generation = 0
 
     @contextmanager
-    def snapshot(self, require_current: bool = True) -> Iterator[IndexStore]:
+    def snapshot(self, require_current: bool = True) -> Iterator[ReadableIndex]:
         """Hold the read lock and give the store: everything read inside is from one state.
 
         Args:
@@ -102,7 +102,7 @@ class IndexState:
             yield self.store
 
     @contextmanager
-    def writing(self) -> Iterator[IndexStore]:
+    def writing(self) -> Iterator[ReadableIndex]:
         """Hold the write lock: writes through this object run one at a time.
 
         Yields:
@@ -174,12 +174,18 @@ class IndexState:
             self.store.close()
 
 
-def describe(store: IndexStore) -> dict[str, Any]:
-    """An index's ``{"path", "settings", "counts", "vector_files", "deleted_vectors"}``."""
-    return {
+def describe(store: ReadableIndex) -> dict[str, Any]:
+    """An index's ``{"path", "settings", "counts", "vector_files", "deleted_vectors"}``.
+
+    A sharded index adds ``"shards"``: per shard, its folder, whether its build finished and its counts.
+    """
+    info = {
         "path": str(store.folder),
         "settings": dict(store.settings),
         "counts": store.counts(),
         "vector_files": store.vector_files(),
         "deleted_vectors": store.deleted_count(),
     }
+    if isinstance(store, ShardedReader):
+        info["shards"] = store.shard_summaries()
+    return info

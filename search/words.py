@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from senseindex.indexer.stopwords import is_stopword
-from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.storage import ReadableIndex
 from senseindex.indexer.text import lemmatize
 from senseindex.search.embedding import embed_query_words
 from senseindex.search.hits import LemmaHit, WordHit
@@ -41,7 +41,7 @@ def search_same_word(
 
 
 def rank_occurrences(
-    store: IndexStore, queries: Sequence[WordQuery], vectors: np.ndarray, k: int, exact_form: bool
+    store: ReadableIndex, queries: Sequence[WordQuery], vectors: np.ndarray, k: int, exact_form: bool
 ) -> list[list[WordHit]]:
     """Per query, its target lemma's occurrences ranked by cosine to its vector (under a snapshot).
 
@@ -97,7 +97,7 @@ def search_other_words(state: IndexState, query: WordQuery, k: int) -> list[Lemm
         return rank_other_lemmas(store, vector, lemmatize(query.form), k)
 
 
-def rank_other_lemmas(store: IndexStore, vector: np.ndarray, own_lemma: str, k: int) -> list[LemmaHit]:
+def rank_other_lemmas(store: ReadableIndex, vector: np.ndarray, own_lemma: str, k: int) -> list[LemmaHit]:
     """The lemmas other than ``own_lemma`` whose occurrences lie nearest to a vector (under a snapshot).
 
     Args:

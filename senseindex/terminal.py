@@ -136,6 +136,10 @@ def print_info(info: dict[str, Any]) -> None:
             "vectors of deleted rows still on disk (skipped by searches): "
             + ", ".join(f"{table} {n:,}" for table, n in deleted.items())
         )
+    for shard in info.get("shards", []):
+        state = "complete" if shard["complete"] else "build unfinished"
+        rows = ", ".join(f"{n:,} {table}" for table, n in shard["counts"].items())
+        click.echo(f"shard {shard['shard']}: {rows} ({state})")
     for shard in info["vector_files"]:
         size = "missing" if shard["bytes"] is None else f"{shard['bytes']:,} bytes"
         click.echo(f"vector file {shard['file']}: {shard['count']:,} vectors, {shard['index_type']}, {size}")

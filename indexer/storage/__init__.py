@@ -27,7 +27,10 @@ Modules: `schema` (tables, format version), `folder` (write lock, flushing, the
 (reading and searching them).
 """
 
+from pathlib import Path
+
 from senseindex.indexer.storage.folder import read_index_status
+from senseindex.indexer.storage.manifest import MANIFEST_FILE, Manifest, is_sharded, read_manifest, shard_of
 from senseindex.indexer.storage.merge import MERGE_SMALL_SHARDS, MERGE_VECTORS
 from senseindex.indexer.storage.reader import IndexReader
 from senseindex.indexer.storage.schema import (
@@ -40,6 +43,7 @@ from senseindex.indexer.storage.schema import (
     VECTOR_TABLES,
     Row,
 )
+from senseindex.indexer.storage.sharded import ShardedReader
 from senseindex.indexer.storage.vectors import (
     AUTO_COMPRESSED_TYPE,
     AUTO_INDEX_TYPE,
@@ -54,6 +58,23 @@ from senseindex.indexer.storage.vectors import (
 )
 from senseindex.indexer.storage.writer import IndexStore
 
+ReadableIndex = IndexReader | ShardedReader
+"""An index open for reading: one index, or the shards of a sharded one read as one."""
+
+
+def open_for_reading(folder: Path) -> ReadableIndex:
+    """Open an index for reading: a sharded index (a folder with a manifest) or an ordinary one.
+
+    Raises:
+        IndexNotFound: no index in the folder.
+        SchemaMismatch: the index was written by another format version.
+        IndexCorrupted: the database, the manifest or a shard cannot be read.
+    """
+    if is_sharded(folder):
+        return ShardedReader.open(folder)
+    return IndexReader.open(folder)
+
+
 __all__ = [
     "AUTO_COMPRESSED_TYPE",
     "AUTO_INDEX_TYPE",
@@ -61,6 +82,7 @@ __all__ = [
     "EXACT_LIMIT",
     "FLAT_INDEX_TYPE",
     "LOCK_FILE",
+    "MANIFEST_FILE",
     "MERGE_SMALL_SHARDS",
     "MERGE_VECTORS",
     "MIN_TRAINED_SHARD",
@@ -72,10 +94,17 @@ __all__ = [
     "VECTOR_TABLES",
     "IndexReader",
     "IndexStore",
+    "Manifest",
+    "ReadableIndex",
     "Row",
     "Shard",
     "ShardSet",
     "ShardWriter",
+    "ShardedReader",
     "check_index_type",
+    "is_sharded",
+    "open_for_reading",
     "read_index_status",
+    "read_manifest",
+    "shard_of",
 ]

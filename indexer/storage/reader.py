@@ -441,6 +441,23 @@ class IndexReader:
         return np.asarray(sorted(p[0] for p in pairs), dtype=np.int64)
 
     @reading
+    def word_occurrences(self, lemma: str) -> list[tuple[int, str, str, int]]:
+        """Every occurrence of a lemma: ``(id, form, doc_id, start)``, by document id, then position.
+
+        The order depends only on the documents, not on when they were stored, so an index split into
+        shards lists a lemma's occurrences in the same order (sense induction samples from it).
+
+        Raises:
+            QueryError: a lemma SQLite cannot look up (a lone surrogate in it).
+        """
+        check_bindable([lemma], "word")
+        rows = self.db.execute(
+            "select w.id, w.form, d.doc_id, w.start from words w join documents d on d.id = w.document "
+            "where w.lemma = ? order by d.doc_id, w.start",
+            [lemma],
+        ).fetchall()
+        return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
+
     def word_ids_for_lemma(self, lemma: str) -> tuple[np.ndarray, list[str]]:
         """Ids and surface forms of every occurrence of a lemma.
 
@@ -448,13 +465,12 @@ class IndexReader:
             lemma: lower-case lemma.
 
         Returns:
-            ``(ids, forms)``: int64 ids in storage order and their surface forms.
+            ``(ids, forms)``: int64 ids and their surface forms, by document id, then position.
 
         Raises:
             QueryError: a lemma SQLite cannot look up (a lone surrogate in it).
         """
-        check_bindable([lemma], "word")
-        rows = self.db.execute("select id, form from words where lemma = ?", [lemma]).fetchall()
+        rows = self.word_occurrences(lemma)
         return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:

@@ -1,0 +1,266 @@
+"""Adding to, deleting from and checking a sharded index: each document goes to the shard its id hashes to.
+
+Every shard is an ordinary index with its own write lock, so each shard has one writer. A write takes
+the locks of every shard it touches before it changes anything, so two writers never interleave on a
+sharded index. Each shard commits on its own: an add of documents in memory (`add_document_list`)
+and a delete write every shard first and commit them one after another at the end, so a failure while
+writing leaves every shard as it was; a crash between two shards' commits leaves the earlier shards
+changed (the same add or delete run again completes it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from senseindex.errors import DocumentNotFound, ModelMismatch, SenseIndexError
+from senseindex.indexer.encoder import Encoder, load_index_encoder
+from senseindex.indexer.pipeline_build import (
+    ENCODER_SETTINGS,
+    SourceReading,
+    index_replaced,
+    write_documents,
+)
+from senseindex.indexer.pipeline_reports import BuildSummary, CheckReport, DeleteSummary, ProgressCallback
+from senseindex.indexer.sources import Document, SourceScan
+from senseindex.indexer.storage import (
+    VECTOR_TABLES,
+    IndexStore,
+    Manifest,
+    read_manifest,
+    shard_of,
+)
+
+
+@dataclass
+class ShardReading:
+    """The documents of a reading that belong to one shard (the sources are read once per shard).
+
+    Attributes:
+        reading: all the documents.
+        shard: the shard number kept.
+        shards: the number of shards.
+    """
+
+    reading: SourceReading
+    shard: int
+    shards: int
+
+    @property
+    def scan(self) -> SourceScan:
+        """What the scan of the sources found (shared by every shard's reading)."""
+        return self.reading.scan
+
+    @property
+    def total_bytes(self) -> int | None:
+        """Bytes of all sources (each shard's pass reads them all)."""
+        return self.reading.total_bytes
+
+    def documents(self) -> Iterator[Document]:
+        """The shard's documents, read one at a time."""
+        return (d for d in self.reading.documents() if shard_of(d.doc_id, self.shards) == self.shard)
+
+
+def sharded_manifest(index_dir: str | Path) -> Manifest | None:
+    """The manifest of a sharded index folder; None for an ordinary index (or no index)."""
+    return read_manifest(Path(index_dir))
+
+
+def add_to_shards(
+    index_dir: Path,
+    manifest: Manifest,
+    reading: SourceReading,
+    model: str | None,
+    backend: str,
+    progress: ProgressCallback | None,
+) -> BuildSummary:
+    """`add_documents` for a sharded index: each shard adds the documents that hash to it.
+
+    The sources are read once per shard; each shard commits along the way, as an ordinary add does.
+    """
+    started = time.perf_counter()
+    with _writers(index_dir, manifest, range(manifest.count)) as stores:
+        encoder = load_index_encoder(stores[0].settings, model, backend)
+        summaries = []
+        for shard, store in stores.items():
+            shard_progress = _shard_progress(progress, shard, manifest.count)
+            summaries.append(
+                write_documents(
+                    store,
+                    encoder,
+                    ShardReading(reading, shard, manifest.count),  # type: ignore[arg-type]
+                    shard_progress,
+                    started,
+                    complete=False,
+                    resumed=False,
+                )
+            )
+    return combine_summaries(summaries, time.perf_counter() - started)
+
+
+def add_list_to_shards(
+    index_dir: Path,
+    manifest: Manifest,
+    documents: list[Document],
+    encoder: Encoder,
+    encoder_settings: dict,
+    progress: ProgressCallback | None,
+) -> BuildSummary:
+    """`add_document_list` for a sharded index: every shard written, then each committed."""
+    started = time.perf_counter()
+    routed: dict[int, list[Document]] = {}
+    for document in documents:
+        routed.setdefault(manifest.shard_of(document.doc_id), []).append(document)
+    summaries = []
+    with _writers(index_dir, manifest, sorted(routed)) as stores:
+        for store in stores.values():
+            replaced = index_replaced(store.settings, encoder_settings, index_dir)
+            if replaced:
+                raise ModelMismatch(replaced)
+        for shard, store in stores.items():
+            summaries.append(
+                write_documents(
+                    store,
+                    encoder,
+                    SourceReading.of_documents(routed[shard]),
+                    progress,
+                    started,
+                    complete=False,
+                    resumed=False,
+                    commit_on_the_way=False,
+                    finish=False,
+                )
+            )
+        merges = [line for store in stores.values() for line in store.finish(complete=False)]
+    return dataclasses.replace(combine_summaries(summaries, time.perf_counter() - started), merges=merges)
+
+
+def delete_from_shards(index_dir: Path, manifest: Manifest, doc_ids: Sequence[str]) -> DeleteSummary:
+    """`delete_documents` for a sharded index: every shard's rows deleted, then each committed."""
+    unique = list(dict.fromkeys(doc_ids))
+    routed: dict[int, list[str]] = {}
+    for doc_id in unique:
+        routed.setdefault(manifest.shard_of(doc_id), []).append(doc_id)
+    rows: dict[str, int] = {}
+    with _writers(index_dir, manifest, sorted(routed)) as stores:
+        unknown = []
+        for shard, store in stores.items():
+            known = store.document_hashes(routed[shard])
+            unknown += [doc_id for doc_id in routed[shard] if doc_id not in known]
+        if unknown:
+            unknown.sort(key=unique.index)
+            more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+            raise DocumentNotFound(f"no document {unknown[0]!r}{more} in {index_dir}; nothing was deleted")
+        for shard, store in stores.items():
+            for table, count in store.delete_documents(routed[shard]).items():
+                rows[table] = rows.get(table, 0) + count
+        merges = [line for store in stores.values() for line in store.finish(complete=False)]
+    return DeleteSummary(unique, rows, merges)
+
+
+def check_shards(index_dir: Path, manifest: Manifest) -> CheckReport:
+    """`check_index` for a sharded index: every shard checked, and every document in its own shard."""
+    problems: list[str] = []
+    notes: list[str] = []
+    counts: dict[str, int] = {}
+    for number, folder in enumerate(manifest.folders(index_dir)):
+        name = folder.name
+        try:
+            store = IndexStore.open(folder)
+        except SenseIndexError as error:
+            problems.append(f"{name}: {error}")
+            continue
+        try:
+            with contextlib.suppress(SenseIndexError):
+                store.open_vectors()
+            shard_problems, shard_notes = store.check()
+            problems += [f"{name}: {line}" for line in shard_problems]
+            notes += [f"{name}: {line}" for line in shard_notes]
+            problems += [f"{name}: {line}" for line in _settings_disagree(manifest, store.settings)]
+            problems += [f"{name}: {line}" for line in _misplaced(store, number, manifest.count)]
+            with contextlib.suppress(SenseIndexError):
+                for table, count in store.counts().items():
+                    counts[table] = counts.get(table, 0) + count
+        finally:
+            store.close()
+    return CheckReport(str(index_dir), problems, notes, counts)
+
+
+def _settings_disagree(manifest: Manifest, settings: dict) -> list[str]:
+    return [
+        f"its setting {key!r} is {settings.get(key)!r}, the manifest's is {value!r}"
+        for key, value in manifest.settings.items()
+        if key in ENCODER_SETTINGS and settings.get(key) != value
+    ]
+
+
+def _misplaced(store: IndexStore, number: int, shards: int) -> list[str]:
+    try:
+        doc_ids = [row[0] for row in store.db.execute("select doc_id from documents")]
+    except sqlite3.Error as error:
+        return [f"its documents cannot be read ({error})"]
+    wrong = [doc_id for doc_id in doc_ids if shard_of(doc_id, shards) != number]
+    if not wrong:
+        return []
+    return [f"{len(wrong)} documents belong to another shard (e.g. {wrong[0]!r}); queries still find them"]
+
+
+@contextlib.contextmanager
+def _writers(
+    index_dir: Path, manifest: Manifest, shards: Sequence[int] | range
+) -> Iterator[dict[int, IndexStore]]:
+    """Open shards for writing (taking every lock first); abort whatever is unfinished on an error."""
+    stores: dict[int, IndexStore] = {}
+    folders = manifest.folders(index_dir)
+    try:
+        for shard in shards:
+            stores[shard] = IndexStore.open_for_writing(folders[shard])
+        yield stores
+    except BaseException:
+        for store in stores.values():
+            store.abort()
+        raise
+    else:
+        for store in stores.values():
+            store.close()
+
+
+def _shard_progress(progress: ProgressCallback | None, shard: int, shards: int) -> ProgressCallback | None:
+    if progress is None:
+        return None
+
+    def report(done: int, total: int | None) -> None:
+        progress(shard * total + done if total else done, total * shards if total else None)
+
+    return report
+
+
+def combine_summaries(summaries: Sequence[BuildSummary], seconds: float) -> BuildSummary:
+    """One summary of the shards' summaries: counts summed, lists joined once, the time given."""
+    if not summaries:
+        return BuildSummary(0, 0, 0, 0, 0, round(seconds, 3))
+    numbers = {
+        f.name: sum(getattr(s, f.name) for s in summaries)
+        for f in fields(BuildSummary)
+        if f.type in ("int", int) and f.name != "seconds"
+    }
+    index_types = {
+        table: "+".join(
+            dict.fromkeys(s.index_types.get(table, "") for s in summaries if s.index_types.get(table))
+        )
+        for table in VECTOR_TABLES
+    }
+    return BuildSummary(
+        **numbers,
+        seconds=round(seconds, 3),
+        skipped_files=summaries[0].skipped_files,
+        index_types=index_types,
+        resumed=any(s.resumed for s in summaries),
+        merges=[line for s in summaries for line in s.merges],
+        warnings=list(dict.fromkeys(line for s in summaries for line in s.warnings)),
+    )
