@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,51 +18,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers import Server
 
 import senseindex
 from senseindex.cli import main
 
 TOKEN = "test-token-7f3a"
 SCORE_TOLERANCE = 1e-5
-
-
-class Server:
-    """A `senseindex serve` subprocess and an HTTP client for it."""
-
-    def __init__(self, index_dir: Path, *options: str, token: str | None = None) -> None:
-        environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        environment.pop("SENSEINDEX_TOKEN", None)
-        if token:
-            environment["SENSEINDEX_TOKEN"] = token  # the environment variable, as the README advises
-        command = [sys.executable, "-m", "senseindex.cli", "serve", "--index", str(index_dir), "--port", "0"]
-        self.process = subprocess.Popen(
-            [*command, "--backend", "torch", "--quiet", *options],
-            cwd=Path(__file__).resolve().parent.parent,
-            env=environment,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        line = self.process.stderr.readline()
-        if "Serving" not in line:
-            self.process.kill()
-            raise RuntimeError(f"the server did not start: {line}{self.process.stderr.read()}")
-        # keep reading its stderr, so a chatty server never blocks on a full pipe
-        self.log: list[str] = []
-        threading.Thread(target=lambda: self.log.extend(self.process.stderr), daemon=True).start()
-        self.url = line.split(" at ")[1].split(" ")[0]
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=120)
-
-    def post(self, path: str, body: object) -> httpx.Response:
-        return self.client.post(path, json=body)
-
-    def stop(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def _copy_index(source: Path, folder: Path) -> Path:
