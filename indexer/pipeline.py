@@ -40,7 +40,7 @@ from senseindex.indexer.pipeline_reports import (
     DeleteSummary,
     ProgressCallback,
 )
-from senseindex.indexer.storage import IndexStore
+from senseindex.indexer.storage import IndexStore, faiss_threads
 
 __all__ = [
     "COMMIT_CHARACTERS",
@@ -121,7 +121,8 @@ def delete_documents(index_dir: str | Path, doc_ids: Sequence[str]) -> DeleteSum
             more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
             raise DocumentNotFound(f"no document {unknown[0]!r}{more} in {index_dir}; nothing was deleted")
         rows = store.delete_documents(unique)
-        merges = store.finish(complete=False)
+        with faiss_threads(None):  # a merge of shards is build work: FAISS's default threads
+            merges = store.finish(complete=False)
     except BaseException:
         store.abort()
         raise

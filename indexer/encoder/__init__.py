@@ -25,6 +25,7 @@ from senseindex.indexer.encoder.settings import (
     EncoderSettings,
     has_bfloat16_matrix_instructions,
     resolve_backend,
+    resolve_device,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "load_index_encoder",
     "onnx_cache_folder",
     "resolve_backend",
+    "resolve_device",
     "resolve_model_path",
     "slice_batch",
 ]
