@@ -33,9 +33,9 @@ from senseindex.indexer.encoder import (
     DEFAULT_MODEL,
     Encoder,
     EncoderSettings,
+    check_device,
     load_encoder,
     load_index_encoder,
-    resolve_device,
 )
 from senseindex.indexer.pipeline_chunks import chunk_documents
 from senseindex.indexer.pipeline_reports import BuildSummary, ProgressCallback
@@ -233,7 +233,7 @@ def build_index(
     check_sentence_mode(sentence_splitting)
     settings = settings or EncoderSettings(model=DEFAULT_MODEL)
     settings.validate()
-    resolve_device(settings.device, settings.backend)
+    check_device(settings.device, settings.backend)
     reading = SourceReading.read(sources, stdin, skip_bad)
     encoder = load_encoder(settings)
     check_index_type(index_type, (encoder.word_dimension, encoder.sentence_dimension))
@@ -298,7 +298,7 @@ def add_documents(
     """
     started = time.perf_counter()
     EncoderSettings(backend=backend, device=device, threads=threads).validate()
-    resolve_device(device, backend)
+    check_device(device, backend)
     reading = SourceReading.read(sources, stdin, skip_bad)
     store = IndexStore.open_for_writing(Path(index_dir))
     try:

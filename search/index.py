@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from senseindex.indexer.encoder import EncoderSettings, load_index_encoder, resolve_device
+from senseindex.indexer.encoder import EncoderSettings, check_device, load_index_encoder
 from senseindex.indexer.pipeline import BuildSummary, DeleteSummary
 from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import IndexStore
@@ -486,7 +486,7 @@ def open_index(
         ModelLoadError: the model cannot be loaded.
     """
     EncoderSettings(backend=backend, device=device, threads=threads).validate()
-    resolve_device(device, backend)
+    check_device(device, backend)
     store = IndexStore.open(Path(path))
     try:
         store.open_vectors()

@@ -29,6 +29,7 @@ from senseindex.indexer.encoder.models import (
 from senseindex.indexer.encoder.settings import (
     DEFAULT_MODEL,
     EncoderSettings,
+    check_device,
     resolve_backend,
     resolve_device,
 )
@@ -576,7 +577,7 @@ def load_index_encoder(
         IndexCorrupted: a setting is missing.
     """
     EncoderSettings(backend=backend, device=device, threads=threads).validate()
-    resolve_device(device, backend)
+    check_device(device, backend)
     missing = [key for key in ("model", "model_fingerprint", *_STORED_ENCODER_SETTINGS) if key not in stored]
     if missing:
         raise IndexCorrupted(f"the index has no {missing[0]!r} setting; rebuild it")

@@ -179,3 +179,20 @@ def resolve_device(device: str, backend: str = "auto") -> str:
             f"device cuda: torch sees no CUDA GPU on this machine{built}; use --device cpu or auto"
         )
     return "cpu"
+
+
+def check_device(device: str, backend: str = "auto") -> None:
+    """Refuse, before any work, a device that cannot be used; ``auto`` always can.
+
+    torch is imported only for ``cuda`` (to ask whether it sees a GPU), so a command that fails for
+    another reason (a missing index, say) fails as fast as before.
+
+    Args:
+        device: one of `DEVICES`.
+        backend: one of `BACKENDS`.
+
+    Raises:
+        SettingsError: as `resolve_device`.
+    """
+    if device != "auto":
+        resolve_device(device, backend)
