@@ -1,6 +1,6 @@
 """Query latency under a competing load: FAISS's threads and the model's threads.
 
-    python benchmarks/threads.py ../shared/data/prose/war_and_peace.txt [--queries 40] [--work DIR]
+    python benchmarks/threads.py ../shared/data/prose/war_and_peace.txt [--queries 30] [--rounds 2]
 
 Builds (once, reused from --work) the default index of the novel, opens it in this process and times
 in-process queries end to end (query encoding and search): a sentence query, a same-word query for a
@@ -8,9 +8,10 @@ frequent word, and an --any-word query (a FAISS search of the whole word table).
 is timed with the machine idle and with a competing load: one busy-looping process per core. The
 configurations are FAISS's searches on its default threads (one per core: what a search did before
 searches were pinned to one thread) or on one thread (what the library does now), and the model on
-torch's default threads or one (``--threads 1``). Every p50 is given as a ratio to the baseline in
-the same run: the library's defaults (FAISS one thread, torch default threads) on the idle machine,
-measured before and after the loaded runs (their mean).
+torch's default threads or one (``--threads 1``); each runs --rounds times in turn, its timings
+pooled. Every p50 is given as a ratio to the baseline in the same run: the library's defaults (FAISS
+one thread, torch default threads) on the idle machine, measured before and after the other runs
+(the mean of the two p50s).
 
 Benchmarks are not tests: nothing here runs in CI.
 """
@@ -106,7 +107,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("novel", type=Path)
-    parser.add_argument("--queries", type=int, default=40, help="queries per kind and configuration")
+    parser.add_argument("--queries", type=int, default=30, help="queries per kind, configuration and round")
+    parser.add_argument("--rounds", type=int, default=2, help="times each configuration is run, in turn")
     parser.add_argument("--work", type=Path, default=Path("/tmp/senseindex-threads-bench"))
     args = parser.parse_args()
     import torch
@@ -128,20 +130,27 @@ def main() -> None:
         ("FAISS 1 thread, torch 1 thread (--threads 1)", 1, 1),
     ]
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
+
+    def measure(machine: str) -> None:
+        """Every configuration in turn, ``--rounds`` times; timings of a configuration pooled."""
+        for round_number in range(args.rounds):
+            for name, faiss_count, torch_count in configurations:
+                log(f"{machine}, round {round_number + 1}: {name}")
+                timings = run_configuration(index, queries, faiss_count, torch_count)
+                pooled = results.setdefault((machine, name), {kind: [] for kind in queries})
+                for kind, values in timings.items():
+                    pooled[kind].extend(values)
+
     with senseindex.open_index(index_dir) as index:
         info = index.info()
         words, sentences = info["counts"]["words"], info["counts"]["sentences"]
         log(f"{words:,} words, {sentences:,} sentences; backend {index.backend}")
         baseline_runs = [run_configuration(index, queries, 1, default_torch)]
-        for name, faiss_count, torch_count in configurations:
-            log(f"idle: {name}")
-            results[("idle", name)] = run_configuration(index, queries, faiss_count, torch_count)
+        measure("idle")
         load = start_load(cores)
         try:
             time.sleep(1)  # let the load get going
-            for name, faiss_count, torch_count in configurations:
-                log(f"loaded: {name}")
-                results[("load", name)] = run_configuration(index, queries, faiss_count, torch_count)
+            measure("load")
         finally:
             stop_load(load)
         baseline_runs.append(run_configuration(index, queries, 1, default_torch))
@@ -151,8 +160,9 @@ def main() -> None:
     }
     print(
         f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {cores} cores; {words:,} words, "
-        f"{sentences:,} sentences; backend {backend}; {args.queries} queries per kind; load: {cores} busy "
-        f"processes; FAISS default {default_faiss} threads, torch default {default_torch}"
+        f"{sentences:,} sentences; backend {backend}; {args.queries} queries per kind x {args.rounds} "
+        f"rounds; load: {cores} busy processes; FAISS default {default_faiss} threads, "
+        f"torch default {default_torch}"
     )
     print("| machine | configuration | query | p50 ms | p95 ms | p50 / baseline |")
     print("|---|---|---|---:|---:|---:|")

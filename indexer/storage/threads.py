@@ -2,9 +2,10 @@
 
 FAISS parallelises a search over a few thousand to a million vectors with OpenMP. On a shared CPU
 that costs more than it saves: OpenMP's idle workers keep spinning after each search and take the
-cores from the model's next forward pass and from any other process. Under a competing load an
-in-process sentence query took 100-1,088 ms (p50) with FAISS's default threads and 12-18 ms with
-one (docs/benchmarks.md, "Threads under a competing load"). Searches therefore always run on one
+cores from the model's next forward pass and from any other process. Beside busy processes an
+in-process sentence query took 96 ms (p50) with FAISS's default threads and 45 ms with one, or
+1,322 ms and 180 ms with more load, while one thread cost nothing measurable on an idle machine
+(docs/benchmarks.md, "Threads under a competing load"). Searches therefore always run on one
 thread; builds (training, adding and merging vectors) use the thread count the build was given.
 
 OpenMP's thread count is a setting of the calling thread (measured with the libgomp FAISS ships: a
