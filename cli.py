@@ -37,6 +37,21 @@ BACKEND_OPTION = click.option(
     "CPUs with AMX or AVX512-BF16), onnx (ONNX Runtime; needs the onnx extra), or auto (torch-bf16 "
     "where the CPU has bfloat16 instructions, else torch). Same search results.",
 )
+THREADS_OPTION = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads of the model (and of FAISS while vectors are trained, added and merged); "
+    "default: one per core. Searches always run FAISS on one thread.",
+)
+DEVICE_OPTION = click.option(
+    "--device",
+    type=click.Choice(senseindex.DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where the model runs: cpu, cuda (a CUDA GPU through torch) or auto (cuda when torch sees "
+    "a GPU). The onnx backends run on the CPU.",
+)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line).")
 QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 SKIP_BAD_OPTION = click.option(
@@ -137,6 +152,8 @@ def main() -> None:
 )
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
 @BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
 @click.option(
     "--passages",
     type=click.Choice(senseindex.PASSAGE_MODES),
@@ -177,6 +194,8 @@ def build_index_command(
     max_length: int | None,
     batch_size: int,
     backend: str,
+    device: str,
+    threads: int | None,
     passages: str,
     sentence_splitting: str,
     index_type: str,
@@ -214,6 +233,8 @@ def build_index_command(
                 max_length=max_length,
                 batch_size=batch_size,
                 backend=backend,
+                device=device,
+                threads=threads,
             ),
             skip_stopwords=skip_stopwords,
             overwrite=overwrite,
@@ -234,6 +255,8 @@ def build_index_command(
 @click.option("--dry-run", is_flag=True, help="Only report which documents are new, changed or unchanged.")
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 @BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
 @SKIP_BAD_OPTION
 @QUIET_OPTION
 @JSON_OPTION
@@ -244,6 +267,8 @@ def add_command(
     dry_run: bool,
     model: str | None,
     backend: str,
+    device: str,
+    threads: int | None,
     skip_bad: bool,
     quiet: bool,
     as_json: bool,
@@ -274,7 +299,14 @@ def add_command(
     bar, show_progress = progress_bar(quiet)
     try:
         summary = senseindex.add_documents(
-            list(sources), index_dir, model=model, backend=backend, progress=show_progress, skip_bad=skip_bad
+            list(sources),
+            index_dir,
+            model=model,
+            backend=backend,
+            progress=show_progress,
+            skip_bad=skip_bad,
+            threads=threads,
+            device=device,
         )
     finally:
         bar.close()
@@ -360,6 +392,8 @@ def check_command(index_dir: str, as_json: bool) -> None:
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 @BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
 @JSON_OPTION
 @_one_line_errors
 def query_command(
@@ -375,6 +409,8 @@ def query_command(
     k: int,
     model: str | None,
     backend: str,
+    device: str,
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Search an index for similar sentences, or for a word used in a matching sense.
@@ -399,11 +435,15 @@ def query_command(
     if query_text is None:
         raise click.UsageError("give a query TEXT, or a word query with --word")
     if by_sense:
-        with senseindex.open_index(index_dir, model=model, backend=backend) as index:
+        with senseindex.open_index(
+            index_dir, model=model, backend=backend, threads=threads, device=device
+        ) as index:
             word_senses, query_sense, groups = index.search_word_by_sense(query_text, target=target, k=k)
         print_sense_groups(word_senses, query_sense, groups, as_json)
         return
-    with senseindex.open_index(index_dir, model=model, backend=backend) as index:
+    with senseindex.open_index(
+        index_dir, model=model, backend=backend, threads=threads, device=device
+    ) as index:
         if documents and not is_word_query:
             hits: list[Any] = index.search_documents(query_text, k=k, scoring=scoring)
         elif not is_word_query:
@@ -462,6 +502,8 @@ def info_command(index_dir: str, as_json: bool) -> None:
 )
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 @BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
 @JSON_OPTION
 @_one_line_errors
 def senses_command(
@@ -473,6 +515,8 @@ def senses_command(
     plot: str | None,
     model: str | None,
     backend: str,
+    device: str,
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Show the senses WORD is used in across the index, induced from its contextual vectors.
@@ -490,7 +534,9 @@ def senses_command(
     """
     if plot:
         senseindex.check_plot_path(plot)  # before the work, not after
-    with senseindex.open_index(index_dir, model=model, backend=backend) as index:
+    with senseindex.open_index(
+        index_dir, model=model, backend=backend, threads=threads, device=device
+    ) as index:
         word_senses = index.induce_senses(word, senses=forced, typical=examples, related_words=related)
     if plot:
         senseindex.plot_senses(word_senses, plot)
@@ -557,6 +603,8 @@ _DEFAULT_LIMITS = ServiceLimits()
 )
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 @BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
 @click.option("--quiet", "-q", is_flag=True, help="No access log (one line per request on stderr).")
 @_one_line_errors
 def serve_command(
@@ -571,6 +619,8 @@ def serve_command(
     max_query_batch: int,
     model: str | None,
     backend: str,
+    device: str,
+    threads: int | None,
     quiet: bool,
 ) -> None:
     """Serve an index over HTTP: JSON search, embedding and document endpoints.
@@ -612,6 +662,8 @@ def serve_command(
         max_query_batch=max_query_batch,
         access_log=not quiet,
         on_ready=announce,
+        threads=threads,
+        device=device,
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from senseindex.errors import DocumentNotFound, SenseIndexError, SourceError
-from senseindex.indexer.encoder import Encoder, load_index_encoder
+from senseindex.indexer.encoder import Encoder, EncoderSettings, check_device, load_index_encoder
 from senseindex.indexer.pipeline_build import (
     COMMIT_CHARACTERS,
     COMMIT_SECONDS,
@@ -50,7 +50,7 @@ from senseindex.indexer.pipeline_shards import (
     sharded_manifest,
 )
 from senseindex.indexer.sources import Document
-from senseindex.indexer.storage import IndexStore, open_for_reading
+from senseindex.indexer.storage import IndexStore, faiss_threads, open_for_reading
 
 __all__ = [
     "COMMIT_CHARACTERS",
@@ -134,7 +134,8 @@ def delete_documents(index_dir: str | Path, doc_ids: Sequence[str]) -> DeleteSum
             more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
             raise DocumentNotFound(f"no document {unknown[0]!r}{more} in {index_dir}; nothing was deleted")
         rows = store.delete_documents(unique)
-        merges = store.finish(complete=False)
+        with faiss_threads(None):  # a merge of shards is build work: FAISS's default threads
+            merges = store.finish(complete=False)
     except BaseException:
         store.abort()
         raise
@@ -183,6 +184,8 @@ def add_documents(
     progress: ProgressCallback | None = None,
     stdin: TextIO | None = None,
     skip_bad: bool = False,
+    threads: int | None = None,
+    device: str = "auto",
 ) -> BuildSummary:
     """Add documents to an existing index, with the settings stored in it.
 
@@ -199,6 +202,9 @@ def add_documents(
         progress: called after each stored chunk with bytes done and bytes in total.
         stdin: the stream ``-`` reads.
         skip_bad: skip malformed JSONL lines and binary files with a warning.
+        threads: CPU threads of the model and of FAISS's training, adding and merging (see
+            `EncoderSettings`); None keeps the libraries' defaults.
+        device: where the model runs: ``auto``, ``cpu`` or ``cuda``.
 
     Returns:
         What was stored (``documents`` counts new and replaced ones).
@@ -208,15 +214,18 @@ def add_documents(
         IndexBusy: another process is writing to it.
         ModelMismatch, ModelLoadError: the model is not the index's or cannot be loaded.
         SourceError: a missing, unreadable or malformed source.
+        SettingsError: a bad thread count or device (refused before anything is read).
     """
     started = time.perf_counter()
+    EncoderSettings(backend=backend, device=device, threads=threads).validate()
+    check_device(device, backend)
     reading = SourceReading.read(sources, stdin, skip_bad)
     manifest = sharded_manifest(index_dir)
     if manifest is not None:
-        return add_to_shards(Path(index_dir), manifest, reading, model, backend, progress)
+        return add_to_shards(Path(index_dir), manifest, reading, model, (backend, device, threads), progress)
     store = IndexStore.open_for_writing(Path(index_dir))
     try:
-        encoder = load_index_encoder(store.settings, model, backend)
+        encoder = load_index_encoder(store.settings, model, backend, device, threads)
     except BaseException:
         store.close()
         raise

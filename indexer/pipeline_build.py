@@ -33,6 +33,7 @@ from senseindex.indexer.encoder import (
     DEFAULT_MODEL,
     Encoder,
     EncoderSettings,
+    check_device,
     load_encoder,
 )
 from senseindex.indexer.pipeline_chunks import chunk_documents
@@ -46,6 +47,7 @@ from senseindex.indexer.storage import (
     IndexStore,
     ReadableIndex,
     check_index_type,
+    faiss_threads,
     read_index_status,
 )
 from senseindex.indexer.text import check_sentence_mode
@@ -197,7 +199,9 @@ def build_index(
         sources: files (``.txt``, ``.md``: paragraphs split at blank lines; ``.jsonl``: one JSON object
             with a ``text`` field per line), folders of such files, or ``-`` for standard input.
         index_dir: the index folder to create.
-        settings: encoder settings; the default model and strategies when None.
+        settings: encoder settings; the default model and strategies when None. Its ``device`` and
+            ``threads`` say where the model runs and with how many CPU threads; FAISS trains, adds
+            and merges vectors with the same thread count.
         skip_stopwords: give function words no word vector.
         overwrite: replace an index already in ``index_dir``.
         progress: called after each stored chunk with bytes done and bytes in total.
@@ -220,13 +224,16 @@ def build_index(
         IndexExists: ``index_dir`` already holds a finished index (or an unfinished one built with
             other settings) and ``overwrite`` is False.
         IndexBusy: another process is writing to ``index_dir``.
-        ModelLoadError, SettingsError: the model or a setting is unusable.
+        ModelLoadError, SettingsError: the model or a setting is unusable (a missing device is
+            refused before anything is read).
     """
     started = time.perf_counter()
     if passages not in PASSAGE_MODES:
         raise SettingsError(f"unknown passage mode {passages!r}; use one of {', '.join(PASSAGE_MODES)}")
     check_sentence_mode(sentence_splitting)
     settings = settings or EncoderSettings(model=DEFAULT_MODEL)
+    settings.validate()
+    check_device(settings.device, settings.backend)
     reading = SourceReading.read(sources, stdin, skip_bad)
     encoder = load_encoder(settings)
     check_index_type(index_type, (encoder.word_dimension, encoder.sentence_dimension))
@@ -361,32 +368,35 @@ def write_documents(
         counts,
     )
     last_commit, characters_since = time.monotonic(), 0
-    try:
-        for chunk in chunks:
-            if chunk.replaces:
-                store.delete_documents(chunk.replaces)
-            batch = builder.embed(chunk)
-            if batch is not None:
-                store.add_batch(*batch)
-            characters_since += chunk.characters
-            if (
-                commit_on_the_way
-                and chunk.at_document_end
-                and (
-                    characters_since >= COMMIT_CHARACTERS or time.monotonic() - last_commit >= COMMIT_SECONDS
-                )
-            ):
-                store.commit()
-                last_commit, characters_since = time.monotonic(), 0
-            _return_free_memory()
-            if progress:
-                progress(chunk.done_bytes, total_bytes)
-        if complete and not counts["documents"] and not counts["unchanged"]:
-            raise SourceError("the sources hold no text to index (all documents are empty)")
-        merges = store.finish(complete=complete) if finish else []
-    except BaseException:
-        store.abort()
-        raise
+    # FAISS trains, adds and merges with the build's threads (searches always use one: see storage.threads)
+    with faiss_threads(encoder.settings.threads):
+        try:
+            for chunk in chunks:
+                if chunk.replaces:
+                    store.delete_documents(chunk.replaces)
+                batch = builder.embed(chunk)
+                if batch is not None:
+                    store.add_batch(*batch)
+                characters_since += chunk.characters
+                if (
+                    commit_on_the_way
+                    and chunk.at_document_end
+                    and (
+                        characters_since >= COMMIT_CHARACTERS
+                        or time.monotonic() - last_commit >= COMMIT_SECONDS
+                    )
+                ):
+                    store.commit()
+                    last_commit, characters_since = time.monotonic(), 0
+                _return_free_memory()
+                if progress:
+                    progress(chunk.done_bytes, total_bytes)
+            if complete and not counts["documents"] and not counts["unchanged"]:
+                raise SourceError("the sources hold no text to index (all documents are empty)")
+            merges = store.finish(complete=complete) if finish else []
+        except BaseException:
+            store.abort()
+            raise
     return BuildSummary(
         documents=counts["documents"],
         sentences=counts["sentences"],
@@ -403,6 +413,8 @@ def write_documents(
         resumed=resumed,
         merges=merges,
         warnings=list(scan.warnings),
+        device=encoder.device,
+        threads=encoder.threads,
     )
 
 

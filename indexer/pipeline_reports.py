@@ -36,6 +36,8 @@ class BuildSummary:
         resumed: a build that continued an unfinished index (killed or failed before).
         merges: what the shard merge after the last commit did, one line each.
         warnings: problems with sources that were skipped or repaired (``--skip-bad``, bad bytes).
+        device: where the model ran: ``cpu`` or ``cuda``.
+        threads: the model's CPU threads (torch's intra-op threads) at the end of the build.
     """
 
     documents: int
@@ -53,6 +55,8 @@ class BuildSummary:
     resumed: bool = False
     merges: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    device: str = "cpu"
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as a JSON-able dict."""

@@ -76,16 +76,17 @@ def add_to_shards(
     manifest: Manifest,
     reading: SourceReading,
     model: str | None,
-    backend: str,
+    runtime: tuple[str, str, int | None],
     progress: ProgressCallback | None,
 ) -> BuildSummary:
     """`add_documents` for a sharded index: each shard adds the documents that hash to it.
 
     The sources are read once per shard; each shard commits along the way, as an ordinary add does.
+    ``runtime`` is ``(backend, device, threads)`` of the model.
     """
     started = time.perf_counter()
     with _writers(index_dir, manifest, range(manifest.count)) as stores:
-        encoder = load_index_encoder(stores[0].settings, model, backend)
+        encoder = load_index_encoder(stores[0].settings, model, *runtime)
         summaries = []
         for shard, store in stores.items():
             shard_progress = _shard_progress(progress, shard, manifest.count)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from senseindex.indexer.encoder import load_index_encoder
+from senseindex.indexer.encoder import EncoderSettings, check_device, load_index_encoder
 from senseindex.indexer.pipeline import BuildSummary, DeleteSummary
 from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import ReadableIndex, open_for_reading
@@ -72,6 +72,19 @@ class SenseIndex:
     def backend(self) -> str:
         """What runs the model for queries (``torch``, ``torch-bf16``, ``onnx`` or ``onnx-int8``)."""
         return self._state.encoder.backend
+
+    @property
+    def device(self) -> str:
+        """Where the model runs for queries: ``cpu`` or ``cuda``."""
+        return self._state.encoder.device
+
+    @property
+    def threads(self) -> int:
+        """CPU threads the model runs with now (torch's intra-op threads, shared by the process).
+
+        FAISS searches always run on one thread.
+        """
+        return self._state.encoder.threads
 
     def info(self) -> dict[str, Any]:
         """Settings, row counts and vector files.
@@ -438,7 +451,12 @@ class SenseIndex:
 
 
 def open_index(
-    path: str | Path, model: str | None = None, backend: str = "auto", max_query_batch: int = 64
+    path: str | Path,
+    model: str | None = None,
+    backend: str = "auto",
+    max_query_batch: int = 64,
+    threads: int | None = None,
+    device: str = "auto",
 ) -> SenseIndex:
     """Open an index for querying, loading the model it was built with.
 
@@ -450,11 +468,16 @@ def open_index(
             (see `EncoderSettings`); any backend queries any index.
         max_query_batch: most query texts that concurrent calls run through the model together
             (1: every call on its own).
+        threads: CPU threads of the model (torch's intra-op threads, process-wide, and ONNX
+            Runtime's); None keeps the default (one per core). FAISS searches always run on one
+            thread (see docs/design.md, "Threads").
+        device: where the model runs: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
 
     Returns:
         The opened index.
 
     Raises:
+        SettingsError: a bad thread count, or a device that is not there (before anything is read).
         IndexNotFound: no index in ``path``.
         SchemaMismatch: the index was written by another format version.
         IndexCorrupted: a file of the index cannot be read.
@@ -462,10 +485,12 @@ def open_index(
             with.
         ModelLoadError: the model cannot be loaded.
     """
+    EncoderSettings(backend=backend, device=device, threads=threads).validate()
+    check_device(device, backend)
     store = open_for_reading(Path(path))
     try:
         store.open_vectors()
-        encoder = load_index_encoder(store.settings, model, backend)
+        encoder = load_index_encoder(store.settings, model, backend, device, threads)
     except BaseException:
         store.close()
         raise

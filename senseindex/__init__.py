@@ -33,6 +33,7 @@ from senseindex.errors import (
 from senseindex.indexer.encoder import (
     BACKENDS,
     DEFAULT_MODEL,
+    DEVICES,
     PIECE_POOLINGS,
     SENTENCE_POOLINGS,
     EncoderSettings,
@@ -72,6 +73,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_DOCUMENT_SCORING",
     "DEFAULT_MODEL",
+    "DEVICES",
     "DOCUMENT_SCORINGS",
     "PASSAGE_MODES",
     "PIECE_POOLINGS",

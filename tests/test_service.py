@@ -118,6 +118,18 @@ def test_health_and_info(server, reference):
     assert info["counts"] == reference.info()["counts"]
     assert info["settings"]["model_fingerprint"] == reference.settings["model_fingerprint"]
     assert info["limits"]["max_k"] == 1000
+    assert info["device"] in ("cpu", "cuda") and info["threads"] >= 1
+
+
+def test_serve_runs_the_model_with_the_threads_and_device_given(sample_index_dir, tmp_path):
+    running = Server(_copy_index(sample_index_dir, tmp_path), "--threads", "1", "--device", "cpu")
+    try:
+        info = running.client.get("/info").json()
+        assert (info["device"], info["threads"]) == ("cpu", 1)
+        hits = running.post("/search/sentences", {"text": "a heron in shallow water", "k": 3}).json()["hits"]
+        assert len(hits) == 3
+    finally:
+        running.stop()
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,10 @@ from senseindex.indexer.encoder.settings import (
     PIECE_POOLINGS,
     SENTENCE_POOLINGS,
     EncoderSettings,
+    check_device,
     has_bfloat16_matrix_instructions,
     resolve_backend,
+    resolve_device,
 )
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "Encoder",
     "EncoderSettings",
     "PreparedBatch",
+    "check_device",
     "combine_layers",
     "fingerprint_model",
     "has_bfloat16_matrix_instructions",
@@ -45,6 +48,7 @@ __all__ = [
     "load_index_encoder",
     "onnx_cache_folder",
     "resolve_backend",
+    "resolve_device",
     "resolve_model_path",
     "slice_batch",
 ]

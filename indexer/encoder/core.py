@@ -26,7 +26,13 @@ from senseindex.indexer.encoder.models import (
     resolve_model_path,
     sentence_transformers_layout,
 )
-from senseindex.indexer.encoder.settings import DEFAULT_MODEL, EncoderSettings, resolve_backend
+from senseindex.indexer.encoder.settings import (
+    DEFAULT_MODEL,
+    EncoderSettings,
+    check_device,
+    resolve_backend,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,16 +48,24 @@ class Encoder:
     Args:
         settings: the encoder settings.
 
+    The model runs on `device`; its inputs are moved there and its vectors come back to the CPU
+    as float32 numpy arrays, whatever the device. ``settings.threads`` sets torch's intra-op threads,
+    which are process-wide: the last encoder loaded with a thread count sets them for every model of
+    the process.
+
     Raises:
         ModelLoadError: the model folder cannot be loaded as a BERT-family encoder with a fast
             tokenizer.
-        SettingsError: a setting is invalid for this model (e.g. ``layer-9`` on a 6-layer model).
+        SettingsError: a setting is invalid for this model (e.g. ``layer-9`` on a 6-layer model),
+            or the device is not there (checked before the model loads).
         MissingExtra: an ONNX backend was asked for without the ``onnx`` extra installed.
     """
 
     def __init__(self, settings: EncoderSettings) -> None:
         settings.validate()
         self.settings = settings
+        self.device = resolve_device(settings.device, settings.backend)
+        set_model_threads(settings.threads)
         self.model_path = resolve_model_path(settings.model)
         transformer_dir, model_pooling, st_max_length = sentence_transformers_layout(self.model_path)
         self.tokenizer, self.model = load_transformer(transformer_dir, self.model_path)
@@ -94,11 +108,13 @@ class Encoder:
         self._tokenizer_lock = threading.Lock()
         self._transformer_dir = transformer_dir
         self._onnx: OnnxRunner | None = None
-        self.backend = resolve_backend(settings.backend)
+        self.backend = resolve_backend(settings.backend, self.device)
         if self.backend == "torch-bf16":
             from senseindex.indexer.encoder.bfloat16 import use_bfloat16_linear_layers
 
             use_bfloat16_linear_layers(self.model)
+        if self.device != "cpu":
+            self.model.to(self.device)
         if self.backend in ("onnx", "onnx-int8"):
             from senseindex.indexer.encoder.onnx import OnnxRunner
 
@@ -128,6 +144,13 @@ class Encoder:
     def transformer_dir(self) -> Path:
         """The folder the transformer's weights and tokenizer load from."""
         return self._transformer_dir
+
+    @property
+    def threads(self) -> int:
+        """CPU threads the model runs with now (torch's intra-op threads, shared by the process)."""
+        import torch  # loaded with the model already: this only binds the name
+
+        return int(torch.get_num_threads())
 
     @property
     def onnx_runner(self) -> OnnxRunner | None:
@@ -387,7 +410,9 @@ class Encoder:
                 if self._onnx is not None and not all_layers:
                     word_layer, last_hidden = self._onnx.run(input_ids, attention)
                 else:
-                    word_layer, last_hidden = self.forward(self.model, input_ids, attention, all_layers)
+                    word_layer, last_hidden = self.forward(
+                        self.model, input_ids.to(self.device), attention.to(self.device), all_layers
+                    )
                 self._accumulate(
                     word_layer,
                     word_rows,
@@ -454,11 +479,12 @@ class Encoder:
         """Add (or, for ``max``, fold in) the vectors at ``hidden[rows, cols]`` into ``total[targets]``.
 
         Args:
-            hidden: ``(batch, length, width)`` float32 (or bfloat16) hidden states.
+            hidden: ``(batch, length, width)`` float32 (or bfloat16) hidden states, on any device.
             rows: int arrays of batch rows, concatenated.
             cols: int arrays of token positions, concatenated.
             targets: int arrays of the word (or sentence) each vector pools into, concatenated.
-            total: ``(n_targets, width)`` float32 running sums (or maxima), updated in place.
+            total: ``(n_targets, width)`` float32 running sums (or maxima) on the CPU, updated in
+                place.
             hits: ``(n_targets,)`` float32 vectors pooled per target, updated in place.
             mode: ``max`` for max pooling; anything else sums.
         """
@@ -471,7 +497,10 @@ class Encoder:
             return
         col_index = torch.from_numpy(np.concatenate(cols).astype(np.int64))
         target_index = torch.from_numpy(np.concatenate(targets).astype(np.int64))
-        vectors = hidden[row_index, col_index].float()
+        if hidden.device.type != "cpu":  # gather on the device, bring back only the vectors pooled
+            vectors = hidden[row_index.to(hidden.device), col_index.to(hidden.device)].float().cpu()
+        else:
+            vectors = hidden[row_index, col_index].float()
         if mode == "max":
             total.index_reduce_(0, target_index, vectors, "amax")
         else:
@@ -483,21 +512,51 @@ _CACHE: dict[EncoderSettings, Encoder] = {}
 _STORED_ENCODER_SETTINGS = ("layers", "piece_pooling", "sentence_pooling", "max_length", "batch_size")
 
 
+def set_model_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads, which every model of the process shares; None leaves them.
+
+    ONNX Runtime sessions made afterwards take the same number (see `OnnxRunner`).
+
+    Args:
+        threads: at least 1, or None.
+    """
+    if threads is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def load_encoder(settings: EncoderSettings) -> Encoder:
     """Load an encoder, reusing one already loaded in this process with the same settings.
+
+    The device is checked before anything loads; a thread count is applied again when a loaded
+    encoder is reused (torch's threads are process-wide: the last call sets them).
 
     Args:
         settings: the encoder settings.
 
     Returns:
         The encoder.
+
+    Raises:
+        SettingsError: a setting is invalid, or the device is not there.
     """
     if settings not in _CACHE:
         _CACHE[settings] = Encoder(settings)
+    else:
+        set_model_threads(settings.threads)
     return _CACHE[settings]
 
 
-def load_index_encoder(stored: dict, model: str | None = None, backend: str = "auto") -> Encoder:
+def load_index_encoder(
+    stored: dict,
+    model: str | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+) -> Encoder:
     """Load the encoder an index was built with, from its stored settings.
 
     Args:
@@ -505,15 +564,20 @@ def load_index_encoder(stored: dict, model: str | None = None, backend: str = "a
         model: a model folder to use instead of the stored one (e.g. the index was moved to another
             machine); its weights must have the stored fingerprint.
         backend: what runs the model (any backend reads any index).
+        device: where the model runs: ``auto``, ``cpu`` or ``cuda`` (see `EncoderSettings`).
+        threads: the model's CPU threads (see `EncoderSettings`); None keeps the default.
 
     Returns:
         The encoder.
 
     Raises:
+        SettingsError: a bad device or thread count (checked before the model is read).
         ModelMismatch: the model's weights are not the ones the index was built with.
         ModelLoadError: the model cannot be found or loaded.
         IndexCorrupted: a setting is missing.
     """
+    EncoderSettings(backend=backend, device=device, threads=threads).validate()
+    check_device(device, backend)
     missing = [key for key in ("model", "model_fingerprint", *_STORED_ENCODER_SETTINGS) if key not in stored]
     if missing:
         raise IndexCorrupted(f"the index has no {missing[0]!r} setting; rebuild it")
@@ -536,6 +600,8 @@ def load_index_encoder(stored: dict, model: str | None = None, backend: str = "a
         EncoderSettings(
             model=str(folder) if chosen != DEFAULT_MODEL else DEFAULT_MODEL,
             backend=backend,
+            device=device,
+            threads=threads,
             **{key: stored[key] for key in _STORED_ENCODER_SETTINGS},
         )
     )

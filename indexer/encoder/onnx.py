@@ -84,9 +84,10 @@ def _import_onnx_package(module: str, backend: str) -> ModuleType:
 
 
 class OnnxRunner:
-    """The encoder's transformer exported once to ONNX and run with ONNX Runtime on all cores.
+    """The encoder's transformer exported once to ONNX and run with ONNX Runtime on the CPU.
 
     The export is cached by weights fingerprint and layer strategy.
+    Its intra-op threads are torch's thread count when the session is made (``--threads``).
 
     Args:
         encoder: the encoder whose model to export.

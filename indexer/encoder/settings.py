@@ -47,9 +47,12 @@ class EncoderSettings:
             (docs/benchmarks.md, "Backends"), so an index built with one is queried with any other; the
             backend is not stored.
         device: where the model runs: ``cpu``, ``cuda`` (a CUDA GPU through torch) or ``auto`` (CUDA
-            when torch sees a GPU, the CPU otherwise). Not stored: any device queries any index.
-        threads: CPU threads the model's kernels use; ``None`` keeps the library's default (one per
-            core). Not stored.
+            when torch sees a GPU, the CPU otherwise). The ONNX backends run on the CPU only. Not
+            stored: any device queries any index.
+        threads: CPU threads the model's kernels use (torch's intra-op threads, which are
+            process-wide, and ONNX Runtime's), and FAISS's threads while a build trains, adds and
+            merges vectors; ``None`` keeps the libraries' defaults (one per core). Searches always
+            run FAISS on one thread. Not stored.
     """
 
     model: str = DEFAULT_MODEL
@@ -120,15 +123,76 @@ def has_bfloat16_matrix_instructions() -> bool:
     return bool(torch.backends.mkldnn.is_available())
 
 
-def resolve_backend(backend: str) -> str:
-    """The backend ``auto`` stands for on this machine; any other name unchanged.
+def resolve_backend(backend: str, device: str = "cpu") -> str:
+    """The backend ``auto`` stands for on this machine and device; any other name unchanged.
 
     Args:
         backend: one of `BACKENDS`.
+        device: the resolved device, ``cpu`` or ``cuda`` (see `resolve_device`). On ``cuda``,
+            ``auto`` is ``torch``: bfloat16 on a GPU has not been measured.
 
     Returns:
-        ``torch``, ``torch-bf16`` or ``onnx``.
+        ``torch``, ``torch-bf16``, ``onnx`` or ``onnx-int8``.
     """
     if backend != "auto":
         return backend
+    if device != "cpu":
+        return "torch"
     return "torch-bf16" if has_bfloat16_matrix_instructions() else "torch"
+
+
+def resolve_device(device: str, backend: str = "auto") -> str:
+    """The device the model runs on: ``auto`` resolved, and ``cuda`` checked to be there.
+
+    Meant to run before any work (reading sources, loading the model), so a wrong device fails at
+    once. torch is imported only to ask about CUDA (``auto`` or ``cuda`` with a torch backend).
+
+    Args:
+        device: one of `DEVICES`.
+        backend: one of `BACKENDS`; the ONNX backends run on the CPU only.
+
+    Returns:
+        ``cpu`` or ``cuda``.
+
+    Raises:
+        SettingsError: an unknown device, ``cuda`` with an ONNX backend, or ``cuda`` where torch sees
+            no CUDA GPU.
+    """
+    if device not in DEVICES:
+        raise SettingsError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    if backend in ("onnx", "onnx-int8"):
+        if device == "cuda":
+            raise SettingsError(
+                f"device cuda: the {backend} backend runs on the CPU only; "
+                "use --backend torch or torch-bf16 with --device cuda"
+            )
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        built = "" if torch.version.cuda else f" (this torch {torch.__version__} is built without CUDA)"
+        raise SettingsError(
+            f"device cuda: torch sees no CUDA GPU on this machine{built}; use --device cpu or auto"
+        )
+    return "cpu"
+
+
+def check_device(device: str, backend: str = "auto") -> None:
+    """Refuse, before any work, a device that cannot be used; ``auto`` always can.
+
+    torch is imported only for ``cuda`` (to ask whether it sees a GPU), so a command that fails for
+    another reason (a missing index, say) fails as fast as before.
+
+    Args:
+        device: one of `DEVICES`.
+        backend: one of `BACKENDS`.
+
+    Raises:
+        SettingsError: as `resolve_device`.
+    """
+    if device != "auto":
+        resolve_device(device, backend)

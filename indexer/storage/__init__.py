@@ -23,8 +23,8 @@ half-applied batch.
 Modules: `schema` (tables, format version), `folder` (write lock, flushing, the
 ``--overwrite`` swap, clean-up), `guards` (damaged index or caller's mistake), `reader`
 (`IndexReader`), `writer` (`IndexStore`), `merge` (which shards to merge),
-`check` (verification), `vectors` (index types, writing shards) and `shards`
-(reading and searching them).
+`check` (verification), `vectors` (index types, writing shards), `shards`
+(reading and searching them) and `threads` (FAISS's threads for searches and builds).
 """
 
 from pathlib import Path
@@ -44,6 +44,7 @@ from senseindex.indexer.storage.schema import (
     Row,
 )
 from senseindex.indexer.storage.sharded import ShardedReader
+from senseindex.indexer.storage.threads import SEARCH_THREADS, current_faiss_threads, faiss_threads
 from senseindex.indexer.storage.vectors import (
     AUTO_COMPRESSED_TYPE,
     AUTO_INDEX_TYPE,
@@ -88,6 +89,7 @@ __all__ = [
     "MIN_TRAINED_SHARD",
     "ROW_TABLES",
     "SCHEMA_VERSION",
+    "SEARCH_THREADS",
     "SHARD_BYTES",
     "STATUS_BUILDING",
     "STATUS_COMPLETE",
@@ -102,6 +104,8 @@ __all__ = [
     "ShardWriter",
     "ShardedReader",
     "check_index_type",
+    "current_faiss_threads",
+    "faiss_threads",
     "is_sharded",
     "open_for_reading",
     "read_index_status",

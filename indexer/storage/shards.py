@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 
 from senseindex.errors import IndexCorrupted
+from senseindex.indexer.storage.threads import SEARCH_THREADS, faiss_threads
 
 IVF_PROBE_FRACTION = 16
 """IVF shards are searched with ``nprobe = nlist / IVF_PROBE_FRACTION`` (at least 1)."""
@@ -136,7 +137,16 @@ class ShardSet:
 
         Returns:
             ``(ids, scores)``: int64 and float32, best first.
+
+        FAISS runs on one thread of the caller's (see `threads`).
         """
+        with faiss_threads(SEARCH_THREADS):
+            return self._search(vector, k, allowed)
+
+    def _search(
+        self, vector: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`search`, with FAISS's threads already set."""
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         all_ids, all_scores = [], []
         for shard in self.shards:
@@ -234,7 +244,8 @@ class ShardSet:
                 raise IndexCorrupted(f"vector {int(ids[rows].max())} is in no shard; rebuild the index")
             index = self.shard_index(shard)
             try:
-                result[rows] = index.reconstruct_batch(np.ascontiguousarray(local))
+                with faiss_threads(SEARCH_THREADS):
+                    result[rows] = index.reconstruct_batch(np.ascontiguousarray(local))
             except RuntimeError as error:
                 raise _damaged(self.folder / shard.file, error) from error
         return result

@@ -39,6 +39,8 @@ def serve_index(
     max_query_batch: int = 64,
     access_log: bool = True,
     on_ready: Callable[[str], None] | None = None,
+    threads: int | None = None,
+    device: str = "auto",
 ) -> None:
     """Serve an index over HTTP until interrupted (Ctrl+C or SIGTERM).
 
@@ -55,9 +57,13 @@ def serve_index(
         max_query_batch: most query texts of concurrent requests run through the model together.
         access_log: log one line per request to standard error.
         on_ready: called with the service's base URL once it accepts connections.
+        threads: CPU threads of the model (process-wide) and of FAISS's work when documents are
+            added; None keeps the default. Searches run FAISS on one thread.
+        device: where the model runs: ``auto``, ``cpu`` or ``cuda``.
 
     Raises:
         ServiceError: the address cannot be listened on.
+        SettingsError: a bad thread count, or a device that is not there.
         IndexNotFound, SchemaMismatch, IndexCorrupted, ModelMismatch, ModelLoadError: as
             `open_index`.
     """
@@ -70,7 +76,14 @@ def serve_index(
         raise ServiceError("the token is empty; give a non-empty --token or none")
     listener = _listen(host, port)
     try:
-        index = open_index(index_dir, model=model, backend=backend, max_query_batch=max_query_batch)
+        index = open_index(
+            index_dir,
+            model=model,
+            backend=backend,
+            max_query_batch=max_query_batch,
+            threads=threads,
+            device=device,
+        )
     except BaseException:
         listener.close()
         raise

@@ -250,6 +250,8 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
             "api_version": API_VERSION,
             "senseindex_version": __version__,
             "backend": index.backend,
+            "device": index.device,
+            "threads": index.threads,
             "model": described["settings"].get("model"),
             "limits": asdict(limits),
             "query_batching": index.query_batching(),
