@@ -34,6 +34,7 @@ from senseindex.indexer.pipeline_build import (
     index_settings,
 )
 from senseindex.indexer.pipeline_reports import (
+    BuildProgress,
     BuildSummary,
     ChangePlan,
     CheckReport,
@@ -47,6 +48,7 @@ __all__ = [
     "COMMIT_SECONDS",
     "ENCODER_SETTINGS",
     "PASSAGE_MODES",
+    "BuildProgress",
     "BuildSummary",
     "ChangePlan",
     "CheckReport",

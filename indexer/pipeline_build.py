@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,12 @@ from senseindex.indexer.encoder import (
     load_index_encoder,
 )
 from senseindex.indexer.pipeline_chunks import chunk_documents
-from senseindex.indexer.pipeline_reports import BuildSummary, ProgressCallback
+from senseindex.indexer.pipeline_reports import (
+    BuildProgress,
+    BuildProgressCallback,
+    BuildSummary,
+    ProgressCallback,
+)
 from senseindex.indexer.pipeline_rows import RowBuilder
 from senseindex.indexer.sources import STDIN, Document, SourceScan, read_documents, scan_sources
 from senseindex.indexer.storage import (
@@ -48,6 +54,7 @@ from senseindex.indexer.storage import (
     check_index_type,
     read_index_status,
 )
+from senseindex.indexer.storage.manifest import is_sharded, shard_of
 from senseindex.indexer.text import check_sentence_mode
 
 PASSAGE_MODES = ("pooled", "encoded", "none")
@@ -127,6 +134,8 @@ class SourceReading:
         stdin: the stream read for ``-`` (``sys.stdin`` when None).
         skip_bad: skip malformed items with a warning instead of raising.
         given: documents handed over in memory instead of files.
+        shard: ``(number, count)``: only the documents `shard_of` puts in shard ``number`` of
+            ``count``; None for all of them.
     """
 
     files: list[tuple[Path, str]]
@@ -135,6 +144,7 @@ class SourceReading:
     stdin: TextIO | None
     skip_bad: bool
     given: list[Document] | None = None
+    shard: tuple[int, int] | None = None
 
     @classmethod
     def read(cls, sources: Sequence[str], stdin: TextIO | None, skip_bad: bool) -> SourceReading:
@@ -157,13 +167,28 @@ class SourceReading:
         """Documents already in memory, as a reading."""
         return cls([], SourceScan(), False, None, False, documents)
 
+    def of_shard(self, number: int, count: int) -> SourceReading:
+        """The same sources, keeping only the documents of shard ``number`` of ``count``.
+
+        The files are given as absolute paths, so a worker on another machine (which sees the sources
+        at the same paths) reads them whatever its working directory.
+        """
+        files = [(path.absolute(), doc_id) for path, doc_id in self.files]
+        scan = SourceScan(list(self.scan.skipped_files), self.scan.total_bytes, [])
+        return dataclasses.replace(self, files=files, scan=scan, shard=(number, count))
+
     def documents(self) -> Iterator[Document]:
         """The documents, read one at a time."""
         if self.given is not None:
-            return iter(self.given)
-        return read_documents(
-            self.files, self.read_stdin, self.stdin, skip_bad=self.skip_bad, warnings=self.scan.warnings
-        )
+            documents: Iterator[Document] = iter(self.given)
+        else:
+            documents = read_documents(
+                self.files, self.read_stdin, self.stdin, skip_bad=self.skip_bad, warnings=self.scan.warnings
+            )
+        if self.shard is None:
+            return documents
+        number, count = self.shard
+        return (document for document in documents if shard_of(document.doc_id, count) == number)
 
     @property
     def total_bytes(self) -> int | None:
@@ -185,6 +210,10 @@ def build_index(
     sentence_splitting: str = "auto",
     index_type: str = AUTO_INDEX_TYPE,
     skip_bad: bool = False,
+    shards: int | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    progress_report: BuildProgressCallback | None = None,
 ) -> BuildSummary:
     """Build a new index of documents at sentence, word and passage level.
 
@@ -211,9 +240,20 @@ def build_index(
             scalar quantisation above), ``flat`` (always exact) or a FAISS ``index_factory`` string
             such as ``SQ8``, ``IVF1024,SQ8`` or ``HNSW32`` (see docs/design.md, "Choosing an index type").
         skip_bad: skip malformed JSONL lines and binary files with a warning instead of stopping.
+        shards: split the documents by a hash of their id into this many shards, each a complete
+            index in ``index_dir/shard-NNNN`` named by a manifest (see `build_sharded_index`);
+            None or 1 builds one ordinary index (None with ``workers`` above 1 means one shard per
+            worker).
+        workers: processes building shards at once: 1 builds them here one after another; more
+            starts a Ray actor pool (the ``ray`` extra), one model per actor with
+            ``settings.threads`` CPU threads each.
+        ray_address: a running Ray cluster to join (``host:port``); a local Ray is started when None.
+            Every node must see the sources and ``index_dir`` at the same paths.
+        progress_report: called with a `BuildProgress` (documents and tokens so far, across all
+            workers) after each stored chunk.
 
     Returns:
-        What was stored.
+        What was stored (totals over the shards of a sharded build).
 
     Raises:
         SourceError: a missing, unreadable or malformed source, or nothing to index.
@@ -221,17 +261,76 @@ def build_index(
             other settings) and ``overwrite`` is False.
         IndexBusy: another process is writing to ``index_dir``.
         ModelLoadError, SettingsError: the model or a setting is unusable.
+        MissingExtra: ``workers`` above 1 without the ``ray`` extra installed.
     """
     started = time.perf_counter()
     if passages not in PASSAGE_MODES:
         raise SettingsError(f"unknown passage mode {passages!r}; use one of {', '.join(PASSAGE_MODES)}")
     check_sentence_mode(sentence_splitting)
     settings = settings or EncoderSettings(model=DEFAULT_MODEL)
+    settings.validate()
+    if workers != 1 or (shards is not None and shards != 1):
+        # (imported here: the sharded build is built on this module's functions)
+        from senseindex.indexer.pipeline_sharded import ShardedBuild, build_sharded_index
+
+        return build_sharded_index(
+            ShardedBuild(
+                sources=list(sources),
+                folder=Path(index_dir),
+                settings=settings,
+                skip_stopwords=skip_stopwords,
+                passages=passages,
+                sentence_splitting=sentence_splitting,
+                index_type=index_type,
+                skip_bad=skip_bad,
+                shards=shards,
+                workers=workers,
+                ray_address=ray_address,
+            ),
+            overwrite,
+            progress,
+            progress_report,
+        )
     reading = SourceReading.read(sources, stdin, skip_bad)
     encoder = load_encoder(settings)
     check_index_type(index_type, (encoder.word_dimension, encoder.sentence_dimension))
     wanted = index_settings(encoder, skip_stopwords, passages, sentence_splitting, index_type)
-    folder = Path(index_dir)
+    store, resumed = open_build_store(Path(index_dir), wanted, overwrite)
+    report = None
+    if progress_report is not None:
+        total_bytes, callback = reading.total_bytes, progress_report
+
+        def report(done_bytes: int, documents: int, tokens: int) -> None:
+            seconds = time.perf_counter() - started
+            pid = os.getpid()
+            callback(BuildProgress(done_bytes, total_bytes, documents, tokens, seconds, worker_pid=pid))
+
+    return write_documents(
+        store, encoder, reading, progress, started, complete=True, resumed=resumed, report=report
+    )
+
+
+def open_build_store(folder: Path, wanted: dict[str, Any], overwrite: bool) -> tuple[IndexStore, bool]:
+    """Open the index a build writes: a new one, or an unfinished one built with the same settings.
+
+    Args:
+        folder: the index folder.
+        wanted: the build's index settings (`index_settings`).
+        overwrite: replace an index already in the folder.
+
+    Returns:
+        The store, open for writing, and whether it resumes an unfinished build.
+
+    Raises:
+        IndexExists: the folder holds a finished index, or an unfinished one built with other
+            settings, and ``overwrite`` is False.
+        IndexBusy: another process is writing to it.
+    """
+    if is_sharded(folder):
+        raise IndexExists(
+            f"{folder} holds a sharded index; build it with --shards (and --overwrite to replace it), "
+            "or choose another folder"
+        )
     resumed = not overwrite and read_index_status(folder) == STATUS_BUILDING
     if resumed:
         store = IndexStore.open_for_writing(folder)
@@ -246,7 +345,7 @@ def build_index(
             )
     else:
         store = IndexStore.create(folder, wanted, overwrite)
-    return write_documents(store, encoder, reading, progress, started, complete=True, resumed=resumed)
+    return store, resumed
 
 
 def add_documents(
@@ -362,6 +461,8 @@ def write_documents(
     complete: bool,
     resumed: bool,
     commit_on_the_way: bool = True,
+    require_text: bool = True,
+    report: Callable[[int, int, int], None] | None = None,
 ) -> BuildSummary:
     """Embed and store documents with commits at document boundaries.
 
@@ -380,6 +481,9 @@ def write_documents(
         complete: a build: mark the index complete at the end (an add leaves the status alone).
         resumed: a build continuing an unfinished index.
         commit_on_the_way: commit along the way; without it everything is one commit at the end.
+        require_text: a build of no text at all is an error (a shard of a sharded build may be
+            empty: the whole corpus is checked instead).
+        report: called after each stored chunk with source bytes done, documents and tokens so far.
 
     Returns:
         What was stored.
@@ -423,7 +527,9 @@ def write_documents(
             _return_free_memory()
             if progress:
                 progress(chunk.done_bytes, total_bytes)
-        if complete and not counts["documents"] and not counts["unchanged"]:
+            if report:
+                report(chunk.done_bytes, counts["documents"], counts["tokens"])
+        if complete and require_text and not counts["documents"] and not counts["unchanged"]:
             raise SourceError("the sources hold no text to index (all documents are empty)")
         merges = store.finish(complete=complete)
     except BaseException:
