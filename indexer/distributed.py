@@ -18,6 +18,7 @@ last commit and skips the documents stored already, so none is stored twice. Err
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -148,6 +149,16 @@ class RayRunner:
         ray = import_ray()
         self.ray = ray
         self.started_ray = False
+        self.actors: list[Any] = []
+        self.queue: Any = None
+        try:
+            self._start(build, reading)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, build: ShardedBuild, reading: SourceReading) -> None:
+        ray = self.ray
         local = build.ray_address is None
         threads = build.settings.threads or default_threads(build.workers, local)
         if build.ray_address is not None:
@@ -243,9 +254,15 @@ class RayRunner:
         return result
 
     def close(self) -> None:
-        """Stop the actors, and Ray if this build started it."""
-        for actor in self.actors:
-            self.ray.kill(actor, no_restart=True)
-        self.queue.shutdown(force=True)
+        """Stop the actors, and Ray if this build started it.
+
+        (Failures to stop are not reported: this runs after the build ended, well or not.)
+        """
+        with contextlib.suppress(Exception):
+            for actor in self.actors:
+                self.ray.kill(actor, no_restart=True)
+            if self.queue is not None:
+                self.queue.shutdown(force=True)
         if self.started_ray:
             self.ray.shutdown()
+            self.started_ray = False

@@ -19,7 +19,6 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,10 +38,10 @@ from senseindex.indexer.encoder import (
 )
 from senseindex.indexer.pipeline_chunks import chunk_documents
 from senseindex.indexer.pipeline_reports import (
-    BuildProgress,
     BuildProgressCallback,
     BuildSummary,
     ProgressCallback,
+    chunk_reporter,
 )
 from senseindex.indexer.pipeline_rows import RowBuilder
 from senseindex.indexer.sources import STDIN, Document, SourceScan, read_documents, scan_sources
@@ -296,15 +295,7 @@ def build_index(
     check_index_type(index_type, (encoder.word_dimension, encoder.sentence_dimension))
     wanted = index_settings(encoder, skip_stopwords, passages, sentence_splitting, index_type)
     store, resumed = open_build_store(Path(index_dir), wanted, overwrite)
-    report = None
-    if progress_report is not None:
-        total_bytes, callback = reading.total_bytes, progress_report
-
-        def report(done_bytes: int, documents: int, tokens: int) -> None:
-            seconds = time.perf_counter() - started
-            pid = os.getpid()
-            callback(BuildProgress(done_bytes, total_bytes, documents, tokens, seconds, worker_pid=pid))
-
+    report = chunk_reporter(progress_report, reading.total_bytes, started)
     return write_documents(
         store, encoder, reading, progress, started, complete=True, resumed=resumed, report=report
     )

@@ -6,6 +6,10 @@ model or the index.
 
 from __future__ import annotations
 
+import os
+import resource
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -100,6 +104,36 @@ class BuildProgress:
 
 BuildProgressCallback = Callable[[BuildProgress], None]
 """Called with a `BuildProgress` after each stored chunk (for a sharded build: as workers report)."""
+
+
+def chunk_reporter(
+    progress_report: BuildProgressCallback | None, total_bytes: int | None, started: float
+) -> Callable[[int, int, int], None] | None:
+    """The per-chunk callback of an ordinary build that calls ``progress_report`` (None without one).
+
+    Args:
+        progress_report: the caller's callback, or None.
+        total_bytes: source bytes in all (None for standard input).
+        started: ``time.perf_counter()`` when the build began.
+
+    Returns:
+        A callback taking source bytes done, documents and tokens so far.
+    """
+    if progress_report is None:
+        return None
+    callback = progress_report
+
+    def report(done_bytes: int, documents: int, tokens: int) -> None:
+        seconds, pid, peak = time.perf_counter() - started, os.getpid(), peak_memory()
+        callback(BuildProgress(done_bytes, total_bytes, documents, tokens, seconds, 1, 0, 0, pid, peak))
+
+    return report
+
+
+def peak_memory() -> int:
+    """This process's peak resident memory so far, in bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # kibibytes on Linux
 
 
 def combine_summaries(

@@ -16,9 +16,7 @@ sharded index is built next to the old one and replaces it only when complete.
 from __future__ import annotations
 
 import os
-import resource
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from senseindex.indexer.pipeline_reports import (
     BuildSummary,
     ProgressCallback,
     combine_summaries,
+    peak_memory,
 )
 from senseindex.indexer.sources import STDIN
 from senseindex.indexer.storage import (
@@ -143,12 +142,6 @@ class ShardReport:
     tokens: int
     peak_memory: int
     finished: bool
-
-
-def peak_memory() -> int:
-    """This process's peak resident memory so far, in bytes."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # kibibytes on Linux
 
 
 class ShardBuilder:
@@ -496,4 +489,4 @@ def _release(locks: list[int]) -> None:
         folder_files.release_lock(lock)
 
 
-__all__ = ["ShardBuilder", "ShardReport", "ShardedBuild", "build_sharded_index", "peak_memory"]
+__all__ = ["ShardBuilder", "ShardReport", "ShardedBuild", "build_sharded_index"]
