@@ -19,6 +19,7 @@ from senseindex.terminal import (
     print_sense_groups,
     print_senses,
     progress_bar,
+    show_rates,
 )
 
 INDEX_OPTION = click.option(
@@ -41,8 +42,9 @@ THREADS_OPTION = click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU threads of the model (and of FAISS while vectors are trained, added and merged); "
-    "default: one per core. Searches always run FAISS on one thread.",
+    help="CPU threads of the model (and of FAISS while vectors are trained, added and merged), per "
+    "worker with --workers; default: one per core (the cores shared out among local workers). "
+    "Searches always run FAISS on one thread.",
 )
 DEVICE_OPTION = click.option(
     "--device",
@@ -180,6 +182,28 @@ def main() -> None:
 )
 @click.option("--skip-stopwords", is_flag=True, help="Give function words no word vector.")
 @click.option("--overwrite", is_flag=True, help="Replace an index already in the folder.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 4096),
+    default=1,
+    show_default=True,
+    help="Processes building shards at once; more than 1 runs a Ray actor pool (the ray extra), one "
+    "model per worker.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 4096),
+    default=None,
+    help="Split the documents by a hash of their id into this many shards, each a complete index in "
+    "DIR/shard-NNNN (default: one per worker; 1 is an ordinary index).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Join this running Ray cluster (ray start --head) instead of starting a local Ray. Every node "
+    "must see the sources and DIR at the same paths.",
+)
 @SKIP_BAD_OPTION
 @QUIET_OPTION
 @JSON_OPTION
@@ -201,6 +225,9 @@ def build_index_command(
     index_type: str,
     skip_stopwords: bool,
     overwrite: bool,
+    workers: int,
+    shards: int | None,
+    ray_address: str | None,
     skip_bad: bool,
     quiet: bool,
     as_json: bool,
@@ -213,12 +240,20 @@ def build_index_command(
     The index is committed every few seconds: if the build is interrupted, the documents committed
     so far are searchable, and running the same command again completes it.
 
+    With --workers N (or --shards S) the documents are split by a hash of their id into shards, each
+    a complete index under DIR, built by N Ray workers at once (a local Ray, or the cluster at
+    --ray-address). A worker that dies is restarted and resumes its shard; running the same command
+    again resumes a build that was stopped.
+
     \b
     Example:
       senseindex build-index data/sample --index sample.idx
       senseindex build-index notes.jsonl --index notes.idx --layers mean-last-4
       cat essay.txt | senseindex build-index - --index essay.idx
       senseindex build-index corpus/ --index big.idx --index-type IVF1024,SQ8
+      senseindex build-index corpus/ --index big.idx --workers 2 --threads 1
+      senseindex build-index /shared/corpus --index /shared/big.idx --workers 16 \\
+          --ray-address 10.0.0.5:6379
     """
     bar, show_progress = progress_bar(quiet)
     try:
@@ -243,6 +278,10 @@ def build_index_command(
             sentence_splitting=sentence_splitting,
             index_type=index_type,
             skip_bad=skip_bad,
+            shards=shards,
+            workers=workers,
+            ray_address=ray_address,
+            progress_report=show_rates(bar),
         )
     finally:
         bar.close()

@@ -36,6 +36,7 @@ from senseindex.indexer.pipeline_build import (
 )
 from senseindex.indexer.pipeline_build import add_document_list as add_document_list_to_one
 from senseindex.indexer.pipeline_reports import (
+    BuildProgress,
     BuildSummary,
     ChangePlan,
     CheckReport,
@@ -57,6 +58,7 @@ __all__ = [
     "COMMIT_SECONDS",
     "ENCODER_SETTINGS",
     "PASSAGE_MODES",
+    "BuildProgress",
     "BuildSummary",
     "ChangePlan",
     "CheckReport",

@@ -37,7 +37,12 @@ from senseindex.indexer.encoder import (
     load_encoder,
 )
 from senseindex.indexer.pipeline_chunks import chunk_documents
-from senseindex.indexer.pipeline_reports import BuildSummary, ProgressCallback
+from senseindex.indexer.pipeline_reports import (
+    BuildProgressCallback,
+    BuildSummary,
+    ProgressCallback,
+    chunk_reporter,
+)
 from senseindex.indexer.pipeline_rows import RowBuilder
 from senseindex.indexer.sources import STDIN, Document, SourceScan, read_documents, scan_sources
 from senseindex.indexer.storage import (
@@ -50,6 +55,7 @@ from senseindex.indexer.storage import (
     faiss_threads,
     read_index_status,
 )
+from senseindex.indexer.storage.manifest import is_sharded, shard_of
 from senseindex.indexer.text import check_sentence_mode
 
 PASSAGE_MODES = ("pooled", "encoded", "none")
@@ -129,6 +135,8 @@ class SourceReading:
         stdin: the stream read for ``-`` (``sys.stdin`` when None).
         skip_bad: skip malformed items with a warning instead of raising.
         given: documents handed over in memory instead of files.
+        shard: ``(number, count)``: only the documents `shard_of` puts in shard ``number`` of
+            ``count``; None for all of them.
     """
 
     files: list[tuple[Path, str]]
@@ -137,6 +145,7 @@ class SourceReading:
     stdin: TextIO | None
     skip_bad: bool
     given: list[Document] | None = None
+    shard: tuple[int, int] | None = None
 
     @classmethod
     def read(cls, sources: Sequence[str], stdin: TextIO | None, skip_bad: bool) -> SourceReading:
@@ -159,13 +168,28 @@ class SourceReading:
         """Documents already in memory, as a reading."""
         return cls([], SourceScan(), False, None, False, documents)
 
+    def of_shard(self, number: int, count: int) -> SourceReading:
+        """The same sources, keeping only the documents of shard ``number`` of ``count``.
+
+        The files are given as absolute paths, so a worker on another machine (which sees the sources
+        at the same paths) reads them whatever its working directory.
+        """
+        files = [(path.absolute(), doc_id) for path, doc_id in self.files]
+        scan = SourceScan(list(self.scan.skipped_files), self.scan.total_bytes, [])
+        return dataclasses.replace(self, files=files, scan=scan, shard=(number, count))
+
     def documents(self) -> Iterator[Document]:
         """The documents, read one at a time."""
         if self.given is not None:
-            return iter(self.given)
-        return read_documents(
-            self.files, self.read_stdin, self.stdin, skip_bad=self.skip_bad, warnings=self.scan.warnings
-        )
+            documents: Iterator[Document] = iter(self.given)
+        else:
+            documents = read_documents(
+                self.files, self.read_stdin, self.stdin, skip_bad=self.skip_bad, warnings=self.scan.warnings
+            )
+        if self.shard is None:
+            return documents
+        number, count = self.shard
+        return (document for document in documents if shard_of(document.doc_id, count) == number)
 
     @property
     def total_bytes(self) -> int | None:
@@ -187,6 +211,10 @@ def build_index(
     sentence_splitting: str = "auto",
     index_type: str = AUTO_INDEX_TYPE,
     skip_bad: bool = False,
+    shards: int | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    progress_report: BuildProgressCallback | None = None,
 ) -> BuildSummary:
     """Build a new index of documents at sentence, word and passage level.
 
@@ -215,9 +243,20 @@ def build_index(
             scalar quantisation above), ``flat`` (always exact) or a FAISS ``index_factory`` string
             such as ``SQ8``, ``IVF1024,SQ8`` or ``HNSW32`` (see docs/design.md, "Choosing an index type").
         skip_bad: skip malformed JSONL lines and binary files with a warning instead of stopping.
+        shards: split the documents by a hash of their id into this many shards, each a complete
+            index in ``index_dir/shard-NNNN`` named by a manifest (see `build_sharded_index`);
+            None or 1 builds one ordinary index (None with ``workers`` above 1 means one shard per
+            worker).
+        workers: processes building shards at once: 1 builds them here one after another; more
+            starts a Ray actor pool (the ``ray`` extra), one model per actor with
+            ``settings.threads`` CPU threads each.
+        ray_address: a running Ray cluster to join (``host:port``); a local Ray is started when None.
+            Every node must see the sources and ``index_dir`` at the same paths.
+        progress_report: called with a `BuildProgress` (documents and tokens so far, across all
+            workers) after each stored chunk.
 
     Returns:
-        What was stored.
+        What was stored (totals over the shards of a sharded build).
 
     Raises:
         SourceError: a missing, unreadable or malformed source, or nothing to index.
@@ -226,6 +265,7 @@ def build_index(
         IndexBusy: another process is writing to ``index_dir``.
         ModelLoadError, SettingsError: the model or a setting is unusable (a missing device is
             refused before anything is read).
+        MissingExtra: ``workers`` above 1 without the ``ray`` extra installed.
     """
     started = time.perf_counter()
     if passages not in PASSAGE_MODES:
@@ -234,11 +274,60 @@ def build_index(
     settings = settings or EncoderSettings(model=DEFAULT_MODEL)
     settings.validate()
     check_device(settings.device, settings.backend)
+    if workers != 1 or (shards is not None and shards != 1):
+        # (imported here: the sharded build is built on this module's functions)
+        from senseindex.indexer.pipeline_sharded import ShardedBuild, build_sharded_index
+
+        return build_sharded_index(
+            ShardedBuild(
+                sources=list(sources),
+                folder=Path(index_dir),
+                settings=settings,
+                skip_stopwords=skip_stopwords,
+                passages=passages,
+                sentence_splitting=sentence_splitting,
+                index_type=index_type,
+                skip_bad=skip_bad,
+                shards=shards,
+                workers=workers,
+                ray_address=ray_address,
+            ),
+            overwrite,
+            progress,
+            progress_report,
+        )
     reading = SourceReading.read(sources, stdin, skip_bad)
     encoder = load_encoder(settings)
     check_index_type(index_type, (encoder.word_dimension, encoder.sentence_dimension))
     wanted = index_settings(encoder, skip_stopwords, passages, sentence_splitting, index_type)
-    folder = Path(index_dir)
+    store, resumed = open_build_store(Path(index_dir), wanted, overwrite)
+    report = chunk_reporter(progress_report, reading.total_bytes, started)
+    return write_documents(
+        store, encoder, reading, progress, started, complete=True, resumed=resumed, report=report
+    )
+
+
+def open_build_store(folder: Path, wanted: dict[str, Any], overwrite: bool) -> tuple[IndexStore, bool]:
+    """Open the index a build writes: a new one, or an unfinished one built with the same settings.
+
+    Args:
+        folder: the index folder.
+        wanted: the build's index settings (`index_settings`).
+        overwrite: replace an index already in the folder.
+
+    Returns:
+        The store, open for writing, and whether it resumes an unfinished build.
+
+    Raises:
+        IndexExists: the folder holds a finished index, or an unfinished one built with other
+            settings, and ``overwrite`` is False.
+        IndexBusy: another process is writing to it.
+    """
+    if is_sharded(folder):
+        raise IndexExists(
+            f"{folder} holds a sharded index; build it with --shards (and --overwrite to replace it), "
+            "or choose another folder"
+        )
     resumed = not overwrite and read_index_status(folder) == STATUS_BUILDING
     if resumed:
         store = IndexStore.open_for_writing(folder)
@@ -253,7 +342,7 @@ def build_index(
             )
     else:
         store = IndexStore.create(folder, wanted, overwrite)
-    return write_documents(store, encoder, reading, progress, started, complete=True, resumed=resumed)
+    return store, resumed
 
 
 def add_document_list(
@@ -325,6 +414,8 @@ def write_documents(
     resumed: bool,
     commit_on_the_way: bool = True,
     finish: bool = True,
+    require_text: bool = True,
+    report: Callable[[int, int, int], None] | None = None,
 ) -> BuildSummary:
     """Embed and store documents with commits at document boundaries.
 
@@ -345,6 +436,9 @@ def write_documents(
         commit_on_the_way: commit along the way; without it everything is one commit at the end.
         finish: finish the store at the end; without it the caller finishes (or aborts) it, e.g.
             after every shard of a sharded index has been written.
+        require_text: a build of no text at all is an error (a shard of a sharded build may be
+            empty: the whole corpus is checked instead).
+        report: called after each stored chunk with source bytes done, documents and tokens so far.
 
     Returns:
         What was stored.
@@ -391,7 +485,9 @@ def write_documents(
                 _return_free_memory()
                 if progress:
                     progress(chunk.done_bytes, total_bytes)
-            if complete and not counts["documents"] and not counts["unchanged"]:
+                if report:
+                    report(chunk.done_bytes, counts["documents"], counts["tokens"])
+            if complete and require_text and not counts["documents"] and not counts["unchanged"]:
                 raise SourceError("the sources hold no text to index (all documents are empty)")
             merges = store.finish(complete=complete) if finish else []
         except BaseException:

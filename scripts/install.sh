@@ -16,7 +16,7 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     # (pip's notes about this machine's missing local index folders are noise, filtered out)
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0 \
         2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,serve,plot,onnx]" \
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[dev,serve,plot,onnx,ray]" \
         2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     touch "$stamp"
 fi

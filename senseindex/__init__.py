@@ -40,6 +40,7 @@ from senseindex.indexer.encoder import (
 )
 from senseindex.indexer.pipeline import (
     PASSAGE_MODES,
+    BuildProgress,
     BuildSummary,
     ChangePlan,
     CheckReport,
@@ -79,6 +80,7 @@ __all__ = [
     "PIECE_POOLINGS",
     "SENTENCE_MODES",
     "SENTENCE_POOLINGS",
+    "BuildProgress",
     "BuildSummary",
     "ChangePlan",
     "CheckReport",

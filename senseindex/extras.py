@@ -12,6 +12,7 @@ EXTRAS = {
     "serve": "the HTTP service (senseindex serve)",
     "plot": "maps of a word's senses (--plot)",
     "onnx": "the ONNX Runtime backends (--backend onnx, onnx-int8)",
+    "ray": "a build with several workers (--workers)",
 }
 
 

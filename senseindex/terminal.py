@@ -31,6 +31,18 @@ def progress_bar(quiet: bool) -> tuple[Any, Callable[[int, int | None], None]]:
     return bar, show_progress
 
 
+def show_rates(bar: Any) -> Callable[[senseindex.BuildProgress], None]:
+    """The callback that shows a build's documents and tokens per second (all workers) on its bar."""
+
+    def show(report: senseindex.BuildProgress) -> None:
+        shards = f", {report.shards_done}/{report.shards} shards" if report.shards > 1 else ""
+        bar.set_postfix_str(
+            f"{report.documents_per_second:,.1f} docs/s, {report.tokens_per_second:,.0f} tokens/s{shards}"
+        )
+
+    return show
+
+
 def print_build_summary(summary: senseindex.BuildSummary, index_dir: str, as_json: bool, verb: str) -> None:
     """Print what a build or add did (warnings to stderr), as text or one JSON object."""
     for warning in summary.warnings:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from senseindex.errors import IndexBusy, IndexCorrupted, IndexNotFound, SenseIndexError
+from senseindex.errors import IndexBusy, IndexCorrupted, IndexNotFound, SchemaMismatch, SenseIndexError
 from senseindex.indexer.storage.guards import sqlite_failure
 from senseindex.indexer.storage.schema import (
     DATABASE_FILE,
@@ -214,16 +214,27 @@ def recover_interrupted_swap(folder: Path) -> None:
         return
     try:
         staging = staging_folder(folder)
-        database = staging / DATABASE_FILE
-        if database.is_file() and read_status(database) == STATUS_COMPLETE:
+        if _is_complete(staging):
             staging.rename(folder)
             shutil.rmtree(retired, ignore_errors=True)
         else:
             retired.rename(folder)
-    except (OSError, IndexCorrupted):
+    except (OSError, IndexCorrupted, SchemaMismatch):
         pass
     finally:
         release_lock(lock)
+
+
+def _is_complete(folder: Path) -> bool:
+    """Whether a folder holds a complete index: an ordinary one, or a sharded one (its manifest)."""
+    # (imported here: the manifest module writes its file with this module's helpers)
+    from senseindex.indexer.storage.manifest import MANIFEST_COMPLETE, read_manifest
+
+    database = folder / DATABASE_FILE
+    if database.is_file():
+        return read_status(database) == STATUS_COMPLETE
+    manifest = read_manifest(folder)
+    return manifest is not None and manifest.status == MANIFEST_COMPLETE
 
 
 def swap_into_place(staging: Path, target: Path) -> None:

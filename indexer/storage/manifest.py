@@ -6,11 +6,15 @@ document to the same shard without asking anyone. Each shard is a complete index
 format, in its own sub-folder; the manifest (``DIR/senseindex-shards.json``) names the shard folders
 and the settings they share::
 
-    DIR/senseindex-shards.json     {"format", "version", "shards": ["shard-0000", ...], "settings"}
+    DIR/senseindex-shards.json     {"format", "version", "status", "shards": ["shard-0000", ...], "settings"}
     DIR/shard-0000/index.sqlite    an ordinary index holding the documents that hash to shard 0
     DIR/shard-0001/...
 
 A folder without a manifest is an ordinary (single) index, unchanged.
+
+The manifest is written before the first shard and says ``building`` until every shard is complete,
+then ``complete``: a build that was killed is resumed by running it again (each unfinished shard
+resumes from its last commit; complete shards are left alone).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ MANIFEST_FILE = "senseindex-shards.json"
 MANIFEST_FORMAT = "senseindex-sharded"
 MANIFEST_VERSION = 1
 MAX_SHARDS = 4096
+MANIFEST_BUILDING = "building"
+MANIFEST_COMPLETE = "complete"
 
 
 def shard_of(doc_id: str, shards: int) -> int:
@@ -61,10 +67,12 @@ class Manifest:
         shards: the shard sub-folders, in shard-number order (document ``d`` lives in
             ``shards[shard_of(d, len(shards))]``).
         settings: the build settings every shard shares (model, fingerprint, strategies, index type).
+        status: ``complete``, or ``building`` while a sharded build has shards left to finish.
     """
 
     shards: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
+    status: str = MANIFEST_COMPLETE
 
     @property
     def count(self) -> int:
@@ -84,6 +92,7 @@ class Manifest:
         return {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
+            "status": self.status,
             "shards": list(self.shards),
             "settings": self.settings,
         }
@@ -122,15 +131,17 @@ def read_manifest(folder: Path) -> Manifest | None:
             f"{path} was written by a newer senseindex (manifest version {version}); upgrade senseindex"
         )
     shards, settings = data.get("shards"), data.get("settings", {})
+    status = data.get("status", MANIFEST_COMPLETE)
     if (
-        not isinstance(shards, list)
+        status not in (MANIFEST_BUILDING, MANIFEST_COMPLETE)
+        or not isinstance(shards, list)
         or not 1 <= len(shards) <= MAX_SHARDS
         or not all(_is_plain_name(name) for name in shards)
         or len(set(shards)) != len(shards)
         or not isinstance(settings, dict)
     ):
         raise IndexCorrupted(f"the shard manifest {path} has a damaged shard list or settings")
-    return Manifest(tuple(shards), settings)
+    return Manifest(tuple(shards), settings, status)
 
 
 def _is_plain_name(name: Any) -> bool:
