@@ -110,6 +110,7 @@ def rank_other_lemmas(store: IndexStore, vector: np.ndarray, own_lemma: str, k: 
         Up to ``k`` lemmas (stop-words left out), each with its nearest occurrence, best first.
     """
     depth = max(200, 50 * k)
+    searchable = store.live_vectors("words")
     while True:
         ids, scores = store.search("words", vector, depth)
         rows = store.word_rows(ids)
@@ -120,8 +121,9 @@ def rank_other_lemmas(store: IndexStore, vector: np.ndarray, own_lemma: str, k: 
             # "another word for" it.
             if lemma != own_lemma and not is_stopword(rows[word_id]["form"].lower()):
                 by_lemma.setdefault(lemma, []).append((word_id, score))
-        # Search deeper until k other lemmas turn up or the whole index has been seen.
-        if len(by_lemma) >= k or len(ids) < depth:
+        # Search deeper until k other lemmas turn up or the whole index has been seen (an inverted
+        # file may return fewer than asked for from the lists it probes: a deeper search probes more).
+        if len(by_lemma) >= k or depth >= searchable:
             break
         depth *= 4
     ranked = sorted(by_lemma.items(), key=lambda item: -item[1][0][1])[:k]

@@ -268,6 +268,12 @@ class IndexReader:
         return self.shard_set(table).search(vector, k, allowed)
 
     @reading
+    def live_vectors(self, table: str) -> int:
+        """Vectors of ``sentences``, ``words`` or ``passages`` that searches can return (not deleted)."""
+        shard_set = self.shard_set(table)
+        return sum(shard_set.live_count(shard) for shard in shard_set.shards)
+
+    @reading
     def word_vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of word occurrences, read by id (no scan of the whole index).
 
