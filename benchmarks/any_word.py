@@ -1,11 +1,11 @@
 """--any-word at hundreds of thousands and millions of words: latency and recall by vector index type.
 
-    python benchmarks/any_word.py ../shared/data/prose/war_and_peace.txt [--copies 4] [--queries 200]
-        [--types flat,SQ8,auto] [--work DIR]
+    python benchmarks/any_word.py ../shared/data/prose/war_and_peace.txt [--queries 100]
+        [--runs 4:auto,4:SQ8,1:auto,1:SQ8,1:flat] [--work DIR]
 
 1. Builds the novel once with the model (`--index-type flat`, so its word vectors are exact), in
    WORK/novel-flat (kept between runs).
-2. For 1 copy and for --copies copies of the novel, and for each index type, writes a new index through
+2. For each run (a number of copies of the novel and an index type), writes a new index through
    the library's own write path (`IndexStore.create`, `add_batch`, `commit`, `finish`: shard writer,
    training, measured nprobe, merges) from the stored rows and exact vectors, the copies as documents of
    their own. Times that write (rows included) and reads the word files' bytes per vector.
@@ -253,9 +253,12 @@ def serve_memory(folder: Path, queries: list[tuple[str, str]]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("text", type=Path, help="the novel (data/prose/war_and_peace.txt)")
-    parser.add_argument("--copies", type=int, default=4)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--types", default="flat,SQ8,auto")
+    parser.add_argument(
+        "--runs",
+        default="4:auto,4:SQ8,1:auto,1:SQ8,1:flat",
+        help="copies:index-type pairs, measured in this order",
+    )
+    parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--work", type=Path, default=Path("/tmp/senseindex-any-word"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -281,24 +284,25 @@ def main() -> None:
         "call p50/p95 STS-B | encode p50/p95 | search p50/p95 prince | search p50/p95 STS-B | "
         "recall@10 prince | recall@10 STS-B |"
     )
-    for copies in (1, args.copies):
-        for index_type in args.types.split(","):
-            folder = args.work / f"x{copies}-{index_type.replace(',', '_')}"
-            log(f"writing {copies} cop{'y' if copies == 1 else 'ies'} as {index_type}")
-            seconds = write_copies(novel, folder, index_type, copies)
-            log(f"measuring {folder}")
-            result = measure(folder, queries, vectors, copies)
-            rss = serve_memory(folder, queries["prince"])
-            prince, sts = result["prince"], result["sts"]
-            print(
-                f"| {result['words']:,} | {index_type} ({result['type']}) | {seconds:.0f} | "
-                f"{result['bytes_per_vector']:.0f} | {result['files']} | {rss:,.0f} | {prince['call']} | "
-                f"{sts['call']} | {prince['encode']} | {prince['search']} | {sts['search']} | "
-                f"{prince['recall']:.3f} | {sts['recall']:.3f} |",
-                flush=True,
-            )
-            if index_type == "flat" and copies > 1:
-                shutil.rmtree(folder)  # 3.5 GB
+    for run in args.runs.split(","):
+        copies_text, index_type = run.split(":", 1)
+        copies = int(copies_text)
+        folder = args.work / f"x{copies}-{index_type.replace(',', '_')}"
+        log(f"writing {copies} cop{'y' if copies == 1 else 'ies'} as {index_type}")
+        seconds = write_copies(novel, folder, index_type, copies)
+        log(f"measuring {folder}")
+        result = measure(folder, queries, vectors, copies)
+        rss = serve_memory(folder, queries["prince"])
+        prince, sts = result["prince"], result["sts"]
+        print(
+            f"| {result['words']:,} | {index_type} ({result['type']}) | {seconds:.0f} | "
+            f"{result['bytes_per_vector']:.0f} | {result['files']} | {rss:,.0f} | {prince['call']} | "
+            f"{sts['call']} | {prince['encode']} | {prince['search']} | {sts['search']} | "
+            f"{prince['recall']:.3f} | {sts['recall']:.3f} |",
+            flush=True,
+        )
+        if index_type == "flat" and copies > 1:
+            shutil.rmtree(folder)  # 3.5 GB
 
 
 if __name__ == "__main__":

@@ -111,15 +111,16 @@ def rank_other_lemmas(store: IndexStore, vector: np.ndarray, own_lemma: str, k: 
     """
     depth = max(200, 50 * k)
     searchable = store.live_vectors("words")
+    lemmas: dict[int, tuple[str, str]] = {}  # read once per id, however deep the search goes
     while True:
         ids, scores = store.search("words", vector, depth)
-        rows = store.word_rows(ids)
+        lemmas.update(store.word_lemmas([i for i in ids.tolist() if i not in lemmas]))
         by_lemma: dict[str, list[tuple[int, float]]] = {}
         for word_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
-            lemma = rows[word_id]["lemma"]
+            lemma, form = lemmas[word_id]
             # Function words sit next to the target and share its context, but are never
             # "another word for" it.
-            if lemma != own_lemma and not is_stopword(rows[word_id]["form"].lower()):
+            if lemma != own_lemma and not is_stopword(form.lower()):
                 by_lemma.setdefault(lemma, []).append((word_id, score))
         # Search deeper until k other lemmas turn up or the whole index has been seen (an inverted
         # file may return fewer than asked for from the lists it probes: a deeper search probes more).

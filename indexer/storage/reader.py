@@ -482,6 +482,19 @@ class IndexReader:
             ids,
         )
 
+    def word_lemmas(self, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """The lemma and form of word occurrences (no sentence or document: cheap for many ids).
+
+        Args:
+            ids: word rowids.
+
+        Returns:
+            ``{word id: (lemma, form)}``.
+        """
+        rows = self._select_in("select id, lemma, form from words where id in ({})", ids)
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    @reading
     def word_rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Word rows with their sentence and document.
 
