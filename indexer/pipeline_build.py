@@ -239,9 +239,10 @@ def build_index(
             pass over each passage, or ``none``.
         sentence_splitting: ``auto`` (by rule, at blank lines first), ``paragraph`` (a paragraph or
             JSONL text is one sentence: for corpora already split into sentences) or ``line``.
-        index_type: vector index type: ``auto`` (exact for tables of up to 65,536 vectors, 8-bit
-            scalar quantisation above), ``flat`` (always exact) or a FAISS ``index_factory`` string
-            such as ``SQ8``, ``IVF1024,SQ8`` or ``HNSW32`` (see docs/design.md, "Choosing an index type").
+        index_type: vector index type: ``auto`` (exact for tables of up to 65,536 vectors; above, an
+            inverted file of 8-bit codes for words and 8-bit scalar quantisation for the rest),
+            ``flat`` (always exact) or a FAISS ``index_factory`` string such as ``SQ8``,
+            ``IVF1024,SQ8`` or ``HNSW32`` (see docs/design.md, "Choosing an index type").
         skip_bad: skip malformed JSONL lines and binary files with a warning instead of stopping.
         shards: split the documents by a hash of their id into this many shards, each a complete
             index in ``index_dir/shard-NNNN`` named by a manifest (see `build_sharded_index`);

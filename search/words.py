@@ -110,18 +110,21 @@ def rank_other_lemmas(store: ReadableIndex, vector: np.ndarray, own_lemma: str, 
         Up to ``k`` lemmas (stop-words left out), each with its nearest occurrence, best first.
     """
     depth = max(200, 50 * k)
+    searchable = store.live_vectors("words")
+    lemmas: dict[int, tuple[str, str]] = {}  # read once per id, however deep the search goes
     while True:
         ids, scores = store.search("words", vector, depth)
-        rows = store.word_rows(ids)
+        lemmas.update(store.word_lemmas([i for i in ids.tolist() if i not in lemmas]))
         by_lemma: dict[str, list[tuple[int, float]]] = {}
         for word_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
-            lemma = rows[word_id]["lemma"]
+            lemma, form = lemmas[word_id]
             # Function words sit next to the target and share its context, but are never
             # "another word for" it.
-            if lemma != own_lemma and not is_stopword(rows[word_id]["form"].lower()):
+            if lemma != own_lemma and not is_stopword(form.lower()):
                 by_lemma.setdefault(lemma, []).append((word_id, score))
-        # Search deeper until k other lemmas turn up or the whole index has been seen.
-        if len(by_lemma) >= k or len(ids) < depth:
+        # Search deeper until k other lemmas turn up or the whole index has been seen (an inverted
+        # file may return fewer than asked for from the lists it probes: a deeper search probes more).
+        if len(by_lemma) >= k or depth >= searchable:
             break
         depth *= 4
     ranked = sorted(by_lemma.items(), key=lambda item: -item[1][0][1])[:k]

@@ -179,7 +179,8 @@ def test_deleting_an_unknown_document_is_a_one_line_error_and_deletes_nothing(tm
 
 def test_many_small_adds_end_in_compressed_shards_trained_on_their_own_vectors(tmp_path, monkeypatch):
     """auto with a threshold of 1,500 vectors: tables pass it after a few adds; their exact shards are
-    then merged into SQ8 shards trained on them, and searches stay close to exact."""
+    then merged into compressed shards trained on them (lists of 8-bit codes for words), and searches stay
+    close to exact."""
     monkeypatch.setattr(vectors, "EXACT_LIMIT", 1_500)
     monkeypatch.setattr(vectors, "TRAINING_VECTORS", 1_500)
     monkeypatch.setattr("senseindex.indexer.storage.EXACT_LIMIT", 1_500)
@@ -194,10 +195,10 @@ def test_many_small_adds_end_in_compressed_shards_trained_on_their_own_vectors(t
         summary = senseindex.add_documents([str(corpus)], tmp_path / "idx", backend="torch")
         assert (summary.documents, summary.unchanged) == (1, names.index(name))
         merges += summary.merges
-    assert any("compressed to SQ8 trained on them" in m for m in merges)
+    assert any(m.startswith("words: ") and ",SQ8 trained on them" in m for m in merges), merges
     info = senseindex.index_info(tmp_path / "idx")
     word_types = {f["index_type"] for f in info["vector_files"] if f["table"] == "words"}
-    assert "SQ8" in word_types
+    assert any(t.startswith("IVF") and ",SQ8 nprobe=" in t for t in word_types), word_types
     _check(tmp_path / "idx")
     senseindex.build_index([str(SAMPLE)], tmp_path / "flat", FLOAT32, index_type="flat")
     with (

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from senseindex.indexer.storage import vectors
+from senseindex.indexer.storage.ivf import auto_ivf_type, ivf_training_vectors
 from senseindex.indexer.storage.shards import Shard, ShardSet
 from senseindex.indexer.storage.vectors import (
     AUTO_COMPRESSED_TYPE,
     AUTO_INDEX_TYPE,
+    AUTO_IVF_TABLES,
     FLAT_INDEX_TYPE,
     MIN_TRAINED_SHARD,
     SHARD_BYTES,
@@ -60,7 +62,8 @@ def plan_merges(shard_set: ShardSet, requested_type: str, dimension: int) -> lis
         The merges, in rowid order (none when nothing is worth merging).
     """
     live = [s for s in shard_set.shards if shard_set.live_count(s) > 0]
-    target = compressed_type(requested_type, sum(s.count for s in live))
+    table = shard_set.shards[0].table if shard_set.shards else ""
+    target = compressed_type(requested_type, sum(s.count for s in live), table)
     exact = [s for s in live if s.index_type == FLAT_INDEX_TYPE]
     merges: list[Merge] = []
     if target is not None:
@@ -68,12 +71,16 @@ def plan_merges(shard_set: ShardSet, requested_type: str, dimension: int) -> lis
         for whole in adjacent_runs(exact):
             for run in pieces(whole, MERGE_VECTORS, enough):
                 total = sum(s.count for s in run)
+                run_type = target
+                if requested_type == AUTO_INDEX_TYPE and table in AUTO_IVF_TABLES:
+                    # an auto word table's lists follow the size of the run they are trained on
+                    run_type = auto_ivf_type(min(total, ivf_training_vectors()))
                 if total >= enough:
                     message = (
                         f"{len(run)} exact shard(s), {total:,} vectors, "
-                        f"compressed to {target} trained on them"
+                        f"compressed to {run_type} trained on them"
                     )
-                    merges.append(Merge(run, target, message))
+                    merges.append(Merge(run, run_type, message))
     if merges:
         return merges
     small_limit = SHARD_BYTES // (4 * dimension) // 4
@@ -85,18 +92,22 @@ def plan_merges(shard_set: ShardSet, requested_type: str, dimension: int) -> lis
     return merges
 
 
-def compressed_type(requested_type: str, total: int) -> str | None:
+def compressed_type(requested_type: str, total: int, table: str = "") -> str | None:
     """The type a table's exact shards are merged into (None: they stay exact).
 
     Args:
         requested_type: the index's ``index_type`` setting.
         total: the table's live vectors.
+        table: the table (under ``auto`` a word table gets lists, sized by each run merged).
     """
     if requested_type == FLAT_INDEX_TYPE:
         return None
     if requested_type == AUTO_INDEX_TYPE:
         # read at call time, like the shard writer does: tests lower the threshold
-        return AUTO_COMPRESSED_TYPE if total > vectors.EXACT_LIMIT else None
+        if total <= vectors.EXACT_LIMIT:
+            return None
+        # the fewest lists a run needs to train: a larger run gets more (plan_merges)
+        return auto_ivf_type(MIN_TRAINED_SHARD) if table in AUTO_IVF_TABLES else AUTO_COMPRESSED_TYPE
     return requested_type
 
 

@@ -268,6 +268,12 @@ class IndexReader:
         return self.shard_set(table).search(vector, k, allowed)
 
     @reading
+    def live_vectors(self, table: str) -> int:
+        """Vectors of ``sentences``, ``words`` or ``passages`` that searches can return (not deleted)."""
+        shard_set = self.shard_set(table)
+        return sum(shard_set.live_count(shard) for shard in shard_set.shards)
+
+    @reading
     def word_vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of word occurrences, read by id (no scan of the whole index).
 
@@ -492,6 +498,19 @@ class IndexReader:
             ids,
         )
 
+    def word_lemmas(self, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """The lemma and form of word occurrences (no sentence or document: cheap for many ids).
+
+        Args:
+            ids: word rowids.
+
+        Returns:
+            ``{word id: (lemma, form)}``.
+        """
+        rows = self._select_in("select id, lemma, form from words where id in ({})", ids)
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    @reading
     def word_rows(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Word rows with their sentence and document.
 

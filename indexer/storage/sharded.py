@@ -161,6 +161,10 @@ class ShardedReader:
         order = np.lexsort((ids, -scores))[:k]
         return ids[order], scores[order].astype(np.float32)
 
+    def live_vectors(self, table: str) -> int:
+        """Vectors of a table that searches can return (not deleted), over all shards."""
+        return sum(store.live_vectors(table) for store in self.shards)
+
     def word_vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of word occurrences, by index-wide id.
 
@@ -282,6 +286,14 @@ class ShardedReader:
         """Ids and surface forms of every occurrence of a lemma, by document id, then position."""
         rows = self.word_occurrences(lemma)
         return np.asarray([row[0] for row in rows], dtype=np.int64), [row[1] for row in rows]
+
+    def word_lemmas(self, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """The lemma and form of word occurrences, by index-wide id."""
+        found: dict[int, tuple[str, str]] = {}
+        for shard, _, local in self._split(ids):
+            for row, pair in self.shards[shard].word_lemmas(local.tolist()).items():
+                found[row * self.count + shard] = pair
+        return found
 
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Document rows (without their text), keyed by index-wide document id."""

@@ -3,10 +3,16 @@
 A shard holds the vectors of a contiguous run of SQLite rowids (see
 `vectors`, which writes them): FAISS result ``i`` of a shard is
 rowid ``first_id + i``. Deleted rows keep their vectors; searches skip them with a FAISS ID selector.
+
+An IVF shard is searched with the ``nprobe`` recorded with its type (measured when it was trained, see
+`ivf`); shards that share one training (the same centroids) have the query assigned to their
+lists once per search, not once per shard.
 """
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +21,13 @@ import faiss
 import numpy as np
 
 from senseindex.errors import IndexCorrupted
+from senseindex.indexer.storage.ivf import deep_nprobe, recorded_nprobe
 from senseindex.indexer.storage.threads import SEARCH_THREADS, faiss_threads
 
 IVF_PROBE_FRACTION = 16
-"""IVF shards are searched with ``nprobe = nlist / IVF_PROBE_FRACTION`` (at least 1)."""
+"""IVF shards without a recorded ``nprobe`` are searched with ``nprobe = nlist / IVF_PROBE_FRACTION``."""
+# Which training each opened IVF shard has (see `_coarse_key`; faiss objects take no new attributes)
+_TRAININGS: weakref.WeakKeyDictionary[faiss.Index, str] = weakref.WeakKeyDictionary()
 HNSW_EF_SEARCH = 128
 
 # A shard's live vectors: (bitmap of those kept, little-endian bit order; its FAISS selector; number
@@ -149,6 +158,7 @@ class ShardSet:
         """`search`, with FAISS's threads already set."""
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         all_ids, all_scores = [], []
+        coarse = _Coarse(query, k, self._trained_together())
         for shard in self.shards:
             if allowed is None:
                 live = self._live.get(shard.file)
@@ -158,7 +168,7 @@ class ShardSet:
                 depth = min(k, shard.count - live[2]) if live else 0
             if depth <= 0:
                 continue
-            scores, local = self._search_shard(shard, query, depth, live)
+            scores, local = self._search_shard(shard, query, depth, live, coarse)
             all_ids.append(local + shard.first_id)
             all_scores.append(scores)
         if not all_ids:
@@ -193,6 +203,7 @@ class ShardSet:
         query: np.ndarray,
         depth: int,
         selection: Selection | None,
+        coarse: _Coarse | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Search one shard, only among the vectors ``selection`` keeps (all when None).
 
@@ -201,6 +212,8 @@ class ShardSet:
         """
         index = self.shard_index(shard)
         try:
+            if coarse is not None and index in _TRAININGS:
+                return coarse.search(index, depth, selection[1] if selection is not None else None)
             if selection is None:
                 scores, local = index.search(query, depth)
             else:
@@ -216,6 +229,15 @@ class ShardSet:
             raise _damaged(self.folder / shard.file, error) from error
         keep = local[0] >= 0
         return scores[0][keep], local[0][keep]
+
+    def _trained_together(self) -> dict[str, int]:
+        """Vectors per IVF training (the key `open_shard` gives), over every shard of the table."""
+        totals: dict[str, int] = {}
+        for shard in self.shards:
+            key = _TRAININGS.get(self.shard_index(shard))
+            if key is not None:
+                totals[key] = totals.get(key, 0) + shard.count
+        return totals
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors read by rowid (decoded from a compressed shard), without a scan.
@@ -249,6 +271,66 @@ class ShardSet:
             except RuntimeError as error:
                 raise _damaged(self.folder / shard.file, error) from error
         return result
+
+
+class _Coarse:
+    """One query's assignment to IVF lists, computed once per training and reused by its shards.
+
+    Args:
+        query: ``(1, dimension)`` float32.
+        depth: hits asked for over the whole table (a deep search probes more lists, see
+            `ivf.deep_nprobe`).
+        totals: vectors per training, over the table.
+    """
+
+    def __init__(self, query: np.ndarray, depth: int, totals: dict[str, int]) -> None:
+        self.query = query
+        self.depth = depth
+        self.totals = totals
+        self._assigned: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+
+    def search(
+        self, index: faiss.Index, depth: int, selector: faiss.IDSelector | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search an IVF shard (``index`` itself an `IndexIVF`) among the lists assigned to the query."""
+        key = _TRAININGS[index]
+        ivf = faiss.extract_index_ivf(index)
+        if key not in self._assigned:
+            nprobe = deep_nprobe(int(ivf.nprobe), int(ivf.nlist), self.depth, self.totals.get(key, 0))
+            scores, lists = ivf.quantizer.search(self.query, nprobe)
+            self._assigned[key] = (scores, lists, nprobe)
+        scores, lists, nprobe = self._assigned[key]
+        # The faiss stub lacks the keyword constructors faiss's Python layer adds.
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)  # type: ignore[call-arg]
+        found = np.empty((1, depth), dtype=np.float32)
+        local = np.empty((1, depth), dtype=np.int64)
+        # the C++ call: faiss's Python wrapper of it takes no search parameters (the selector)
+        ivf.search_preassigned_c(  # type: ignore[attr-defined]  # the C++ method, renamed by faiss
+            1,
+            faiss.swig_ptr(self.query),
+            depth,
+            faiss.swig_ptr(lists),
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(found),
+            faiss.swig_ptr(local),
+            False,
+            params,
+        )
+        keep = local[0] >= 0
+        return found[0][keep], local[0][keep]
+
+
+def _coarse_key(index: faiss.Index) -> str | None:
+    """What identifies an IVF shard's training (its centroids), when its lists can be assigned apart."""
+    if not isinstance(index, faiss.IndexIVF):
+        return None  # a transform before the lists, or no lists at all
+    quantizer = faiss.downcast_index(index.quantizer)
+    if not isinstance(quantizer, faiss.IndexFlat):
+        return None
+    centroids = faiss.vector_to_array(quantizer.codes)
+    digest = hashlib.blake2b(centroids.tobytes(), digest_size=16)
+    digest.update(f"{index.nlist} {index.metric_type}".encode())
+    return digest.hexdigest()
 
 
 def _damaged(path: Path, error: RuntimeError) -> IndexCorrupted:
@@ -295,8 +377,12 @@ def open_shard(path: Path, shard: Shard, dimension: int) -> faiss.Index:
         )
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
-        ivf.nprobe = max(1, ivf.nlist // IVF_PROBE_FRACTION)
+        recorded = recorded_nprobe(shard.index_type)
+        ivf.nprobe = recorded if recorded is not None else max(1, ivf.nlist // IVF_PROBE_FRACTION)
         ivf.make_direct_map()  # reading vectors by id
+        key = _coarse_key(index)
+        if key is not None:
+            _TRAININGS[index] = key
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = HNSW_EF_SEARCH
     return index

@@ -19,13 +19,16 @@ Index types (``index_type``):
 
 - ``flat``: exact inner product over float32 vectors (1,536 bytes per 384-d vector).
 - ``auto`` (default): exact while a table holds at most `EXACT_LIMIT` vectors; above it the
-  table is stored as `AUTO_COMPRESSED_TYPE` (8-bit scalar quantisation, a quarter of the size).
+  word table is an inverted file of 8-bit codes (``IVF{nlist},SQ8``, lists and probes chosen by
+  `ivf`), the sentence and passage tables `AUTO_COMPRESSED_TYPE` (8-bit scalar quantisation, a
+  quarter of the size).
 - any FAISS ``index_factory`` string (``SQ8``, ``SQ4``, ``IVF1024,SQ8``, ``HNSW32``, ``PQ64``...),
   trained on the first `TRAINING_VECTORS` vectors of each writing session (a build, or an
   ``add``); the session's later shards reuse that training. Vectors committed before a session had
   enough to train on are stored exactly and merged into trained shards later
   (`merge_shards`), so every compressed shard is trained on data of its own time and the
-  training never goes stale as documents are added.
+  training never goes stale as documents are added. An IVF type's ``nprobe`` is measured when it is
+  trained and recorded with each shard's type (`ivf.with_nprobe`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import faiss
 import numpy as np
 
 from senseindex.errors import SettingsError
+from senseindex.indexer.storage.ivf import auto_ivf_type, choose_nprobe, ivf_training_vectors, with_nprobe
 from senseindex.indexer.storage.shards import (
     HNSW_EF_SEARCH,
     IVF_PROBE_FRACTION,
@@ -71,6 +75,8 @@ __all__ = [
 AUTO_INDEX_TYPE = "auto"
 FLAT_INDEX_TYPE = "flat"
 AUTO_COMPRESSED_TYPE = "SQ8"
+AUTO_IVF_TABLES = ("words",)
+"""Tables ``auto`` stores as an inverted file once large (their any-word search must not scan them)."""
 EXACT_LIMIT = 65_536
 """Under ``auto``, a table with more vectors than this is compressed."""
 TRAINING_VECTORS = 65_536
@@ -189,6 +195,8 @@ class ShardWriter:
         self._training = TRAINING_VECTORS
         if index_type not in (AUTO_INDEX_TYPE, FLAT_INDEX_TYPE):
             self._training = max(TRAINING_VECTORS, _training_points_needed(_factory(index_type, dimension)))
+        elif index_type == AUTO_INDEX_TYPE and table in AUTO_IVF_TABLES:
+            self._training = max(TRAINING_VECTORS, ivf_training_vectors())
         # auto waits until the table is known to be large (and for a training sample); a fixed type
         # only for its training sample
         self._settle_at = self._training
@@ -278,8 +286,13 @@ class ShardWriter:
         return training_needed(self._target_type(large=True), self.dimension)
 
     def _target_type(self, large: bool) -> str:
+        """The FAISS type of the table's next trained shards (``auto``: by the table and its sample)."""
         if self.requested == AUTO_INDEX_TYPE:
-            return AUTO_COMPRESSED_TYPE if large else FLAT_INDEX_TYPE
+            if not large:
+                return FLAT_INDEX_TYPE
+            if self.table in AUTO_IVF_TABLES:
+                return auto_ivf_type(min(self._training, self._pending_count))
+            return AUTO_COMPRESSED_TYPE
         return self.requested
 
     def _pending_as_flat(self) -> tuple[faiss.Index, int]:
@@ -329,6 +342,11 @@ class ShardWriter:
                     index = _factory(FLAT_INDEX_TYPE, self.dimension)
                 else:
                     index.train(sample)
+                    ivf = faiss.try_extract_index_ivf(index)
+                    if ivf is not None:
+                        # every shard trained here carries the measured nprobe, in its file and record
+                        ivf.nprobe = choose_nprobe(index, sample)
+                        self._resolved = with_nprobe(self._resolved, int(ivf.nprobe))
         except RuntimeError as error:
             raise SettingsError(
                 f"index type {self._resolved!r} cannot be built for the {self.table} table "
