@@ -43,7 +43,7 @@ from senseindex.indexer.pipeline_reports import (
     DeleteSummary,
     ProgressCallback,
 )
-from senseindex.indexer.pipeline_shards import (
+from senseindex.indexer.pipeline_shard_writes import (
     add_list_to_shards,
     add_to_shards,
     check_shards,

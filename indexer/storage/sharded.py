@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from senseindex.errors import IndexCorrupted, IndexNotFound
-from senseindex.indexer.storage.manifest import Manifest, read_manifest
+from senseindex.indexer.storage.manifest import MANIFEST_COMPLETE, Manifest, read_manifest
 from senseindex.indexer.storage.reader import IndexReader
 from senseindex.indexer.storage.schema import STATUS_BUILDING, STATUS_COMPLETE, STATUS_KEY, VECTOR_TABLES
 
@@ -90,8 +90,8 @@ class ShardedReader:
 
     @property
     def complete(self) -> bool:
-        """False while any shard's build has not finished."""
-        return all(store.complete for store in self.shards)
+        """False while the sharded build (or any shard's) has not finished."""
+        return self.manifest.status == MANIFEST_COMPLETE and all(store.complete for store in self.shards)
 
     def dimension(self, table: str) -> int:
         """Vector dimension of ``sentences``, ``words`` or ``passages``."""
@@ -120,6 +120,9 @@ class ShardedReader:
         """Move every shard to its latest committed state."""
         for store in self.shards:
             store.refresh()
+        manifest = read_manifest(self.folder)
+        if manifest is not None and manifest.shards == self.manifest.shards:
+            self.manifest = manifest  # a build in progress may have finished meanwhile
         self._load_settings()
 
     def changed_on_disk(self) -> bool:

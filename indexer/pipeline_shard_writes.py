@@ -15,7 +15,7 @@ import dataclasses
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 from senseindex.errors import DocumentNotFound, ModelMismatch, SenseIndexError
@@ -27,7 +27,7 @@ from senseindex.indexer.pipeline_build import (
     write_documents,
 )
 from senseindex.indexer.pipeline_reports import BuildSummary, CheckReport, DeleteSummary, ProgressCallback
-from senseindex.indexer.sources import Document, SourceScan
+from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import (
     VECTOR_TABLES,
     IndexStore,
@@ -35,35 +35,7 @@ from senseindex.indexer.storage import (
     read_manifest,
     shard_of,
 )
-
-
-@dataclass
-class ShardReading:
-    """The documents of a reading that belong to one shard (the sources are read once per shard).
-
-    Attributes:
-        reading: all the documents.
-        shard: the shard number kept.
-        shards: the number of shards.
-    """
-
-    reading: SourceReading
-    shard: int
-    shards: int
-
-    @property
-    def scan(self) -> SourceScan:
-        """What the scan of the sources found (shared by every shard's reading)."""
-        return self.reading.scan
-
-    @property
-    def total_bytes(self) -> int | None:
-        """Bytes of all sources (each shard's pass reads them all)."""
-        return self.reading.total_bytes
-
-    def documents(self) -> Iterator[Document]:
-        """The shard's documents, read one at a time."""
-        return (d for d in self.reading.documents() if shard_of(d.doc_id, self.shards) == self.shard)
+from senseindex.indexer.storage import folder as folder_files
 
 
 def sharded_manifest(index_dir: str | Path) -> Manifest | None:
@@ -94,7 +66,7 @@ def add_to_shards(
                 write_documents(
                     store,
                     encoder,
-                    ShardReading(reading, shard, manifest.count),  # type: ignore[arg-type]
+                    reading.of_shard(shard, manifest.count),
                     shard_progress,
                     started,
                     complete=False,
@@ -215,9 +187,13 @@ def _misplaced(store: IndexStore, number: int, shards: int) -> list[str]:
 def _writers(
     index_dir: Path, manifest: Manifest, shards: Sequence[int] | range
 ) -> Iterator[dict[int, IndexStore]]:
-    """Open shards for writing (taking every lock first); abort whatever is unfinished on an error."""
+    """Open shards for writing (taking every lock first); abort whatever is unfinished on an error.
+
+    The index folder's own lock comes first: a sharded build holds it while it runs.
+    """
     stores: dict[int, IndexStore] = {}
     folders = manifest.folders(index_dir)
+    top_lock = folder_files.take_lock(Path(index_dir))
     try:
         for shard in shards:
             stores[shard] = IndexStore.open_for_writing(folders[shard])
@@ -229,6 +205,8 @@ def _writers(
     else:
         for store in stores.values():
             store.close()
+    finally:
+        folder_files.release_lock(top_lock)
 
 
 def _shard_progress(progress: ProgressCallback | None, shard: int, shards: int) -> ProgressCallback | None:
