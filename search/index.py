@@ -461,7 +461,8 @@ def open_index(
     """Open an index for querying, loading the model it was built with.
 
     Args:
-        path: the index folder.
+        path: the index folder: an ordinary index, or a sharded one (all its shards are opened and
+            queried as one index).
         model: a model folder to use instead of the stored one (e.g. the index was moved to another
             machine); its weights must have the stored fingerprint.
         backend: what runs the model for queries: ``auto``, ``torch``, ``torch-bf16`` or ``onnx``
