@@ -353,25 +353,9 @@ def add_document_list(
     encoder_settings: dict[str, Any],
     progress: ProgressCallback | None = None,
 ) -> BuildSummary:
-    """`add_documents` for documents already in memory, with an encoder already loaded, in one commit.
+    """`senseindex.indexer.pipeline.add_document_list` for an ordinary (unsharded) index.
 
-    All of them are stored, or (on any error) none.
-
-    Args:
-        documents: the documents, with unique ids.
-        index_dir: the index folder.
-        encoder: the index's encoder (from `load_index_encoder`).
-        encoder_settings: the index settings the encoder was loaded for (`ENCODER_SETTINGS`);
-            an index rebuilt since with other ones is refused.
-        progress: called after each stored chunk with characters done and in total.
-
-    Returns:
-        What was stored.
-
-    Raises:
-        IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
-        IndexBusy: another process is writing to it.
-        ModelMismatch: the index now holds another model's vectors, or other settings.
+    Same arguments, return value and errors; all the documents are stored in one commit, or none.
     """
     started = time.perf_counter()
     store = IndexStore.open_for_writing(Path(index_dir))
