@@ -15,7 +15,6 @@ import dataclasses
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import fields
 from pathlib import Path
 
 from senseindex.errors import DocumentNotFound, ModelMismatch, SenseIndexError
@@ -26,10 +25,15 @@ from senseindex.indexer.pipeline_build import (
     index_replaced,
     write_documents,
 )
-from senseindex.indexer.pipeline_reports import BuildSummary, CheckReport, DeleteSummary, ProgressCallback
+from senseindex.indexer.pipeline_reports import (
+    BuildSummary,
+    CheckReport,
+    DeleteSummary,
+    ProgressCallback,
+    combine_summaries,
+)
 from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import (
-    VECTOR_TABLES,
     IndexStore,
     Manifest,
     read_manifest,
@@ -63,17 +67,20 @@ def add_to_shards(
         for shard, store in stores.items():
             shard_progress = _shard_progress(progress, shard, manifest.count)
             summaries.append(
-                write_documents(
-                    store,
-                    encoder,
-                    reading.of_shard(shard, manifest.count),
-                    shard_progress,
-                    started,
-                    complete=False,
-                    resumed=False,
+                (
+                    manifest.shards[shard],
+                    write_documents(
+                        store,
+                        encoder,
+                        reading.of_shard(shard, manifest.count),
+                        shard_progress,
+                        started,
+                        complete=False,
+                        resumed=False,
+                    ),
                 )
             )
-    return combine_summaries(summaries, time.perf_counter() - started)
+    return combine_summaries(summaries, time.perf_counter() - started, reading.scan.skipped_files)
 
 
 def add_list_to_shards(
@@ -97,20 +104,28 @@ def add_list_to_shards(
                 raise ModelMismatch(replaced)
         for shard, store in stores.items():
             summaries.append(
-                write_documents(
-                    store,
-                    encoder,
-                    SourceReading.of_documents(routed[shard]),
-                    progress,
-                    started,
-                    complete=False,
-                    resumed=False,
-                    commit_on_the_way=False,
-                    finish=False,
+                (
+                    manifest.shards[shard],
+                    write_documents(
+                        store,
+                        encoder,
+                        SourceReading.of_documents(routed[shard]),
+                        progress,
+                        started,
+                        complete=False,
+                        resumed=False,
+                        commit_on_the_way=False,
+                        finish=False,
+                    ),
                 )
             )
-        merges = [line for store in stores.values() for line in store.finish(complete=False)]
-    return dataclasses.replace(combine_summaries(summaries, time.perf_counter() - started), merges=merges)
+        merges = [
+            f"{manifest.shards[shard]}: {line}"
+            for shard, store in stores.items()
+            for line in store.finish(complete=False)
+        ]
+    summary = combine_summaries(summaries, time.perf_counter() - started, [])
+    return dataclasses.replace(summary, merges=merges)
 
 
 def delete_from_shards(index_dir: Path, manifest: Manifest, doc_ids: Sequence[str]) -> DeleteSummary:
@@ -217,29 +232,3 @@ def _shard_progress(progress: ProgressCallback | None, shard: int, shards: int) 
         progress(shard * total + done if total else done, total * shards if total else None)
 
     return report
-
-
-def combine_summaries(summaries: Sequence[BuildSummary], seconds: float) -> BuildSummary:
-    """One summary of the shards' summaries: counts summed, lists joined once, the time given."""
-    if not summaries:
-        return BuildSummary(0, 0, 0, 0, 0, round(seconds, 3))
-    numbers = {
-        f.name: sum(getattr(s, f.name) for s in summaries)
-        for f in fields(BuildSummary)
-        if f.type in ("int", int) and f.name != "seconds"
-    }
-    index_types = {
-        table: "+".join(
-            dict.fromkeys(s.index_types.get(table, "") for s in summaries if s.index_types.get(table))
-        )
-        for table in VECTOR_TABLES
-    }
-    return BuildSummary(
-        **numbers,
-        seconds=round(seconds, 3),
-        skipped_files=summaries[0].skipped_files,
-        index_types=index_types,
-        resumed=any(s.resumed for s in summaries),
-        merges=[line for s in summaries for line in s.merges],
-        warnings=list(dict.fromkeys(line for s in summaries for line in s.warnings)),
-    )
