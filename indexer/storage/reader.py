@@ -252,7 +252,12 @@ class IndexReader:
 
     @reading
     def search(
-        self, table: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self,
+        table: str,
+        vector: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k sentences, words or passages whose vectors best match a query vector.
 
@@ -261,11 +266,12 @@ class IndexReader:
             vector: ``(dimension(table),)`` float32, L2-normalised.
             k: number of hits.
             allowed: only these rowids (int64), when given.
+            excluded: never these rowids (int64), when given: the ``k`` hits are ``k`` others.
 
         Returns:
             ``(ids, scores)``: int64 and float32 arrays of up to ``k`` hits, best first.
         """
-        return self.shard_set(table).search(vector, k, allowed)
+        return self.shard_set(table).search(vector, k, allowed, excluded)
 
     @reading
     def live_vectors(self, table: str) -> int:

@@ -142,7 +142,12 @@ class ShardedReader:
     # ----------------------------------------------------------------------------------- vectors
 
     def search(
-        self, table: str, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self,
+        table: str,
+        vector: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best-matching rows over all shards (see `IndexReader.search`), with index-wide ids.
 
@@ -153,8 +158,11 @@ class ShardedReader:
             wanted: list[tuple[int, np.ndarray | None]] = [(shard, None) for shard in range(self.count)]
         else:
             wanted = [(shard, local) for shard, _, local in self._split(allowed)]
+        excluded_in = (
+            {shard: local for shard, _, local in self._split(excluded)} if excluded is not None else {}
+        )
         for shard, local in wanted:
-            ids, scores = self.shards[shard].search(table, vector, k, local)
+            ids, scores = self.shards[shard].search(table, vector, k, local, excluded_in.get(shard))
             found_ids.append(self._global(shard, ids))
             found_scores.append(scores)
         if not found_ids:

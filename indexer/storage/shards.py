@@ -134,7 +134,11 @@ class ShardSet:
         return index
 
     def search(
-        self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self,
+        vector: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rowids over every shard.
 
@@ -143,6 +147,8 @@ class ShardSet:
             k: number of hits.
             allowed: ``(n,)`` int64 rowids; when given, only these are searched (through a FAISS ID
                 selector, so the cost stays that of a search, whatever their number).
+            excluded: ``(m,)`` int64 rowids never returned (also through the selector, so the ``k``
+                hits are ``k`` others, not what is left of ``k`` once these are dropped).
 
         Returns:
             ``(ids, scores)``: int64 and float32, best first.
@@ -150,21 +156,21 @@ class ShardSet:
         FAISS runs on one thread of the caller's (see `threads`).
         """
         with faiss_threads(SEARCH_THREADS):
-            return self._search(vector, k, allowed)
+            return self._search(vector, k, allowed, excluded)
 
     def _search(
-        self, vector: np.ndarray, k: int, allowed: np.ndarray | None
+        self, vector: np.ndarray, k: int, allowed: np.ndarray | None, excluded: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """`search`, with FAISS's threads already set."""
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         all_ids, all_scores = [], []
         coarse = _Coarse(query, k, self._trained_together())
         for shard in self.shards:
-            if allowed is None:
+            if allowed is None and (excluded is None or not _any_in(shard, excluded)):
                 live = self._live.get(shard.file)
                 depth = min(k, self.live_count(shard))
             else:
-                live = self._allowed_in(shard, allowed)
+                live = self._selection(shard, allowed, excluded)
                 depth = min(k, shard.count - live[2]) if live else 0
             if depth <= 0:
                 continue
@@ -177,19 +183,31 @@ class ShardSet:
         order = np.argsort(-scores, kind="stable")[:k]
         return ids[order], scores[order]
 
-    def _allowed_in(self, shard: Shard, allowed: np.ndarray) -> Selection | None:
-        """The selector of a shard's allowed, undeleted vectors: ``(bitmap, selector, number left out)``."""
-        local = (
-            allowed[(allowed >= shard.first_id) & (allowed < shard.first_id + shard.count)] - shard.first_id
-        )
-        if not len(local):
-            return None
-        mask = np.zeros(shard.count, dtype=bool)
-        mask[local] = True
+    def _selection(
+        self, shard: Shard, allowed: np.ndarray | None, excluded: np.ndarray | None
+    ) -> Selection | None:
+        """The selector of a shard's allowed, not excluded, undeleted vectors (None: no vector left).
+
+        Returns:
+            ``(bitmap, selector, number left out)``; a bitmap costs a bit per vector of the shard,
+            built in well under a millisecond per million.
+        """
+        if allowed is None:
+            mask = np.ones(shard.count, dtype=bool)
+        else:
+            local = _local_ids(shard, allowed)
+            if not len(local):
+                return None
+            mask = np.zeros(shard.count, dtype=bool)
+            mask[local] = True
+        if excluded is not None:
+            mask[_local_ids(shard, excluded)] = False
         if shard.file in self._live:
             mask &= np.unpackbits(self._live[shard.file][0], count=shard.count, bitorder="little").astype(
                 bool
             )
+        if not mask.any():
+            return None
         bitmap = np.packbits(mask, bitorder="little")
         return (
             bitmap,
@@ -318,6 +336,16 @@ class _Coarse:
         )
         keep = local[0] >= 0
         return found[0][keep], local[0][keep]
+
+
+def _local_ids(shard: Shard, ids: np.ndarray) -> np.ndarray:
+    """The positions in a shard of those of some rowids that it holds."""
+    return ids[(ids >= shard.first_id) & (ids < shard.first_id + shard.count)] - shard.first_id
+
+
+def _any_in(shard: Shard, ids: np.ndarray) -> bool:
+    """Whether a shard holds any of some rowids."""
+    return bool(((ids >= shard.first_id) & (ids < shard.first_id + shard.count)).any())
 
 
 def _coarse_key(index: faiss.Index) -> str | None:
