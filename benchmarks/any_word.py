@@ -1,7 +1,7 @@
 """--any-word at hundreds of thousands and millions of words: latency and recall by vector index type.
 
     python benchmarks/any_word.py ../shared/data/prose/war_and_peace.txt [--queries 100]
-        [--runs 4:auto,4:SQ8,1:auto,1:SQ8,1:flat] [--work DIR]
+        [--runs 4:auto,4:SQ8,1:auto,1:SQ8,1:flat] [--work DIR] [--max-lists N]
 
 1. Builds the novel once with the model (`--index-type flat`, so its word vectors are exact), in
    WORK/novel-flat (kept between runs).
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import senseindex  # noqa: E402
 from senseindex.indexer.stopwords import is_stopword  # noqa: E402
-from senseindex.indexer.storage import IndexReader, IndexStore  # noqa: E402
+from senseindex.indexer.storage import IndexReader, IndexStore, ivf  # noqa: E402
 from senseindex.indexer.storage.schema import COLUMNS  # noqa: E402
 from senseindex.indexer.text import lemmatize  # noqa: E402
 from senseindex.search.word_query import parse_word_query  # noqa: E402
@@ -208,7 +208,7 @@ def measure(
                     index.search_similar_words(q, target=t, k=10)
                     finished = time.perf_counter()
                     # the call's first search: the nearest DEPTH, the target's own lemma left out
-                    own_ids, _ = reader.word_ids_for_lemma(lemmatize(t))
+                    own_ids = reader.word_ids_of_lemma(lemmatize(t))
                     vector_started = time.perf_counter()
                     reader.search("words", vector, DEPTH, excluded=own_ids)
                     searched = time.perf_counter()
@@ -265,9 +265,16 @@ def main() -> None:
         help="copies:index-type pairs, measured in this order",
     )
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument(
+        "--max-lists",
+        type=int,
+        help="cap on an auto word table's IVF lists instead of the library's (to compare list counts)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/senseindex-any-word"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.max_lists:
+        ivf.IVF_MAX_LISTS = args.max_lists  # read at each call, so the write path trains this many
     novel = args.work / "novel-flat"
     build_novel(args.text, novel)
     reader = IndexReader.open(novel)
@@ -293,7 +300,8 @@ def main() -> None:
     for run in args.runs.split(","):
         copies_text, index_type = run.split(":", 1)
         copies = int(copies_text)
-        folder = args.work / f"x{copies}-{index_type.replace(',', '_')}"
+        lists = f"-max{args.max_lists}" if args.max_lists else ""
+        folder = args.work / f"x{copies}-{index_type.replace(',', '_')}{lists}"
         log(f"writing {copies} cop{'y' if copies == 1 else 'ies'} as {index_type}")
         seconds = write_copies(novel, folder, index_type, copies)
         log(f"measuring {folder}")

@@ -112,7 +112,7 @@ def rank_other_lemmas(store: ReadableIndex, vector: np.ndarray, own_lemma: str, 
     depth = max(200, 50 * k)
     # The query's own word fills the nearest occurrences of its context (a frequent word's thousands
     # of them); left out in the search itself, one search of `depth` usually finds k other lemmas.
-    own_ids, _ = store.word_ids_for_lemma(own_lemma)
+    own_ids = store.word_ids_of_lemma(own_lemma)
     searchable = store.live_vectors("words") - len(own_ids)
     lemmas: dict[int, tuple[str, str]] = {}  # read once per id, however deep the search goes
     while True:

@@ -485,6 +485,19 @@ class IndexReader:
         rows = self.word_occurrences(lemma)
         return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
+    def word_ids_of_lemma(self, lemma: str) -> np.ndarray:
+        """Ids of every occurrence of a lemma, in no set order (an index-only read, cheap for many).
+
+        Returns:
+            ``(n,)`` int64.
+
+        Raises:
+            QueryError: a lemma SQLite cannot look up (a lone surrogate in it).
+        """
+        check_bindable([lemma], "word")
+        rows = self.db.execute("select id from words where lemma = ?", [lemma]).fetchall()
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Document rows (without their text), keyed by document rowid."""
         return self._rows("select id, doc_id, source, metadata from documents where id in ({})", rowids)

@@ -298,6 +298,13 @@ class ShardedReader:
         rows = self.word_occurrences(lemma)
         return np.asarray([row[0] for row in rows], dtype=np.int64), [row[1] for row in rows]
 
+    def word_ids_of_lemma(self, lemma: str) -> np.ndarray:
+        """Index-wide ids of every occurrence of a lemma, in no set order: ``(n,)`` int64."""
+        parts = [
+            store.word_ids_of_lemma(lemma) * self.count + shard for shard, store in enumerate(self.shards)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
     def word_lemmas(self, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
         """The lemma and form of word occurrences, by index-wide id."""
         found: dict[int, tuple[str, str]] = {}
