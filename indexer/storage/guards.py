@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from senseindex.errors import IndexBusy, IndexCorrupted, QueryError, SenseIndexError
+from senseindex.errors import IndexBusy, IndexCorrupted, QueryError, SenseIndexError, StorageError
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _SQLITE_INTEGERS = range(-(2**63), 2**63)
@@ -32,10 +32,13 @@ _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 _BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
 # the operating system refused the file: nothing is wrong with the index itself
 _OS_PROBLEMS = {
-    "SQLITE_IOERR": "an I/O error",
-    "SQLITE_CANTOPEN": "the database file cannot be opened",
-    "SQLITE_READONLY": "the database is read-only",
-    "SQLITE_PERM": "permission denied",
+    "SQLITE_IOERR": ("an I/O error", "check the disk, then run the command again"),
+    "SQLITE_CANTOPEN": (
+        "the database file cannot be opened",
+        "check that the folder and its files may be opened by this user",
+    ),
+    "SQLITE_READONLY": ("the database is read-only", "give this user write access to the index folder"),
+    "SQLITE_PERM": ("permission denied", "give this user access to the index folder"),
 }
 
 
@@ -53,7 +56,7 @@ def reading(method: _Method) -> _Method:
 
     A damaged database (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``, or a table or column of ours
     missing) becomes IndexCorrupted ("rebuild it"); a database held by a writer IndexBusy; a full
-    disk or a file the operating system refuses a SenseIndexError that says so, with no rebuild
+    disk or a file the operating system refuses a StorageError that says so, with no rebuild
     advice. Anything else (a bug, such as too many SQL variables) is re-raised as it is. Malformed
     stored JSON, a missing setting and an unreadable vector file raise IndexCorrupted where they are
     read; a caller's bad argument keeps its own error.
@@ -79,7 +82,7 @@ def sqlite_failure(error: sqlite3.DatabaseError, folder: Path) -> Exception:
         folder: the index folder, for the message.
 
     Returns:
-        IndexBusy, IndexCorrupted or a SenseIndexError by the error's cause (see `reading`), or
+        IndexBusy, IndexCorrupted or StorageError by the error's cause (see `reading`), or
         ``error`` itself when it is not about the index (a bug).
     """
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -89,9 +92,13 @@ def sqlite_failure(error: sqlite3.DatabaseError, folder: Path) -> Exception:
     if code in _DAMAGED or detail.startswith(("no such table", "no such column")):
         return IndexCorrupted(f"the index in {folder} is damaged ({detail[:200]}); rebuild it")
     if code == "SQLITE_FULL":
-        return SenseIndexError(f"disk full: cannot write the index in {folder} ({detail[:200]})")
+        return StorageError(
+            f"no space left on device writing the index in {folder} ({detail[:200]}): free space and "
+            "run the command again; the index keeps every committed document"
+        )
     if code in _OS_PROBLEMS:
-        return SenseIndexError(f"cannot use the index in {folder}: {_OS_PROBLEMS[code]} ({detail[:200]})")
+        problem, advice = _OS_PROBLEMS[code]
+        return StorageError(f"cannot use the index in {folder}: {problem} ({detail[:200]}); {advice}")
     return error
 
 
