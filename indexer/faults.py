@@ -50,8 +50,7 @@ def storage_error(error: BaseException, where: Path | str, doing: str) -> SenseI
     if isinstance(error, OSError):
         return os_failure(error, where, doing)
     if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.ProgrammingError):
-        # (imported here: the storage modules use this one's messages)
-        from senseindex.indexer.storage.guards import sqlite_failure
+        from senseindex.indexer.storage.guards import sqlite_failure  # (here: storage imports this module)
 
         translated = sqlite_failure(error, Path(where))
         if isinstance(translated, SenseIndexError):
@@ -88,11 +87,17 @@ def _os_error(number: int | None, file: Any, detail: str, doing: str) -> Storage
             f"no space left on device {doing} {file}: free space and run the command again; the index "
             "keeps every committed document"
         )
+    from senseindex.indexer.storage.guards import READ_ONLY_ADVICE, out_of_space, read_only_file_system
+
+    if number == errno.EROFS or (number in _REFUSED and read_only_file_system(Path(file))):
+        return StorageError(f"cannot write {file}: {READ_ONLY_ADVICE}")
     if number in _REFUSED:
         return StorageError(
             f"permission denied {doing} {file} ({detail}): give this user access to the index folder, or "
             "use another one"
         )
+    if number == errno.EIO and out_of_space(Path(file)):
+        return _os_error(errno.ENOSPC, file, detail, doing)
     if number == errno.EIO:
         return StorageError(
             f"I/O error {doing} {file}: check the disk (dmesg, SMART), then run the command again; "

@@ -347,3 +347,54 @@ def test_missing_ok_through_the_python_api(index_copy):
         assert again.documents == [] and again.missing == ["heron"]
         assert {hit.doc_id for hit in index.search_sentences("a heron", k=5)} == {"crane"}
     assert not senseindex.check_index(index_copy).problems
+
+
+# ------------------------------------------------------------------------ over HTTP
+
+
+@pytest.mark.slow
+def test_http_refuses_bad_input_with_400_and_answers_over_old_metadata(index_copy):
+    from helpers import Server
+
+    _store_metadata(
+        index_copy, "heron", '{"lang": "en", "score": NaN, "deep": ' + "[" * 700 + "]" * 700 + "}"
+    )
+    server = Server(index_copy)
+    try:
+        headers = {"Content-Type": "application/json"}
+
+        def post_raw(path: str, body: str):
+            return server.client.post(path, content=body.encode("utf-8"), headers=headers)
+
+        refused = [
+            post_raw("/documents", '{"documents": [{"id": "n", "text": "Fine.", "metadata": {"x": NaN}}]}'),
+            post_raw("/documents", '{"documents": [{"id": "n", "text": "Fine.", "metadata": {"x": 1e400}}]}'),
+            server.post(
+                "/documents", {"documents": [{"id": "d", "text": "Fine.", "metadata": {"x": _nested(40)}}]}
+            ),
+            post_raw("/documents", '{"documents": [{"id": "s", "text": "Bad \\ud800 text."}]}'),
+            server.post("/documents", {"documents": [{"id": "i" * 1025, "text": "Fine."}]}),
+            post_raw("/search/sentences", '{"text": "a heron \\ud800"}'),
+            server.post("/search/sentences", {"text": "a heron", "filters": {"metadata": {"n": 2**64}}}),
+            server.post(
+                "/search/sentences",
+                {"text": "a heron", "filters": {"metadata": {f"f{n}": n for n in range(1000)}}},
+            ),
+        ]
+        for answer in refused:
+            assert answer.status_code == 400, answer.text
+            message = answer.json()["error"]["message"]
+            assert len(message.splitlines()) == 1 and "damaged" not in message
+        assert _document_count(index_copy) == 2  # nothing was stored
+        found = server.post("/search/sentences", {"text": "a heron fishing", "k": 5})
+        assert found.status_code == 200, found.text
+        heron = next(hit for hit in found.json()["hits"] if hit["doc_id"] == "heron")
+        assert heron["metadata"]["lang"] == "en" and heron["metadata"]["score"] is None
+        filtered = server.post(
+            "/search/sentences", {"text": "a heron", "filters": {"metadata": {"lang": "en"}}}
+        )
+        assert filtered.status_code == 200, filtered.text
+        # heron's metadata is read in Python (SQLite cannot), crane's in SQL: both have lang "en"
+        assert {hit["doc_id"] for hit in filtered.json()["hits"]} == {"heron", "crane"}
+    finally:
+        server.stop()

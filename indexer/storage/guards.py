@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -91,15 +92,46 @@ def sqlite_failure(error: sqlite3.DatabaseError, folder: Path) -> Exception:
         return IndexBusy(f"the index in {folder} stayed locked by a writer ({detail}); try again")
     if code in _DAMAGED or detail.startswith(("no such table", "no such column")):
         return IndexCorrupted(f"the index in {folder} is damaged ({detail[:200]}); rebuild it")
-    if code == "SQLITE_FULL":
+    if code == "SQLITE_FULL" or (code == "SQLITE_IOERR" and out_of_space(folder)):
         return StorageError(
             f"no space left on device writing the index in {folder} ({detail[:200]}): free space and "
             "run the command again; the index keeps every committed document"
         )
     if code in _OS_PROBLEMS:
         problem, advice = _OS_PROBLEMS[code]
+        if code != "SQLITE_IOERR" and read_only_file_system(folder):
+            advice = READ_ONLY_ADVICE
         return StorageError(f"cannot use the index in {folder}: {problem} ({detail[:200]}); {advice}")
     return error
+
+
+READ_ONLY_ADVICE = (
+    "its file system is read-only: remount it read-write, or copy the index to a writable folder"
+)
+
+
+def out_of_space(path: Path) -> bool:
+    """Whether the file system of ``path`` (or of the nearest folder above it) has less than 1 MiB free.
+
+    SQLite reports a disk that filled up while it grew its shared-memory file as an I/O error.
+    """
+    for place in (path, *path.parents):
+        try:
+            usage = os.statvfs(place)
+        except OSError:
+            continue
+        return usage.f_bavail * usage.f_frsize < 2**20
+    return False
+
+
+def read_only_file_system(path: Path) -> bool:
+    """Whether ``path`` (or the nearest folder above it that exists) is on a read-only file system."""
+    for place in (path, *path.parents):
+        try:
+            return bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        except OSError:
+            continue
+    return False
 
 
 def check_bindable(values: Iterable[Any], what: str, error: type[SenseIndexError] = QueryError) -> None:
