@@ -194,7 +194,10 @@ def metadata_problem(metadata: Any) -> str | None:
 
 def _scalar_problem(value: Any) -> str | None:
     if not isinstance(value, _SCALARS):
-        return f"is a {type(value).__name__}, not a JSON value (string, number, boolean, null, list, object)"
+        return (
+            f"is not JSON: a {type(value).__name__} (JSON holds strings, numbers, booleans, null, lists "
+            "and objects)"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         return f"is {value}: only finite numbers are allowed (JSON has no NaN or Infinity)"
     if isinstance(value, int) and not isinstance(value, bool) and value not in INTEGER_RANGE:

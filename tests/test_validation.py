@@ -128,8 +128,8 @@ _BAD_API_METADATA = [
     pytest.param({"deep": _nested(5000)}, "nested more than", id="far-too-deep"),
     pytest.param({"text": "x" * MAX_METADATA_BYTES}, "bytes as JSON", id="too-big"),
     pytest.param({1: "one"}, "field names must be strings", id="integer-key"),
-    pytest.param({"tags": ("a", "b")}, "is a tuple", id="tuple"),
-    pytest.param({"when": {1, 2}}, "is a set", id="set"),
+    pytest.param({"tags": ("a", "b")}, "not JSON: a tuple", id="tuple"),
+    pytest.param({"when": {1, 2}}, "not JSON: a set", id="set"),
     pytest.param({"name": LONE_SURROGATE}, "not valid Unicode", id="surrogate-value"),
     pytest.param({LONE_SURROGATE: 1}, "not valid Unicode", id="surrogate-key"),
     pytest.param({"n": -(2**63) - 1}, "beyond 64 bits", id="huge-integer"),
@@ -398,3 +398,26 @@ def test_http_refuses_bad_input_with_400_and_answers_over_old_metadata(index_cop
         assert {hit["doc_id"] for hit in filtered.json()["hits"]} == {"heron", "crane"}
     finally:
         server.stop()
+
+
+def test_missing_ok_over_a_sharded_index(tmp_path, runner):
+    source = tmp_path / "docs.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"id": f"d{n}", "text": f"Note {n}: a heron by the mill."}) + "\n" for n in range(4)
+        ),
+        encoding="utf-8",
+    )
+    index = tmp_path / "sharded.idx"
+    senseindex.build_index([str(source)], index, senseindex.EncoderSettings(backend="torch"), shards=2)
+    first = runner.invoke(main, ["delete", "d1", "--index", str(index)])
+    assert first.exit_code == 0, first.output
+    _one_line_error(runner.invoke(main, ["delete", "d1", "d2", "--index", str(index)]), "no document 'd1'")
+    retried = runner.invoke(main, ["delete", "d1", "d2", "--index", str(index), "--missing-ok", "--json"])
+    assert retried.exit_code == 0, retried.output
+    summary = json.loads(retried.output)
+    assert (
+        summary["documents"] == ["d2"] and summary["missing"] == ["d1"] and summary["rows"]["documents"] == 1
+    )
+    assert senseindex.index_info(index)["counts"]["documents"] == 2
+    assert senseindex.check_index(index).ok
