@@ -91,7 +91,14 @@ def test_a_full_disk_is_a_one_line_error_and_the_index_keeps_its_documents(small
     assert "no space left on device" in line
     if fresh.exists():
         assert not senseindex.check_index(fresh).problems
+
+    # an overwrite that runs out of space leaves the index it was to replace as it was
+    overwrite = ["build-index", str(corpus), "--index", str(index), "--overwrite", "-q", "--backend", "torch"]
+    line = _one_line_error(runner.invoke(main, overwrite))
+    assert "no space left on device" in line
     assert not senseindex.check_index(index).problems
+    with senseindex.open_index(index, backend="torch") as opened:
+        assert {hit.doc_id for hit in opened.search_sentences("a heron in the water", k=3)} == {"heron.txt"}
 
 
 def test_a_read_only_file_system_is_a_one_line_error_that_says_what_to_do(small_disk, tmp_path):
