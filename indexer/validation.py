@@ -184,7 +184,7 @@ def metadata_problem(metadata: Any) -> str | None:
                 return f"the metadata value at {where} {problem}"
             continue
         if depth > MAX_METADATA_DEPTH:
-            return f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep (at {_cut(where)})"
+            return f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep (at {_cut(where, 40)})"
         pending.extend((item, place, depth + 1) for item, place in children)
     size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     if size > MAX_METADATA_BYTES:
