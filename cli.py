@@ -15,6 +15,7 @@ from senseindex.service import ServiceLimits, serve_index
 from senseindex.terminal import (
     format_hit,
     print_build_summary,
+    print_delete_summary,
     print_info,
     print_sense_groups,
     print_senses,
@@ -355,29 +356,25 @@ def add_command(
 @main.command("delete")
 @click.argument("doc_ids", nargs=-1, required=True)
 @INDEX_OPTION
+@click.option(
+    "--missing-ok", is_flag=True, help="Pass over ids not in the index, so a delete run again succeeds."
+)
 @JSON_OPTION
 @_one_line_errors
-def delete_command(doc_ids: tuple[str, ...], index_dir: str, as_json: bool) -> None:
+def delete_command(doc_ids: tuple[str, ...], index_dir: str, missing_ok: bool, as_json: bool) -> None:
     """Delete documents, with all their sentences, words and vectors.
 
     DOC_IDS are document ids as stored (the JSONL "id", or the file's path relative to its source
-    folder; `senseindex info` counts them, query hits show them).
+    folder; `senseindex info` counts them, query hits show them). An id not in the index stops the
+    delete before anything is deleted, unless --missing-ok passes over it (for retries).
 
     
     Example:
       senseindex delete zoo_visit.md --index sample.idx
+      senseindex delete zoo_visit.md --index sample.idx --missing-ok
     """
-    summary = senseindex.delete_documents(index_dir, list(doc_ids))
-    if as_json:
-        click.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
-        return
-    rows = summary.rows
-    click.echo(
-        f"Deleted {rows['documents']:,} documents ({rows['sentences']:,} sentences, {rows['words']:,} words, "
-        f"{rows['passages']:,} passages) from {index_dir}"
-    )
-    for merge in summary.merges:
-        click.echo(f"Merged shards: {merge}")
+    summary = senseindex.delete_documents(index_dir, list(doc_ids), missing_ok=missing_ok)
+    print_delete_summary(summary, index_dir, as_json)
 
 
 @main.command("check")

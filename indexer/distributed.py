@@ -31,6 +31,7 @@ from typing import Any
 
 from senseindex.errors import SenseIndexError
 from senseindex.extras import import_extra
+from senseindex.indexer.faults import as_storage_error
 from senseindex.indexer.pipeline_build import SourceReading
 from senseindex.indexer.pipeline_reports import BuildSummary
 from senseindex.indexer.pipeline_sharded import ShardBuilder, ShardedBuild, ShardReport
@@ -125,7 +126,9 @@ class ShardActor:
                 queue.put(shard_report)
 
         try:
-            return self.builder.build_shard(Path(root), number, wanted, report)
+            # a full disk or a refused file on this node: the one-line error, not a retried traceback
+            with as_storage_error(Path(root), "writing"):
+                return self.builder.build_shard(Path(root), number, wanted, report)
         except SenseIndexError as error:
             return error
 

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from senseindex.errors import DocumentNotFound, SenseIndexError, SourceError
+from senseindex.errors import DocumentNotFound, SenseIndexError
 from senseindex.indexer.encoder import Encoder, EncoderSettings, check_device, load_index_encoder
+from senseindex.indexer.faults import storage_faults
 from senseindex.indexer.pipeline_build import (
     COMMIT_CHARACTERS,
     COMMIT_SECONDS,
@@ -52,6 +53,7 @@ from senseindex.indexer.pipeline_shard_writes import (
 )
 from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import IndexStore, faiss_threads, open_for_reading
+from senseindex.indexer.validation import checked_delete_ids, not_found_message
 
 __all__ = [
     "COMMIT_CHARACTERS",
@@ -75,6 +77,7 @@ __all__ = [
 ]
 
 
+@storage_faults("reading")
 def plan_changes(
     sources: Sequence[str], index_dir: str | Path, stdin: TextIO | None = None, skip_bad: bool = False
 ) -> ChangePlan:
@@ -107,43 +110,49 @@ def plan_changes(
     return ChangePlan(**found, skipped_files=reading.scan.skipped_files, warnings=reading.scan.warnings)
 
 
-def delete_documents(index_dir: str | Path, doc_ids: Sequence[str]) -> DeleteSummary:
+@storage_faults("writing")
+def delete_documents(
+    index_dir: str | Path, doc_ids: Sequence[str], missing_ok: bool = False
+) -> DeleteSummary:
     """Delete documents and all their sentences, words, passages and vectors, in one commit.
 
     Args:
         index_dir: the index folder.
         doc_ids: ids of stored documents.
+        missing_ok: ids not in the index are passed over (listed in the summary's ``missing``)
+            instead of refused, so that running a delete again after it committed succeeds.
 
     Returns:
         What was deleted.
 
     Raises:
-        SourceError: an id is not in the index (nothing is deleted then).
+        DocumentNotFound: without ``missing_ok``, an id is not in the index (nothing is deleted then).
+        SourceError: no id, or an id that is not valid Unicode text (no document can have it).
         IndexNotFound, SchemaMismatch, IndexCorrupted: no usable index in ``index_dir``.
         IndexBusy: another process is writing to it.
+        StorageError: the disk or the operating system refused the index's files.
     """
-    if not doc_ids:
-        raise SourceError("no document id given")
+    unique = checked_delete_ids(doc_ids)
     manifest = sharded_manifest(index_dir)
     if manifest is not None:
-        return delete_from_shards(Path(index_dir), manifest, doc_ids)
+        return delete_from_shards(Path(index_dir), manifest, unique, missing_ok)
     store = IndexStore.open_for_writing(Path(index_dir))
     try:
-        unique = list(dict.fromkeys(doc_ids))
         known = store.document_hashes(unique)
         unknown = [doc_id for doc_id in unique if doc_id not in known]
-        if unknown:
-            more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
-            raise DocumentNotFound(f"no document {unknown[0]!r}{more} in {index_dir}; nothing was deleted")
-        rows = store.delete_documents(unique)
+        if unknown and not missing_ok:
+            raise DocumentNotFound(not_found_message(unknown, index_dir))
+        present = [doc_id for doc_id in unique if doc_id in known]
+        rows = store.delete_documents(present)
         with faiss_threads(None):  # a merge of shards is build work: FAISS's default threads
             merges = store.finish(complete=False)
     except BaseException:
         store.abort()
         raise
-    return DeleteSummary(unique, rows, merges)
+    return DeleteSummary(present, rows, merges, missing=unknown)
 
 
+@storage_faults("reading")
 def check_index(index_dir: str | Path) -> CheckReport:
     """Verify an index without changing it.
 
@@ -178,6 +187,7 @@ def check_index(index_dir: str | Path) -> CheckReport:
     return CheckReport(str(index_dir), problems, notes, counts)
 
 
+@storage_faults("writing")
 def add_documents(
     sources: Sequence[str],
     index_dir: str | Path,
@@ -234,6 +244,7 @@ def add_documents(
     return write_documents(store, encoder, reading, progress, started, complete=False, resumed=False)
 
 
+@storage_faults("writing")
 def add_document_list(
     documents: list[Document],
     index_dir: str | Path,

@@ -36,6 +36,7 @@ from senseindex.indexer.encoder import (
     check_device,
     load_encoder,
 )
+from senseindex.indexer.faults import storage_faults
 from senseindex.indexer.pipeline_chunks import chunk_documents
 from senseindex.indexer.pipeline_reports import (
     BuildProgressCallback,
@@ -199,6 +200,7 @@ class SourceReading:
         return None if self.read_stdin else self.scan.total_bytes
 
 
+@storage_faults("writing")
 def build_index(
     sources: Sequence[str],
     index_dir: str | Path,

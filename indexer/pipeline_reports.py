@@ -216,11 +216,13 @@ class DeleteSummary:
         documents: ids of the documents deleted.
         rows: rows deleted per table (``documents``, ``sentences``, ``words``, ``passages``).
         merges: what the shard merge after the delete did, one line each.
+        missing: ids passed over because no document has them (a delete with ``missing_ok``).
     """
 
     documents: list[str]
     rows: dict[str, int]
     merges: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as a JSON-able dict."""

@@ -40,6 +40,7 @@ from senseindex.indexer.storage import (
     shard_of,
 )
 from senseindex.indexer.storage import folder as folder_files
+from senseindex.indexer.validation import not_found_message
 
 
 def sharded_manifest(index_dir: str | Path) -> Manifest | None:
@@ -128,7 +129,9 @@ def add_list_to_shards(
     return dataclasses.replace(summary, merges=merges)
 
 
-def delete_from_shards(index_dir: Path, manifest: Manifest, doc_ids: Sequence[str]) -> DeleteSummary:
+def delete_from_shards(
+    index_dir: Path, manifest: Manifest, doc_ids: Sequence[str], missing_ok: bool = False
+) -> DeleteSummary:
     """`delete_documents` for a sharded index: every shard's rows deleted, then each committed."""
     unique = list(dict.fromkeys(doc_ids))
     routed: dict[int, list[str]] = {}
@@ -140,15 +143,17 @@ def delete_from_shards(index_dir: Path, manifest: Manifest, doc_ids: Sequence[st
         for shard, store in stores.items():
             known = store.document_hashes(routed[shard])
             unknown += [doc_id for doc_id in routed[shard] if doc_id not in known]
-        if unknown:
-            unknown.sort(key=unique.index)
-            more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
-            raise DocumentNotFound(f"no document {unknown[0]!r}{more} in {index_dir}; nothing was deleted")
+        unknown.sort(key=unique.index)
+        if unknown and not missing_ok:
+            raise DocumentNotFound(not_found_message(unknown, index_dir))
         for shard, store in stores.items():
             for table, count in store.delete_documents(routed[shard]).items():
                 rows[table] = rows.get(table, 0) + count
         merges = [line for store in stores.values() for line in store.finish(complete=False)]
-    return DeleteSummary(unique, rows, merges)
+    missing = set(unknown)
+    return DeleteSummary(
+        [doc_id for doc_id in unique if doc_id not in missing], rows, merges, missing=unknown
+    )
 
 
 def check_shards(index_dir: Path, manifest: Manifest) -> CheckReport:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from senseindex.errors import SourceError
+from senseindex.indexer.validation import document_id_problem, metadata_problem, text_problem
 
 TEXT_SUFFIXES = (".txt", ".md")
 JSONL_SUFFIXES = (".jsonl",)
@@ -140,10 +141,10 @@ def _read_jsonl(file: Path, skip_bad: bool, warnings: list[str]) -> Iterator[Doc
     try:
         handle = file.open("rb")
     except OSError as error:
-        raise SourceError(f"cannot read {file}: {error.strerror}") from error
+        raise SourceError(f"cannot read {_shown_path(file)}: {error.strerror}") from error
     with handle:
         for line_number, raw in enumerate(handle, start=1):
-            where = f"{file}:{line_number}"
+            where = f"{_shown_path(file)}:{line_number}"
             try:
                 yield _parse_jsonl_line(raw, file, line_number, where, warnings)
             except _Skip as problem:
@@ -175,9 +176,24 @@ def _parse_jsonl_line(raw: bytes, file: Path, line_number: int, where: str, warn
         raise _Skip(f"{where}: unreadable JSON (nested too deeply)") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise _Skip(f"{where}: each line must be a JSON object with a 'text' string")
-    doc_id = str(record["id"]) if record.get("id") is not None else f"{file.name}:{line_number}"
+    given_id = record.get("id")
+    if given_id is not None and (isinstance(given_id, bool) or not isinstance(given_id, (str, int))):
+        raise _Skip(f"{where}: the 'id' must be a string or an integer")
+    doc_id = str(given_id) if given_id is not None else f"{_shown_path(file.name)}:{line_number}"
     metadata = {k: v for k, v in record.items() if k not in ("id", "text")}
-    return Document(doc_id, record["text"], str(file), metadata, len(raw))
+    problem = (
+        document_id_problem(doc_id)
+        or text_problem(record["text"], "the 'text'")
+        or metadata_problem(metadata)
+    )
+    if problem:
+        raise _Skip(f"{where}: {problem}")
+    return Document(doc_id, record["text"], _shown_path(file), metadata, len(raw))
+
+
+def _shown_path(path: Path | str) -> str:
+    """A path in a message: a name that is not UTF-8 shows its bad bytes escaped, never a lone surrogate."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _first_line(message: str) -> str:
@@ -241,12 +257,19 @@ def read_documents(
                 if fresh(document):
                     yield document
             continue
+        shown = _shown_path(file)
         try:
             data = file.read_bytes()
         except OSError as error:
-            raise SourceError(f"cannot read {file}: {error.strerror}") from error
-        if _looks_binary(data) and binary(str(file)):
+            raise SourceError(f"cannot read {shown}: {error.strerror}") from error
+        if _looks_binary(data) and binary(shown):
             continue
-        document = Document(doc_id, _decode(data, str(file), warnings), str(file), {}, len(data))
+        problem = document_id_problem(doc_id)
+        if problem:
+            if not skip_bad:
+                raise SourceError(f"{shown}: {problem} (--skip-bad skips such files)")
+            warnings.append(f"skipped {shown}: {problem}")
+            continue
+        document = Document(doc_id, _decode(data, shown, warnings), shown, {}, len(data))
         if fresh(document):
             yield document

@@ -8,6 +8,7 @@ import numpy as np
 
 from senseindex.errors import QueryError
 from senseindex.indexer.text import Span, split_text, split_words
+from senseindex.indexer.validation import check_query_text
 from senseindex.search.hits import EmbeddedSentence, EmbeddedWord
 from senseindex.search.state import IndexState
 from senseindex.search.word_query import WordQuery
@@ -24,6 +25,8 @@ def embed_texts(state: IndexState, texts: Sequence[str]) -> list[list[EmbeddedSe
         Per text, its sentences, each with a ``(sentence_dimension,)`` float32 vector and its words
         with ``(word_dimension,)`` float32 vectors; all offsets are into the text.
     """
+    for text in texts:
+        check_query_text(text, "a text to embed")
     settings = state.settings  # one state's settings for every text
     skip_stopwords = settings.skip_stopwords
     split = []  # per text: its sentences, and per sentence its words relative to the sentence
@@ -85,8 +88,10 @@ def embed_sentences(state: IndexState, texts: Sequence[str]) -> np.ndarray:
         ``(len(texts), sentence_dimension)`` float32, L2-normalised.
 
     Raises:
-        QueryError: a text is empty.
+        QueryError: a text is empty or not valid Unicode.
     """
+    for text in texts:
+        check_query_text(text, "a text to embed")
     if any(not text or not text.strip() for text in texts):
         raise QueryError("cannot embed an empty text")
     return state.queries.encode(list(texts), [[] for _ in texts]).sentence_vectors
@@ -103,8 +108,9 @@ def embed_query_sentence(state: IndexState, text: str) -> np.ndarray:
         ``(sentence_dimension,)`` float32, L2-normalised.
 
     Raises:
-        QueryError: the text is empty.
+        QueryError: the text is empty or not valid Unicode.
     """
+    check_query_text(text)
     if not text or not text.strip():
         raise QueryError("the query text is empty")
     return state.queries.encode([text], [[]]).sentence_vectors[0]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from senseindex.indexer.encoder import EncoderSettings, check_device, load_index_encoder
+from senseindex.indexer.faults import storage_faults
 from senseindex.indexer.pipeline import BuildSummary, DeleteSummary
 from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import ReadableIndex, open_for_reading
@@ -174,22 +175,25 @@ class SenseIndex:
         """
         return writes.add(self._state, documents, progress)
 
-    def delete_documents(self, doc_ids: Sequence[str]) -> DeleteSummary:
+    def delete_documents(self, doc_ids: Sequence[str], missing_ok: bool = False) -> DeleteSummary:
         """Delete documents (all their sentences, words, passages and vectors), in one commit.
 
         Queries on this object stop finding them when the call returns.
 
         Args:
             doc_ids: ids of stored documents.
+            missing_ok: pass over ids that are not in the index (the summary lists them under
+                ``missing``) instead of refusing the delete: running a delete again succeeds.
 
         Returns:
             What was deleted.
 
         Raises:
-            DocumentNotFound: an id is not in the index (nothing is deleted then).
+            DocumentNotFound: without ``missing_ok``, an id is not in the index (nothing is deleted then).
+            SourceError: an id that is not valid Unicode text.
             IndexBusy: another process is writing to the index.
         """
-        return writes.delete(self._state, doc_ids)
+        return writes.delete(self._state, doc_ids, missing_ok)
 
     def __enter__(self) -> SenseIndex:
         return self
@@ -450,6 +454,7 @@ class SenseIndex:
         return by_sense.search_word_by_sense(self._state, parse_word_query(text, target, span), k, senses)
 
 
+@storage_faults("reading", "path")
 def open_index(
     path: str | Path,
     model: str | None = None,
@@ -498,6 +503,7 @@ def open_index(
     return SenseIndex(store, encoder, max_query_batch)
 
 
+@storage_faults("reading", "path")
 def index_info(path: str | Path) -> dict[str, Any]:
     """An index's settings and row counts, without loading its model.
 

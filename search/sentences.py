@@ -9,6 +9,12 @@ import numpy as np
 
 from senseindex.errors import QueryError
 from senseindex.indexer.storage import ReadableIndex
+from senseindex.indexer.validation import (
+    MAX_FILTER_FIELDS,
+    filter_value_problem,
+    shown_value,
+    unicode_problem,
+)
 from senseindex.search.embedding import embed_query_sentence
 from senseindex.search.hits import DocumentHit, SentenceHit
 from senseindex.search.ranking import check_k, dot, sentence_hits
@@ -68,18 +74,29 @@ def _metadata_filter(metadata: Mapping[str, Any] | None) -> dict[str, list[Any]]
         return None
     if not isinstance(metadata, Mapping):
         raise QueryError("the metadata filter must be a mapping of field names to values")
+    if len(metadata) > MAX_FILTER_FIELDS:
+        raise QueryError(
+            f"the metadata filter has {len(metadata):,} fields; at most {MAX_FILTER_FIELDS} are allowed"
+        )
     wanted = {}
     for key, value in metadata.items():
-        if not isinstance(key, str) or not key or '"' in key or "\\" in key:
+        if not isinstance(key, str) or not key or '"' in key or "\\" in key or unicode_problem(key):
             raise QueryError(
-                f"metadata filter field names must be non-empty strings without quotes, not {key!r}"
+                "metadata filter field names must be non-empty strings of valid Unicode without quotes "
+                f"or backslashes, not {shown_value(key)}"
             )
         values = value if isinstance(value, list) else [value]
         if not values or not all(v is None or isinstance(v, (str, int, float, bool)) for v in values):
             raise QueryError(
-                f"the metadata filter on {key!r} must be a string, number, boolean or null, "
+                f"the metadata filter on {shown_value(key)} must be a string, number, boolean or null, "
                 "or a non-empty list of them"
             )
+        for one in values:
+            problem = filter_value_problem(one)
+            if problem:
+                raise QueryError(
+                    f"the metadata filter value {shown_value(one)} of {shown_value(key)} {problem}"
+                )
         wanted[key] = values
     return wanted
 

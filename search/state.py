@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from senseindex.errors import ModelMismatch
+from senseindex.indexer.faults import as_storage_error
 from senseindex.indexer.pipeline import ENCODER_SETTINGS, index_replaced
 from senseindex.indexer.storage import ReadableIndex, ShardedReader
 from senseindex.search.batching import QueryBatcher
@@ -96,7 +97,7 @@ class IndexState:
         Raises:
             ModelMismatch: ``require_current`` and the index no longer matches the encoder.
         """
-        with self.lock:
+        with self.lock, as_storage_error(self.store.folder, "reading"):
             if require_current:
                 self.check_current()
             yield self.store
@@ -108,7 +109,7 @@ class IndexState:
         Yields:
             The store; call `reload` before the block ends to show what was written.
         """
-        with self._write_lock:
+        with self._write_lock, as_storage_error(self.store.folder, "writing"):
             yield self.store
 
     def check_current(self) -> None:
@@ -160,7 +161,7 @@ class IndexState:
         Raises:
             IndexCorrupted, ModelMismatch: as `refresh`.
         """
-        with self.lock:
+        with self.lock, as_storage_error(self.store.folder, "reading"):
             self.generation += 1
             self.store.refresh()
             self.store.open_vectors()

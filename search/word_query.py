@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from senseindex.errors import QueryError
 from senseindex.indexer.text import Span, split_words
+from senseindex.indexer.validation import check_query_text
 
 _MARKED_TARGET = re.compile(r"\[([^\[\]]*)\]")
 
@@ -46,11 +47,15 @@ def parse_word_query(text: str, target: str | None = None, span: tuple[int, int]
         The query with its target located.
 
     Raises:
-        QueryError: no target marked, more than one, an empty or multi-word target, ``target`` not
-            in the sentence, or a span that is out of range or does not fall on exactly one word.
+        QueryError: a text that is not valid Unicode, no target marked, more than one, an empty or
+            multi-word target, ``target`` not in the sentence, or a span that is out of range or does
+            not fall on exactly one word.
     """
+    check_query_text(text)
     if not text or not text.strip():
         raise QueryError("the query text is empty")
+    if target is not None:
+        check_query_text(target, "the target word")
     if span is not None:
         if target is not None:
             raise QueryError("give the target word or its character span, not both")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from senseindex.errors import SourceError
 from senseindex.indexer.pipeline import BuildSummary, DeleteSummary, add_document_list, delete_documents
 from senseindex.indexer.sources import Document
+from senseindex.indexer.validation import document_id_problem, metadata_problem, shown_value, text_problem
 from senseindex.search.state import IndexState
 
 
@@ -41,22 +41,23 @@ def add(
     return summary
 
 
-def delete(state: IndexState, doc_ids: Sequence[str]) -> DeleteSummary:
+def delete(state: IndexState, doc_ids: Sequence[str], missing_ok: bool = False) -> DeleteSummary:
     """Delete documents in one commit, then hide them from queries.
 
     Args:
         state: the open index.
         doc_ids: ids of stored documents.
+        missing_ok: pass over ids that are not in the index instead of refusing the delete.
 
     Returns:
         What was deleted.
 
     Raises:
-        DocumentNotFound: an id is not in the index (nothing is deleted then).
+        DocumentNotFound: without ``missing_ok``, an id is not in the index (nothing is deleted then).
         IndexBusy: another process is writing to the index.
     """
     with state.writing() as store:
-        summary = delete_documents(store.folder, doc_ids)
+        summary = delete_documents(store.folder, doc_ids, missing_ok)
         state.reload()
     return summary
 
@@ -84,12 +85,13 @@ def _documents_of(documents: Iterable[Document | Mapping[str, Any]]) -> list[Doc
             raise SourceError(f"document {position} has no id (a non-empty string)")
         if not isinstance(document.text, str):
             raise SourceError(f"document {document.doc_id!r} has no text (a string)")
-        if not isinstance(document.metadata, dict):
-            raise SourceError(f"the metadata of document {document.doc_id!r} is not a mapping")
-        try:
-            json.dumps(document.metadata)
-        except (TypeError, ValueError) as error:
-            raise SourceError(f"the metadata of document {document.doc_id!r} is not JSON: {error}") from None
+        problem = (
+            document_id_problem(document.doc_id)
+            or text_problem(document.text, "the text")
+            or metadata_problem(document.metadata)
+        )
+        if problem:
+            raise SourceError(f"document {position} ({shown_value(document.doc_id)}): {problem}")
         if document.doc_id in seen:
             raise SourceError(f"document id {document.doc_id!r} is given twice")
         seen.add(document.doc_id)

@@ -28,6 +28,7 @@ from senseindex.errors import (
     ServiceError,
     SettingsError,
     SourceError,
+    StorageError,
     WordNotFound,
 )
 from senseindex.indexer.encoder import (
@@ -109,6 +110,7 @@ __all__ = [
     "ServiceError",
     "SettingsError",
     "SourceError",
+    "StorageError",
     "WordHit",
     "WordNotFound",
     "WordQuery",

@@ -27,6 +27,14 @@ class IndexCorrupted(SenseIndexError):
     """The index files cannot be read, or disagree with each other."""
 
 
+class StorageError(SenseIndexError):
+    """The disk or the operating system refused the index's files: a full disk, no permission, I/O errors.
+
+    Nothing says the index is damaged: its committed documents are in place, and the command can run
+    again once the cause is fixed.
+    """
+
+
 class SchemaMismatch(SenseIndexError):
     """The index was written by a newer (or unknown) version of the on-disk format."""
 

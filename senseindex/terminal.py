@@ -73,6 +73,25 @@ def print_build_summary(summary: senseindex.BuildSummary, index_dir: str, as_jso
         click.echo(f"{len(summary.warnings):,} warnings (above).")
 
 
+def print_delete_summary(summary: senseindex.DeleteSummary, index_dir: str, as_json: bool) -> None:
+    """Print what a delete did, as text or one JSON object."""
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), ensure_ascii=False))
+        return
+    rows = summary.rows
+    click.echo(
+        f"Deleted {rows['documents']:,} documents ({rows['sentences']:,} sentences, {rows['words']:,} words, "
+        f"{rows['passages']:,} passages) from {index_dir}"
+    )
+    if summary.missing:
+        shown = ", ".join(summary.missing[:20]) + (
+            f" and {len(summary.missing) - 20:,} more" if len(summary.missing) > 20 else ""
+        )
+        click.echo(f"Passed over {len(summary.missing):,} ids not in the index: {shown}")
+    for merge in summary.merges:
+        click.echo(f"Merged shards: {merge}")
+
+
 def print_sense_groups(
     word_senses: senseindex.WordSenses, query_sense: int, groups: list[senseindex.SenseGroup], as_json: bool
 ) -> None:

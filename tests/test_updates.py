@@ -173,7 +173,10 @@ def test_deleting_an_unknown_document_is_a_one_line_error_and_deletes_nothing(tm
     senseindex.build_index([str(SAMPLE)], tmp_path / "idx", FLOAT32)
     result = runner.invoke(main, ["delete", "zoo_visit.md", "nope.md", "--index", str(tmp_path / "idx")])
     assert result.exit_code == 1
-    assert result.output == f"Error: no document 'nope.md' in {tmp_path / 'idx'}; nothing was deleted\n"
+    assert result.output == (
+        f"Error: no document 'nope.md' in {tmp_path / 'idx'}; nothing was deleted "
+        "(--missing-ok passes over ids that are not there)\n"
+    )
     assert senseindex.index_info(tmp_path / "idx")["counts"]["documents"] == 13
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from senseindex.errors import IndexBusy, IndexCorrupted, IndexNotFound, SchemaMismatch, SenseIndexError
+from senseindex.indexer.faults import os_failure
 from senseindex.indexer.storage.guards import sqlite_failure
 from senseindex.indexer.storage.schema import (
     DATABASE_FILE,
@@ -38,12 +39,12 @@ def take_lock(folder: Path) -> int:
 
     Raises:
         IndexBusy: another process holds the lock.
-        SenseIndexError: the lock file cannot be created.
+        StorageError: the lock file cannot be created or opened for writing.
     """
     try:
         descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        raise SenseIndexError(f"cannot write to the index in {folder}: {error.strerror}") from error
+        raise os_failure(error, folder / LOCK_FILE, "writing") from error
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

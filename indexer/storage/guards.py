@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from senseindex.errors import IndexBusy, IndexCorrupted, QueryError, SenseIndexError
+from senseindex.errors import IndexBusy, IndexCorrupted, QueryError, SenseIndexError, StorageError
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _SQLITE_INTEGERS = range(-(2**63), 2**63)
@@ -32,10 +33,13 @@ _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 _BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
 # the operating system refused the file: nothing is wrong with the index itself
 _OS_PROBLEMS = {
-    "SQLITE_IOERR": "an I/O error",
-    "SQLITE_CANTOPEN": "the database file cannot be opened",
-    "SQLITE_READONLY": "the database is read-only",
-    "SQLITE_PERM": "permission denied",
+    "SQLITE_IOERR": ("an I/O error", "check the disk, then run the command again"),
+    "SQLITE_CANTOPEN": (
+        "the database file cannot be opened",
+        "check that the folder and its files may be opened by this user",
+    ),
+    "SQLITE_READONLY": ("the database is read-only", "give this user write access to the index folder"),
+    "SQLITE_PERM": ("permission denied", "give this user access to the index folder"),
 }
 
 
@@ -53,7 +57,7 @@ def reading(method: _Method) -> _Method:
 
     A damaged database (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``, or a table or column of ours
     missing) becomes IndexCorrupted ("rebuild it"); a database held by a writer IndexBusy; a full
-    disk or a file the operating system refuses a SenseIndexError that says so, with no rebuild
+    disk or a file the operating system refuses a StorageError that says so, with no rebuild
     advice. Anything else (a bug, such as too many SQL variables) is re-raised as it is. Malformed
     stored JSON, a missing setting and an unreadable vector file raise IndexCorrupted where they are
     read; a caller's bad argument keeps its own error.
@@ -79,7 +83,7 @@ def sqlite_failure(error: sqlite3.DatabaseError, folder: Path) -> Exception:
         folder: the index folder, for the message.
 
     Returns:
-        IndexBusy, IndexCorrupted or a SenseIndexError by the error's cause (see `reading`), or
+        IndexBusy, IndexCorrupted or StorageError by the error's cause (see `reading`), or
         ``error`` itself when it is not about the index (a bug).
     """
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -88,11 +92,46 @@ def sqlite_failure(error: sqlite3.DatabaseError, folder: Path) -> Exception:
         return IndexBusy(f"the index in {folder} stayed locked by a writer ({detail}); try again")
     if code in _DAMAGED or detail.startswith(("no such table", "no such column")):
         return IndexCorrupted(f"the index in {folder} is damaged ({detail[:200]}); rebuild it")
-    if code == "SQLITE_FULL":
-        return SenseIndexError(f"disk full: cannot write the index in {folder} ({detail[:200]})")
+    if code == "SQLITE_FULL" or (code == "SQLITE_IOERR" and out_of_space(folder)):
+        return StorageError(
+            f"no space left on device writing the index in {folder} ({detail[:200]}): free space and "
+            "run the command again; the index keeps every committed document"
+        )
     if code in _OS_PROBLEMS:
-        return SenseIndexError(f"cannot use the index in {folder}: {_OS_PROBLEMS[code]} ({detail[:200]})")
+        problem, advice = _OS_PROBLEMS[code]
+        if code != "SQLITE_IOERR" and read_only_file_system(folder):
+            advice = READ_ONLY_ADVICE
+        return StorageError(f"cannot use the index in {folder}: {problem} ({detail[:200]}); {advice}")
     return error
+
+
+READ_ONLY_ADVICE = (
+    "its file system is read-only: remount it read-write, or copy the index to a writable folder"
+)
+
+
+def out_of_space(path: Path) -> bool:
+    """Whether the file system of ``path`` (or of the nearest folder above it) has less than 1 MiB free.
+
+    SQLite reports a disk that filled up while it grew its shared-memory file as an I/O error.
+    """
+    for place in (path, *path.parents):
+        try:
+            usage = os.statvfs(place)
+        except OSError:
+            continue
+        return usage.f_bavail * usage.f_frsize < 2**20
+    return False
+
+
+def read_only_file_system(path: Path) -> bool:
+    """Whether ``path`` (or the nearest folder above it that exists) is on a read-only file system."""
+    for place in (path, *path.parents):
+        try:
+            return bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        except OSError:
+            continue
+    return False
 
 
 def check_bindable(values: Iterable[Any], what: str, error: type[SenseIndexError] = QueryError) -> None:

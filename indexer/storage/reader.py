@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from senseindex.indexer.storage.schema import (
 )
 from senseindex.indexer.storage.shards import Shard, ShardSet
 from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE
+from senseindex.indexer.validation import decode_stored_metadata
 
 # SQLite binds at most 999 parameters per statement in older builds: lists are sent in chunks.
 _CHUNK_PARAMETERS = 900
@@ -31,6 +31,13 @@ _CHUNK_PARAMETERS = 900
 def _as_is(value: Any) -> Any:
     """Bind a value as given (metadata filter values: text, numbers, booleans)."""
     return value
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    """SQL equality of a stored metadata value and a filter value (None: a missing or null field)."""
+    if wanted is None:
+        return stored is None
+    return not isinstance(stored, (dict, list)) and stored == wanted
 
 
 class IndexReader:
@@ -406,14 +413,23 @@ class IndexReader:
         # Each field's accepted documents are found by chunked queries, so a filter may list any
         # number of values (one statement binds at most a few thousand).
         allowed: set[int] | None = None
+        # metadata SQLite's JSON functions cannot read (NaN, or deeper than they go, stored by earlier
+        # versions) is left out of the SQL and tested here on its defensive reading
+        unreadable = (
+            self.db.execute("select id, metadata from documents where not json_valid(metadata)").fetchall()
+            if metadata
+            else []
+        )
         for key, values in (metadata or {}).items():
             check_bindable(values, f"metadata filter value of {key!r}")
-            path = "$." + json.dumps(key)
+            # a quoted label, as is: json.dumps would escape non-ASCII names, which SQLite reads literally
+            path = f'$."{key}"'
             present = [v for v in values if v is not None]
             passing = {
                 row[0]
                 for row in self._select_in(
-                    "select id from documents where json_extract(metadata, ?) in ({})",
+                    "select id from documents where "
+                    "(case when json_valid(metadata) then json_extract(metadata, ?) end) in ({})",
                     present,
                     kind=_as_is,
                     before=[path],
@@ -423,9 +439,16 @@ class IndexReader:
                 passing.update(
                     row[0]
                     for row in self.db.execute(
-                        "select id from documents where json_extract(metadata, ?) is null", [path]
+                        "select id from documents where "
+                        "(case when json_valid(metadata) then json_extract(metadata, ?) else 0 end) is null",
+                        [path],
                     )
                 )
+            passing.update(
+                row[0]
+                for row in unreadable
+                if any(_same(self._metadata(row[1], row[0]).get(key), value) for value in values)
+            )
             allowed = passing if allowed is None else allowed & passing
         if doc_ids is not None:
             found = self._select_in(
@@ -441,8 +464,14 @@ class IndexReader:
             found = self._select_in("select id, metadata from documents where id in ({})", sorted(allowed))
         return [{"id": row[0], "metadata": self._metadata(row[1], row[0])} for row in found]
 
-    def _metadata(self, text: str | None, document: int) -> Any:
-        return stored_json(text or "{}", f"the metadata of document {document}", self.folder)
+    def _metadata(self, text: str | None, document: int) -> dict[str, Any]:
+        try:
+            return decode_stored_metadata(text)
+        except ValueError as error:
+            raise IndexCorrupted(
+                f"the index in {self.folder} is damaged (the metadata of document {document} is not "
+                "valid JSON); rebuild it"
+            ) from error
 
     @reading
     def rows_of_documents(self, table: str, documents: Sequence[int]) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from senseindex.errors import IndexExists, SenseIndexError
+from senseindex.indexer.faults import storage_error
 from senseindex.indexer.storage import folder as folder_files
 from senseindex.indexer.storage.check import check_store
 from senseindex.indexer.storage.merge import emptied_shards, plan_merges
@@ -102,13 +103,14 @@ class IndexStore(IndexReader):
             )
         target_lock = folder_files.take_lock(folder) if replacing else None
         where = folder_files.staging_folder(folder) if replacing else folder
+        existed = where.exists() and not replacing
         try:
             if replacing and where.exists():
                 shutil.rmtree(where)
             where.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             folder_files.release_lock(target_lock)
-            raise SenseIndexError(f"cannot create an index in {folder}: {error}") from error
+            raise _cannot_create(error, folder) from error
         try:
             lock = folder_files.take_lock(where)
         except SenseIndexError:
@@ -118,9 +120,16 @@ class IndexStore(IndexReader):
             folder_files.create_database(where, settings)
             connection = folder_files.connect(where / DATABASE_FILE, writable=True)
         except (OSError, sqlite3.Error) as error:
+            failure = _cannot_create(error, folder)  # before the cleanup frees what the disk lacked
             folder_files.release_lock(lock)
             folder_files.release_lock(target_lock)
-            raise SenseIndexError(f"cannot create an index in {folder}: {error}") from error
+            # nothing half-made stays behind (a folder that was there before stays, emptied of ours)
+            for leftover in where.iterdir() if existed else ():
+                if folder_files.is_own_leftover(leftover.name) and leftover.is_file():
+                    leftover.unlink(missing_ok=True)
+            if not existed:
+                shutil.rmtree(where, ignore_errors=True)
+            raise failure from error
         store = cls(where, connection)
         store._lock = lock
         store._target = folder if replacing else None
@@ -494,6 +503,13 @@ class IndexStore(IndexReader):
                 "insert into shards (table_name, file, first_id, count, index_type) values (?, ?, ?, ?, ?)",
                 [shard.table, shard.file, shard.first_id, shard.count, shard.index_type],
             )
+
+
+def _cannot_create(error: OSError | sqlite3.Error, folder: Path) -> SenseIndexError:
+    """The error for an index the disk or the operating system would not let be created."""
+    return storage_error(error, folder, "writing") or SenseIndexError(
+        f"cannot create an index in {folder}: {error}"
+    )
 
 
 def _as_tuple(row: Row, columns: tuple[str, ...]) -> tuple[Any, ...]:
