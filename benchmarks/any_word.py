@@ -2,6 +2,7 @@
 
     python benchmarks/any_word.py ../shared/data/prose/war_and_peace.txt [--queries 100]
         [--runs 4:auto,4:SQ8,1:auto,1:SQ8,1:flat] [--work DIR] [--max-lists N]
+        [--measure-only]
 
 1. Builds the novel once with the model (`--index-type flat`, so its word vectors are exact), in
    WORK/novel-flat (kept between runs).
@@ -266,6 +267,11 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="measure the indexes a previous run wrote (complete ones) instead of writing them again",
+    )
+    parser.add_argument(
         "--max-lists",
         type=int,
         help="cap on an auto word table's IVF lists instead of the library's (to compare list counts)",
@@ -302,8 +308,14 @@ def main() -> None:
         copies = int(copies_text)
         lists = f"-max{args.max_lists}" if args.max_lists else ""
         folder = args.work / f"x{copies}-{index_type.replace(',', '_')}{lists}"
-        log(f"writing {copies} cop{'y' if copies == 1 else 'ies'} as {index_type}")
-        seconds = write_copies(novel, folder, index_type, copies)
+        written = (folder / "index.sqlite").exists() and senseindex.index_info(folder)["settings"].get(
+            "status"
+        ) == "complete"
+        if args.measure_only and written:
+            seconds = float("nan")  # written by an earlier run: its write time is in that run's table
+        else:
+            log(f"writing {copies} cop{'y' if copies == 1 else 'ies'} as {index_type}")
+            seconds = write_copies(novel, folder, index_type, copies)
         log(f"measuring {folder}")
         result = measure(folder, queries, vectors, copies)
         rss = serve_memory(folder, queries["prince"])
