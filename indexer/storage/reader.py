@@ -12,6 +12,8 @@ import sqlite_utils
 
 from senseindex.errors import IndexCorrupted, QueryError, SchemaMismatch, SenseIndexError, SourceError
 from senseindex.indexer.storage import folder as folder_files
+from senseindex.indexer.storage.filters import decoded_metadata, filter_documents, select_in
+from senseindex.indexer.storage.function_words import FunctionWords
 from senseindex.indexer.storage.guards import check_bindable, reading, stored_json
 from senseindex.indexer.storage.schema import (
     SCHEMA_VERSION,
@@ -22,22 +24,6 @@ from senseindex.indexer.storage.schema import (
 )
 from senseindex.indexer.storage.shards import Shard, ShardSet
 from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE
-from senseindex.indexer.validation import decode_stored_metadata
-
-# SQLite binds at most 999 parameters per statement in older builds: lists are sent in chunks.
-_CHUNK_PARAMETERS = 900
-
-
-def _as_is(value: Any) -> Any:
-    """Bind a value as given (metadata filter values: text, numbers, booleans)."""
-    return value
-
-
-def _same(stored: Any, wanted: Any) -> bool:
-    """SQL equality of a stored metadata value and a filter value (None: a missing or null field)."""
-    if wanted is None:
-        return stored is None
-    return not isinstance(stored, (dict, list)) and stored == wanted
 
 
 class IndexReader:
@@ -55,6 +41,7 @@ class IndexReader:
         self._opened: dict[str, Any] = {}  # shard indexes an older snapshot opened, by file name
         self._database_identity: tuple[int, int] | None = None
         self._refreshed_state: tuple[folder_files.FileState | None, ...] = ()
+        self._function_words = FunctionWords()  # kept across snapshots: word ids are never reused
         self._load_settings()
 
     @reading
@@ -161,6 +148,7 @@ class IndexReader:
             connection = folder_files.open_database(self.folder, writable=False)
             self.db = sqlite_utils.Database(connection)
             self._shard_sets, self._opened = {}, {}
+            self._function_words = FunctionWords()
         self._database_identity = folder_files.identity(self.folder)
         # taken before the snapshot, so a commit landing in between shows as a change next time
         self._refreshed_state = folder_files.database_state(self.folder)
@@ -265,6 +253,7 @@ class IndexReader:
         k: int,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        function_words: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k sentences, words or passages whose vectors best match a query vector.
 
@@ -274,11 +263,16 @@ class IndexReader:
             k: number of hits.
             allowed: only these rowids (int64), when given.
             excluded: never these rowids (int64), when given: the ``k`` hits are ``k`` others.
+            function_words: False leaves out the occurrences of function words (``words`` only; their
+                rowids are read once per reader and kept up to date with the rows added since).
 
         Returns:
             ``(ids, scores)``: int64 and float32 arrays of up to ``k`` hits, best first.
         """
-        return self.shard_set(table).search(vector, k, allowed, excluded)
+        excluded_rows = None
+        if not function_words and table == "words":
+            excluded_rows = self._function_words.rows(self.db.conn)
+        return self.shard_set(table).search(vector, k, allowed, excluded, excluded_rows)
 
     @reading
     def live_vectors(self, table: str) -> int:
@@ -396,82 +390,20 @@ class IndexReader:
     def filter_documents(
         self, doc_ids: Sequence[str] | None, metadata: dict[str, list[Any]] | None
     ) -> list[dict[str, Any]]:
-        """The documents that pass a filter, found in SQL.
-
-        Args:
-            doc_ids: only these documents, when given.
-            metadata: per metadata field, the values accepted: strings, numbers, booleans or None
-                (SQL equality, so ``true`` also matches ``1``: the caller checks types).
+        """The documents that pass a filter, found in SQL (see `filters.filter_documents`).
 
         Returns:
             ``{"id": rowid, "metadata": parsed metadata}`` per document.
 
         Raises:
-            QueryError: a document id or value SQLite cannot look up (a lone surrogate in the text,
-                an integer beyond 64 bits).
+            QueryError: a document id or value SQLite cannot look up.
         """
-        # Each field's accepted documents are found by chunked queries, so a filter may list any
-        # number of values (one statement binds at most a few thousand).
-        allowed: set[int] | None = None
-        # metadata SQLite's JSON functions cannot read (NaN, or deeper than they go, stored by earlier
-        # versions) is left out of the SQL and tested here on its defensive reading
-        unreadable = (
-            self.db.execute("select id, metadata from documents where not json_valid(metadata)").fetchall()
-            if metadata
-            else []
-        )
-        for key, values in (metadata or {}).items():
-            check_bindable(values, f"metadata filter value of {key!r}")
-            # a quoted label, as is: json.dumps would escape non-ASCII names, which SQLite reads literally
-            path = f'$."{key}"'
-            present = [v for v in values if v is not None]
-            passing = {
-                row[0]
-                for row in self._select_in(
-                    "select id from documents where "
-                    "(case when json_valid(metadata) then json_extract(metadata, ?) end) in ({})",
-                    present,
-                    kind=_as_is,
-                    before=[path],
-                )
-            }
-            if len(present) < len(values):
-                passing.update(
-                    row[0]
-                    for row in self.db.execute(
-                        "select id from documents where "
-                        "(case when json_valid(metadata) then json_extract(metadata, ?) else 0 end) is null",
-                        [path],
-                    )
-                )
-            passing.update(
-                row[0]
-                for row in unreadable
-                if any(_same(self._metadata(row[1], row[0]).get(key), value) for value in values)
-            )
-            allowed = passing if allowed is None else allowed & passing
         if doc_ids is not None:
-            found = self._select_in(
-                "select id, metadata from documents where doc_id in ({})",
-                dict.fromkeys(self._document_ids(doc_ids, QueryError)),
-                kind=str,
-            )
-            if allowed is not None:
-                found = [row for row in found if row[0] in allowed]
-        elif allowed is None:
-            found = self.db.execute("select id, metadata from documents order by id").fetchall()
-        else:
-            found = self._select_in("select id, metadata from documents where id in ({})", sorted(allowed))
-        return [{"id": row[0], "metadata": self._metadata(row[1], row[0])} for row in found]
+            doc_ids = self._document_ids(doc_ids, QueryError)
+        return filter_documents(self.db.conn, self.folder, doc_ids, metadata)
 
     def _metadata(self, text: str | None, document: int) -> dict[str, Any]:
-        try:
-            return decode_stored_metadata(text)
-        except ValueError as error:
-            raise IndexCorrupted(
-                f"the index in {self.folder} is damaged (the metadata of document {document} is not "
-                "valid JSON); rebuild it"
-            ) from error
+        return decoded_metadata(self.folder, text, document)
 
     @reading
     def rows_of_documents(self, table: str, documents: Sequence[int]) -> np.ndarray:
@@ -595,21 +527,5 @@ class IndexReader:
         after: Sequence[Any] = (),
         before: Sequence[Any] = (),
     ) -> list[Any]:
-        """Run ``sql`` over many values, in chunks that stay under SQLite's bound-parameter limit.
-
-        ``sql`` has ``{}`` where the ``in (...)`` placeholders go; the values are rowids, or document ids with
-        ``kind=str``. ``before`` and ``after`` bind the placeholders that come before and after the list. Rows
-        as tuples or dicts, in the order of the chunks.
-        """
-        value_list = [kind(v) for v in values]
-        size = max(1, _CHUNK_PARAMETERS - len(before) - len(after))
-        rows: list[Any] = []
-        for start in range(0, len(value_list), size):
-            chunk = value_list[start : start + size]
-            cursor = self.db.execute(sql.format(",".join("?" * len(chunk))), [*before, *chunk, *after])
-            if as_dicts:
-                names = [d[0] for d in cursor.description]
-                rows += [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-            else:
-                rows += cursor.fetchall()
-        return rows
+        """`select_in` on this reader's snapshot."""
+        return select_in(self.db.conn, sql, values, as_dicts, kind, after, before)

@@ -148,6 +148,7 @@ class ShardedReader:
         k: int,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        function_words: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best-matching rows over all shards (see `IndexReader.search`), with index-wide ids.
 
@@ -162,7 +163,9 @@ class ShardedReader:
             {shard: local for shard, _, local in self._split(excluded)} if excluded is not None else {}
         )
         for shard, local in wanted:
-            ids, scores = self.shards[shard].search(table, vector, k, local, excluded_in.get(shard))
+            ids, scores = self.shards[shard].search(
+                table, vector, k, local, excluded_in.get(shard), function_words
+            )
             found_ids.append(self._global(shard, ids))
             found_scores.append(scores)
         if not found_ids:

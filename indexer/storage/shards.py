@@ -139,6 +139,7 @@ class ShardSet:
         k: int,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        excluded_rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best rowids over every shard.
 
@@ -149,6 +150,8 @@ class ShardSet:
                 selector, so the cost stays that of a search, whatever their number).
             excluded: ``(m,)`` int64 rowids never returned (also through the selector, so the ``k``
                 hits are ``k`` others, not what is left of ``k`` once these are dropped).
+            excluded_rows: ``(m,)`` bool by rowid: True for rows never returned (rows past its end
+                are not excluded). For a standing set too large to pass as rowids at every search.
 
         Returns:
             ``(ids, scores)``: int64 and float32, best first.
@@ -156,21 +159,33 @@ class ShardSet:
         FAISS runs on one thread of the caller's (see `threads`).
         """
         with faiss_threads(SEARCH_THREADS):
-            return self._search(vector, k, allowed, excluded)
+            return self._search(vector, k, allowed, excluded, excluded_rows)
 
     def _search(
-        self, vector: np.ndarray, k: int, allowed: np.ndarray | None, excluded: np.ndarray | None
+        self,
+        vector: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        excluded: np.ndarray | None,
+        excluded_rows: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`search`, with FAISS's threads already set."""
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         all_ids, all_scores = [], []
         coarse = _Coarse(query, k, self._trained_together())
         for shard in self.shards:
-            if allowed is None and (excluded is None or not _any_in(shard, excluded)):
+            if (
+                allowed is None
+                and (excluded is None or not _any_in(shard, excluded))
+                and (
+                    excluded_rows is None
+                    or not excluded_rows[shard.first_id : shard.first_id + shard.count].any()
+                )
+            ):
                 live = self._live.get(shard.file)
                 depth = min(k, self.live_count(shard))
             else:
-                live = self._selection(shard, allowed, excluded)
+                live = self._selection(shard, allowed, excluded, excluded_rows)
                 depth = min(k, shard.count - live[2]) if live else 0
             if depth <= 0:
                 continue
@@ -184,7 +199,11 @@ class ShardSet:
         return ids[order], scores[order]
 
     def _selection(
-        self, shard: Shard, allowed: np.ndarray | None, excluded: np.ndarray | None
+        self,
+        shard: Shard,
+        allowed: np.ndarray | None,
+        excluded: np.ndarray | None,
+        excluded_rows: np.ndarray | None = None,
     ) -> Selection | None:
         """The selector of a shard's allowed, not excluded, undeleted vectors (None: no vector left).
 
@@ -202,6 +221,9 @@ class ShardSet:
             mask[local] = True
         if excluded is not None:
             mask[_local_ids(shard, excluded)] = False
+        if excluded_rows is not None:
+            part = excluded_rows[shard.first_id : shard.first_id + shard.count]
+            mask[: len(part)] &= ~part
         if shard.file in self._live:
             mask &= np.unpackbits(self._live[shard.file][0], count=shard.count, bitorder="little").astype(
                 bool
