@@ -138,7 +138,8 @@ class LemmaHit:
     Attributes:
         lemma: the lemma.
         score: the best occurrence's cosine similarity to the query word.
-        occurrences: how many of its occurrences were among the nearest word vectors searched.
+        occurrences: how many of its occurrences were among the hits of the search that found it
+            (the nearest ``max(200, 50 k)`` occurrences of words not found before).
         best: the best-matching occurrence.
     """
 

@@ -100,6 +100,11 @@ def search_other_words(state: IndexState, query: WordQuery, k: int) -> list[Lemm
 def rank_other_lemmas(store: ReadableIndex, vector: np.ndarray, own_lemma: str, k: int) -> list[LemmaHit]:
     """The lemmas other than ``own_lemma`` whose occurrences lie nearest to a vector (under a snapshot).
 
+    Searches in rounds of the nearest ``max(200, 50 k)`` occurrences, leaving out the query's own
+    lemma and function words. Each round also leaves out every occurrence of the lemmas found so
+    far, so it finds only new lemmas, and those score no higher than the ones found before: the
+    lemmas come out in the order of their best occurrences, as one exhaustive search would rank them.
+
     Args:
         store: the store of the snapshot held.
         vector: ``(word_dimension,)`` float32.
@@ -107,31 +112,41 @@ def rank_other_lemmas(store: ReadableIndex, vector: np.ndarray, own_lemma: str, 
         k: number of lemmas.
 
     Returns:
-        Up to ``k`` lemmas (stop-words left out), each with its nearest occurrence, best first.
+        Up to ``k`` lemmas (stop-words left out), each with its nearest occurrence and the number of
+        its occurrences among the hits of the round that found it, best first.
     """
     depth = max(200, 50 * k)
-    # The query's own word fills the nearest occurrences of its context (a frequent word's thousands
-    # of them), function words the next ones: left out in the search itself, one search of `depth`
-    # usually finds k other lemmas.
-    own_ids = store.word_ids_of_lemma(own_lemma)
-    searchable = store.live_vectors("words") - len(own_ids)
-    lemmas: dict[int, tuple[str, str]] = {}  # read once per id, however deep the search goes
-    while True:
-        ids, scores = store.search("words", vector, depth, excluded=own_ids, function_words=False)
-        lemmas.update(store.word_lemmas([i for i in ids.tolist() if i not in lemmas]))
-        by_lemma: dict[str, list[tuple[int, float]]] = {}
+    # The query's own word fills the nearest occurrences of its context (a frequent word's
+    # thousands of them), function words and a few frequent neighbours the next ones: all are left
+    # out in the search itself, through the selector that skips deleted rows.
+    excluded = [store.word_ids_of_lemma(own_lemma)]
+    found: dict[str, list[tuple[int, float]]] = {}
+    while len(found) < k:
+        ids, scores = store.search(
+            "words", vector, depth, excluded=np.concatenate(excluded), function_words=False
+        )
+        if not len(ids):
+            break  # every occurrence is left out or searched
+        lemmas = store.word_lemmas(ids.tolist())
+        seen: dict[str, list[tuple[int, float]]] = {}
         for word_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
-            lemma, form = lemmas[word_id]
-            # Function words sit next to the target and share its context, but are never
-            # "another word for" it.
-            if lemma != own_lemma and not is_stopword(form.lower()):
-                by_lemma.setdefault(lemma, []).append((word_id, score))
-        # Search deeper until k other lemmas turn up or the whole index has been seen (an inverted
-        # file may return fewer than asked for from the lists it probes: a deeper search probes more).
-        if len(by_lemma) >= k or depth >= searchable:
-            break
-        depth *= 4
-    ranked = sorted(by_lemma.items(), key=lambda item: -item[1][0][1])[:k]
+            seen.setdefault(lemmas[word_id][0], []).append((word_id, score))
+        before = len(excluded)
+        for lemma, hits in seen.items():
+            # A function word's form under a content lemma (kept in the search) is never "another
+            # word for" the target.
+            if lemma != own_lemma and not is_stopword(lemmas[hits[0][0]][1].lower()):
+                found[lemma] = hits
+            occurrences = store.word_ids_of_lemma(lemma)
+            if len(occurrences):
+                excluded.append(occurrences)
+        if len(excluded) == before:
+            break  # hits whose rows are gone (never, under one snapshot): nothing more to leave out
+        if len(ids) < depth:
+            # an inverted file returns fewer than asked when the lists it probes run out of vectors
+            # not left out: asking for more probes more lists
+            depth *= 4
+    ranked = sorted(found.items(), key=lambda item: -item[1][0][1])[:k]
     best = word_hits(
         store,
         np.asarray([hits[0][0] for _, hits in ranked], dtype=np.int64),
