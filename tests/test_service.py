@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -61,6 +64,10 @@ def guarded_server(sample_index_dir, tmp_path_factory):
         "3",
         "--max-body-mb",
         "0.01",
+        "--allowed-host",
+        "search.internal",
+        "--max-connections",
+        "4",
         token=TOKEN,
     )
     yield running
@@ -588,3 +595,113 @@ def test_a_signal_stops_the_server_cleanly_while_it_answers(sample_index_dir, st
     answered = [status for status in statuses if status != "closed"]
     assert len(answered) > 20 and set(answered) == {200}  # every answer given was a full answer
     assert not any("Traceback" in line for line in running.log), "".join(running.log)
+
+
+# ------------------------------------------------------------------------------- security defaults
+
+
+def test_an_empty_token_variable_is_refused(sample_index_dir):
+    # a secret that failed to load leaves the variable set but empty: the server must not start open
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "SENSEINDEX_TOKEN": ""}
+    command = [sys.executable, "-m", "senseindex.cli", "serve", "--index", str(sample_index_dir)]
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--backend", "torch", "--quiet"],
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first_line = process.stderr.readline()  # "Serving ..." from a server that started
+        assert "SENSEINDEX_TOKEN is set but empty" in first_line, first_line
+        assert process.wait(timeout=60) == 1
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_foreign_host_header_is_refused(server, guarded_server):
+    port = server.url.rsplit(":", 1)[1]
+    count = server.client.get("/info").json()["counts"]["documents"]
+    for host in (
+        "rebound.example",
+        f"rebound.example:{port}",
+        "127.0.0.1.rebound.example",
+        "search.internal",
+    ):
+        assert "Host" in _error(server.client.get("/health", headers={"Host": host}), 400)
+        refused = server.client.post(
+            "/documents", json={"documents": [{"id": "rebound", "text": "Planted."}]}, headers={"Host": host}
+        )
+        _error(refused, 400)
+    assert server.client.get("/info").json()["counts"]["documents"] == count  # nothing was stored
+    for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        assert server.client.get("/health", headers={"Host": host}).status_code == 200, host
+    # --allowed-host adds a name
+    assert guarded_server.client.get("/info", headers={"Host": "search.internal:8080"}).status_code == 200
+    _error(guarded_server.client.get("/info", headers={"Host": "search.external"}), 400)
+
+
+def _address(running: Server) -> tuple[str, int]:
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (the timeout only guards a hang)."""
+    sock.settimeout(60)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.fixture(scope="module")
+def impatient_server(sample_index_dir):
+    """A server with one-second read and idle timeouts."""
+    running = Server(sample_index_dir, "--read-timeout", "1", "--keep-alive-timeout", "1")
+    yield running
+    running.stop()
+
+
+def test_a_slow_request_is_cut_off_by_the_read_timeout(impatient_server):
+    address = _address(impatient_server)
+    headers = b"POST /search/sentences HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    for sent in (
+        headers + b"Content-Length: 100\r\n\r\n" + b'{"text": "a her',  # the body stops
+        headers + b"Content-Len",  # the headers stop
+    ):
+        with socket.create_connection(address) as sock:
+            sock.sendall(sent)
+            answer = _read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 408
+    assert impatient_server.post("/search/sentences", {"text": "a heron", "k": 1}).status_code == 200
+
+
+def test_idle_connections_are_closed(impatient_server):
+    address = _address(impatient_server)
+    with socket.create_connection(address) as sock:  # never sends a request
+        assert _read_until_closed(sock) == b""
+    with socket.create_connection(address) as sock:  # idle after an answer
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
+
+
+def test_connections_beyond_the_limit_are_refused(guarded_server):
+    address = _address(guarded_server)
+    held = [socket.create_connection(address) for _ in range(5)]  # the limit is 4
+    try:
+        answer = _read_until_closed(held[-1])
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert "limit of 4 connections" in json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"]
+    finally:
+        for sock in held:
+            sock.close()
+    assert guarded_server.client.get("/health").status_code == 200
+
+
+def test_the_index_path_is_told_only_behind_the_token(server, guarded_server, served_dir):
+    assert "path" not in server.client.get("/info").json()
+    assert str(served_dir.name) not in server.client.get("/info").text
+    assert guarded_server.client.get("/info").json()["path"].endswith("served.idx")

@@ -9,9 +9,9 @@ the model's own copy of the work, so queries and ``GET /health`` keep answering 
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from senseindex._version import __version__
 from senseindex.errors import (
@@ -38,6 +37,15 @@ from senseindex.errors import (
 from senseindex.search import SenseIndex
 from senseindex.search.index import DEFAULT_DOCUMENT_SCORING
 from senseindex.service.limits import API_VERSION, ServiceLimits
+from senseindex.service.middleware import (
+    TOKEN_REQUIRED,
+    BodyLimit,
+    HostGuard,
+    RequestContext,
+    TokenGuard,
+    error_response,
+    same_token,
+)
 
 _Result = TypeVar("_Result")
 _BEARER = HTTPBearer(auto_error=False, description="The token given to senseindex serve --token.")
@@ -66,12 +74,6 @@ _STATUS_OF_ERROR: list[tuple[type[SenseIndexError], int]] = [
 def status_of(error: SenseIndexError) -> int:
     """The HTTP status that answers a library error (500: the index or the model is at fault)."""
     return next((status for kind, status in _STATUS_OF_ERROR if isinstance(error, kind)), 500)
-
-
-def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"status": status, "message": message}}, status_code=status, headers=headers
-    )
 
 
 # ------------------------------------------------------------------------------------ request bodies
@@ -152,13 +154,21 @@ class Documents(_Body):
 # ------------------------------------------------------------------------------------- the application
 
 
-def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimits | None = None) -> FastAPI:
+def create_app(
+    index: SenseIndex,
+    token: str | None = None,
+    limits: ServiceLimits | None = None,
+    allowed_hosts: Sequence[str] = ("*",),
+    access_log: bool = False,
+) -> FastAPI:
     """The service for an opened index.
 
     Args:
         index: the index to serve (the caller opens and closes it).
         token: when set, every endpoint but ``GET /health`` requires ``Authorization: Bearer TOKEN``.
         limits: what one request may ask for.
+        allowed_hosts: the names the Host header may give (without ports); ``*`` allows any.
+        access_log: log one line per answered request (logger ``senseindex.service``).
 
     Returns:
         The ASGI application.
@@ -174,9 +184,13 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
-    if token is not None:  # added last, so it runs first: no body is read for a request without it
-        app.add_middleware(_TokenGuard, token=token, open_paths=("/health",))
+    # the last added runs first: the request id, then the Host, then the token, then the body size
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if token is not None:  # no body is read for a request without it
+        app.add_middleware(TokenGuard, token=token, open_paths=("/health",))
+    app.add_middleware(HostGuard, allowed=allowed_hosts)
+    app.add_middleware(RequestContext, access_log=access_log)
+    hide_path = _path_hider(index.path)
     queries = anyio.CapacityLimiter(32)
     writes = anyio.CapacityLimiter(1)
     writing = {"count": 0}
@@ -186,8 +200,8 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     ) -> None:
         if token is None:
             return
-        if credentials is None or not _same_token(credentials.credentials, token):
-            raise Refused(401, _TOKEN_REQUIRED)
+        if credentials is None or not same_token(credentials.credentials, token):
+            raise Refused(401, TOKEN_REQUIRED)
 
     guarded = [Depends(require_token)]
 
@@ -215,29 +229,25 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     @app.exception_handler(Refused)
     async def _service_error(request: Request, error: Refused) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return _error_response(error.status, error.message, headers)
+        return error_response(error.status, error.message, headers)
 
     @app.exception_handler(SenseIndexError)
     async def _library_error(request: Request, error: SenseIndexError) -> JSONResponse:
-        return _error_response(status_of(error), str(error))
+        return error_response(status_of(error), hide_path(str(error)))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, error: RequestValidationError) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
         if request.method in ("POST", "PUT") and not content_type.startswith("application/json"):
             # (not parsed without it: a browser page cannot send JSON elsewhere without asking first)
-            return _error_response(
+            return error_response(
                 400, "send the request body as JSON, with the header 'Content-Type: application/json'"
             )
-        return _error_response(400, _describe_validation_error(error))
+        return error_response(400, _describe_validation_error(error))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        return _error_response(500, f"internal error: {type(error).__name__}: {error}"[:500])
+        return error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
 
     @app.get("/health", summary="Is the service up (no token needed)")
     async def health() -> dict[str, Any]:
@@ -246,6 +256,9 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     @app.get("/info", dependencies=guarded, summary="Index settings, counts and model")
     async def info() -> dict[str, Any]:
         described = await run_query(index.info)
+        if token is None:  # where the index lies is told only to those who hold the token
+            described.pop("path", None)
+            described = _walk_strings(described, hide_path)
         return {
             "api_version": API_VERSION,
             "senseindex_version": __version__,
@@ -381,83 +394,24 @@ def _describe_validation_error(error: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid')}{more}"
 
 
-_TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
+def _path_hider(folder: Path) -> Callable[[str], str]:
+    """A function that takes the index folder's path out of a message (files in it keep their names)."""
+    spellings = sorted({str(folder), str(folder.resolve()), str(folder.absolute())}, key=len, reverse=True)
+
+    def hide(message: str) -> str:
+        for spelling in spellings:
+            message = message.replace(spelling + "/", "").replace(spelling, "the index folder")
+        return message
+
+    return hide
 
 
-def _same_token(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
-
-
-class _TokenGuard:
-    """Refuses a request without the bearer token (401) before anything reads its body.
-
-    The endpoints check it again, which also puts the scheme in the OpenAPI description.
-    """
-
-    def __init__(self, app: ASGIApp, token: str, open_paths: tuple[str, ...]) -> None:
-        self.app = app
-        self.token = token
-        self.open_paths = open_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.open_paths:
-            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not _same_token(given.strip(), self.token):
-                response = _error_response(401, _TOKEN_REQUIRED, {"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class _BodyTooLarge(StarletteHTTPException):
-    """Raised while the body streams in; an HTTP exception, so the body parser passes it on."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"the request body is over the limit of {max_bytes:,} bytes")
-
-
-class _BodyLimit:
-    """Refuses request bodies over a size with 413 before anything parses them.
-
-    The size is judged by their Content-Length or while they stream in.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        received = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = _error_response(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
-        await response(scope, receive, send)
+def _walk_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """A JSON-like value with ``change`` applied to every string in it."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {key: _walk_strings(item, change) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_walk_strings(item, change) for item in value]
+    return value
