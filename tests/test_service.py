@@ -705,3 +705,74 @@ def test_the_index_path_is_told_only_behind_the_token(server, guarded_server, se
     assert "path" not in server.client.get("/info").json()
     assert str(served_dir.name) not in server.client.get("/info").text
     assert guarded_server.client.get("/info").json()["path"].endswith("served.idx")
+
+
+def _exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send one HTTP/1.1 request on an open connection and read its answer (status, headers, body)."""
+    sock.sendall(request)
+    sock.settimeout(60)  # a guard against a hang only
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed: {received!r}"
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed mid-answer"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_an_unexpected_error_is_a_500_in_user_terms_that_keeps_the_connection(
+    sample_index_dir, tmp_path, caplog
+):
+    import uvicorn
+
+    from senseindex.service import create_app
+
+    index = senseindex.open_index(_copy_index(sample_index_dir, tmp_path), backend="torch")
+    app = create_app(index, allowed_hosts=["127.0.0.1"], access_log=True)
+    listener = socket.create_server(("127.0.0.1", 0))  # listening: a client waits in its backlog
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        index.close()  # the database connection is gone: every query now fails inside
+        body = json.dumps({"text": "a heron", "k": 1}).encode()
+        search = (
+            b"POST /search/sentences HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"X-Request-Id: failing-query-1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        with socket.create_connection(listener.getsockname()) as sock:
+            status, headers, answer = _exchange(sock, search)
+            assert status == 500 and headers["x-request-id"] == "failing-query-1"
+            message = json.loads(answer)["error"]["message"]
+            assert "failing-query-1" in message and "log" in message
+            assert "Error" not in message and "database" not in message and "\n" not in message
+            # the same connection answers the next request
+            status, headers, answer = _exchange(sock, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert status == 200 and headers["x-request-id"] != "failing-query-1"
+        # the log has the details, under the request's id
+        failures = [r for r in caplog.records if getattr(r, "request_id", None) == "failing-query-1"]
+        assert any(r.exc_info for r in failures)
+        assert any(getattr(r, "status", None) == 500 for r in failures)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        listener.close()
+
+
+def test_every_answer_has_a_request_id(server):
+    given = server.client.get("/health", headers={"X-Request-Id": "abc-123"})
+    assert given.headers["X-Request-Id"] == "abc-123"
+    made = {server.client.get("/health").headers["X-Request-Id"] for _ in range(3)}
+    assert len(made) == 3 and all(len(made_id) >= 16 for made_id in made)
+    refused = server.client.get("/health", headers={"X-Request-Id": "no spaces\tor tabs"})
+    assert refused.headers["X-Request-Id"] != "no spaces\tor tabs"
+    assert (
+        _error(server.client.get("/no/such/endpoint"), 404)
+        and "X-Request-Id" in server.client.get("/no/such/endpoint").headers
+    )

@@ -9,6 +9,7 @@ the model's own copy of the work, so queries and ``GET /health`` keep answering 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +19,7 @@ import anyio
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,6 +36,7 @@ from senseindex.errors import (
     WordNotFound,
 )
 from senseindex.search import SenseIndex
+from senseindex.search.hits import EmbeddedSentence
 from senseindex.search.index import DEFAULT_DOCUMENT_SCORING
 from senseindex.service.limits import API_VERSION, ServiceLimits
 from senseindex.service.middleware import (
@@ -333,7 +335,7 @@ def create_app(
         return found.to_dict(assignments=assignments)
 
     @app.post("/embed", dependencies=guarded, summary="Word and sentence vectors of texts")
-    async def embed(body: Embed) -> dict[str, Any]:
+    async def embed(body: Embed) -> Response:
         check_batch(len(body.texts), "texts")
         total = sum(len(text) for text in body.texts)
         if total > limits.max_text_characters:
@@ -342,13 +344,10 @@ def create_app(
                 f"the texts to embed have {total:,} characters; the limit is {limits.max_text_characters:,}",
             )
         embedded = await run_query(lambda: index.embed_texts(body.texts))
-        return {
-            "granularity": body.granularity,
-            "texts": [
-                {"sentences": [_sentence_dict(s.to_dict(), body.granularity) for s in sentences]}
-                for sentences in embedded
-            ],
-        }
+        # ~36 MB of JSON at the limit: written off the event loop, a sentence at a time, so that
+        # other requests are answered meanwhile (one call of the JSON encoder holds every thread)
+        content = await anyio.to_thread.run_sync(_embed_json, embedded, body.granularity, limiter=queries)
+        return Response(content, media_type="application/json")
 
     @app.post("/documents", dependencies=guarded, summary="Add documents, or replace those with the same id")
     async def add_documents(body: Documents) -> dict[str, Any]:
@@ -371,6 +370,19 @@ def create_app(
         return summary.to_dict()
 
     return app
+
+
+def _embed_json(embedded: list[list[EmbeddedSentence]], granularity: str) -> bytes:
+    """The answer of ``/embed`` as JSON, encoded a sentence at a time."""
+    texts = []
+    for sentences in embedded:
+        parts = [_dumps(_sentence_dict(sentence.to_dict(), granularity)) for sentence in sentences]
+        texts.append(b'{"sentences":[' + b",".join(parts) + b"]}")
+    return b'{"granularity":' + _dumps(granularity) + b',"texts":[' + b",".join(texts) + b"]}"
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _sentence_dict(sentence: dict[str, Any], granularity: str) -> dict[str, Any]:
