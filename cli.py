@@ -670,6 +670,13 @@ _DEFAULT_LIMITS = ServiceLimits()
     show_default=True,
     help="Most connections open at once; beyond it a new one is answered 503 and closed.",
 )
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="A web origin (https://app.example) whose pages may call the service from a browser; "
+    "repeatable; '*' allows any. None by default.",
+)
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 @BACKEND_OPTION
 @DEVICE_OPTION
@@ -697,6 +704,7 @@ def serve_command(
     read_timeout: float,
     keep_alive_timeout: float,
     max_connections: int,
+    cors_origins: tuple[str, ...],
     model: str | None,
     backend: str,
     device: str,
@@ -707,8 +715,9 @@ def serve_command(
     """Serve an index over HTTP: JSON search, embedding and document endpoints.
 
     Loads the model and the index once, then answers until Ctrl+C. Endpoints: POST /search/sentences,
-    /search/words, /search/documents, /embed, /documents; DELETE /documents/ID; GET /senses/WORD,
-    /health, /info, /openapi.json. Errors are JSON with a status and a message.
+    /search/words, /search/documents, /embed, /documents; GET and DELETE /documents/ID; GET
+    /senses/WORD, /health, /ready, /info, /metrics, /openapi.json. Errors are JSON with a status and
+    a message; every answer carries an X-Request-Id.
 
     \b
     Example:
@@ -755,6 +764,7 @@ def serve_command(
         device=device,
         allowed_hosts=allowed_hosts,
         log_format=log_format,
+        cors_origins=cors_origins,
     )
 
 

@@ -42,7 +42,8 @@ class Server:
             self.process.kill()
             raise RuntimeError(f"the server did not start: {''.join(self.log)}{self.process.stderr.read()}")
         # keep reading its stderr, so a chatty server never blocks on a full pipe
-        threading.Thread(target=lambda: self.log.extend(self.process.stderr), daemon=True).start()
+        self._reader = threading.Thread(target=lambda: self.log.extend(self.process.stderr), daemon=True)
+        self._reader.start()
         self.url = line.split(" at ")[1].split(" ")[0]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=120)
@@ -57,3 +58,4 @@ class Server:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self._reader.join(timeout=30)  # the whole log is read once the process has ended

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
@@ -733,6 +734,7 @@ def test_an_unexpected_error_is_a_500_in_user_terms_that_keeps_the_connection(
 
     from senseindex.service import create_app
 
+    caplog.set_level(logging.INFO, logger="senseindex.service")
     index = senseindex.open_index(_copy_index(sample_index_dir, tmp_path), backend="torch")
     app = create_app(index, allowed_hosts=["127.0.0.1"], access_log=True)
     listener = socket.create_server(("127.0.0.1", 0))  # listening: a client waits in its backlog
@@ -776,3 +778,99 @@ def test_every_answer_has_a_request_id(server):
         _error(server.client.get("/no/such/endpoint"), 404)
         and "X-Request-Id" in server.client.get("/no/such/endpoint").headers
     )
+
+
+@pytest.mark.slow  # embeds 12,000 characters
+def test_queries_are_answered_while_a_big_embed_runs(server):
+    sentences = [
+        "The heron stood still in the shallow water.",
+        "Interest rates rose again at the bank.",
+        "A crane lifted steel beams onto the roof.",
+        "Children watched the penguins at feeding time.",
+    ]
+    text = " ".join(sentences[i % 4] for i in range(300))[:12_000]
+    embedded: dict[str, float] = {}
+
+    def embed() -> None:
+        with httpx.Client(base_url=server.url, timeout=600) as client:
+            started = time.perf_counter()
+            assert client.post("/embed", json={"texts": [text]}).status_code == 200
+            embedded["seconds"] = time.perf_counter() - started
+
+    embedder = threading.Thread(target=embed)
+    embedder.start()
+    latencies = []
+    while embedder.is_alive():  # searches one after another until the embedding is done
+        started = time.perf_counter()
+        assert server.post("/search/sentences", {"text": "a heron", "k": 3}).status_code == 200
+        latencies.append(time.perf_counter() - started)
+    embedder.join()
+    # run as one piece, the embedding held every query for its whole duration; in slices, queries
+    # wait for a slice at most (the bound is relative: a loaded machine slows both alike)
+    assert len(latencies) >= 5, (latencies, embedded)
+    assert max(latencies) < 0.25 * embedded["seconds"], (latencies, embedded)
+
+
+# --------------------------------------------------------------------------- what a service offers
+
+
+def test_health_ready_metrics_and_documents(guarded_server, reference):
+    anonymous = httpx.Client(base_url=guarded_server.url, timeout=60)
+    try:
+        head = anonymous.head("/health")
+        assert head.status_code == 200 and head.content == b""
+        assert anonymous.get("/ready").json() == {"status": "ready"}  # no token needed
+        _error(anonymous.get("/metrics"), 401)
+        _error(anonymous.get("/documents/zoo_visit.md"), 401)
+    finally:
+        anonymous.close()
+    document = guarded_server.client.get("/documents/zoo_visit.md").json()
+    assert document == json.loads(json.dumps(reference.get_document("zoo_visit.md")))
+    assert "zoo" in document["text"].lower() and document["id"] == "zoo_visit.md"
+    assert "no document" in _error(guarded_server.client.get("/documents/not-there.md"), 404)
+    guarded_server.post("/search/sentences", {"text": "bank", "k": 1})
+    metrics = guarded_server.client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    lines = metrics.text.splitlines()
+    counted = [line for line in lines if line.startswith("senseindex_http_requests_total{")]
+    assert any('route="/search/sentences"' in line and 'status="200"' in line for line in counted), counted
+    assert any(line.startswith("senseindex_http_request_duration_seconds_bucket{") for line in lines)
+    assert any(line.startswith("senseindex_model_runs ") for line in lines)
+
+
+def test_json_log_request_ids_and_cors(sample_index_dir):
+    running = Server(
+        sample_index_dir, "--log-format", "json", "--cors-origin", "https://app.example", quiet=False
+    )
+    try:
+        answer = running.client.get("/health", headers={"X-Request-Id": "trace-42"})
+        assert answer.headers["X-Request-Id"] == "trace-42"
+        made = running.post("/search/sentences", {"text": "a heron", "k": 1}).headers["X-Request-Id"]
+        allowed = {"Origin": "https://app.example"}
+        preflight = running.client.options(
+            "/search/sentences",
+            headers={
+                **allowed,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert running.client.get("/health", headers=allowed).headers["Access-Control-Allow-Origin"] == (
+            "https://app.example"
+        )
+        other = running.client.get("/health", headers={"Origin": "https://elsewhere.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+    finally:
+        running.stop()
+    lines = [json.loads(line) for line in running.log if line.startswith("{")]
+    assert len(lines) == len([line for line in running.log if line.strip()]), running.log  # all JSON
+    requests = {line.get("request_id"): line for line in lines if "status" in line}
+    assert requests["trace-42"]["path"] == "/health" and requests["trace-42"]["status"] == 200
+    assert requests[made]["method"] == "POST" and requests[made]["duration_ms"] > 0
+
+
+def test_no_cors_unless_asked(server):
+    answer = server.client.get("/health", headers={"Origin": "https://app.example"})
+    assert answer.status_code == 200 and "Access-Control-Allow-Origin" not in answer.headers

@@ -44,6 +44,7 @@ def serve_index(
     device: str = "auto",
     allowed_hosts: Sequence[str] = (),
     log_format: str = "text",
+    cors_origins: Sequence[str] = (),
 ) -> None:
     """Serve an index over HTTP until interrupted (Ctrl+C or SIGTERM).
 
@@ -66,6 +67,7 @@ def serve_index(
         allowed_hosts: names the Host header may give besides ``host`` and this machine's loopback
             names (``localhost``, ``127.0.0.1``, ``::1``); ``*`` allows any. Any other is answered 400.
         log_format: ``text`` or ``json`` (one object per line).
+        cors_origins: web origins whose pages may call the service (CORS; ``*``: any); none by default.
 
     Raises:
         ServiceError: the address cannot be listened on.
@@ -97,6 +99,7 @@ def serve_index(
     except BaseException:
         listener.close()
         raise
+    serving = threading.Event()  # the model's loop runs: queries are answered
     try:
         app = create_app(
             index,
@@ -104,6 +107,8 @@ def serve_index(
             limits=limits,
             allowed_hosts=default_allowed_hosts(host, allowed_hosts),
             access_log=access_log,
+            cors_origins=cors_origins,
+            ready=lambda: serving.is_set() and not server.should_exit,
         )
         level = "info" if access_log else "warning"
         config = uvicorn.Config(
@@ -119,7 +124,11 @@ def serve_index(
         bound_host, bound_port = listener.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         _run_with_model_on_this_thread(
-            server, listener, index, lambda: on_ready and on_ready(f"http://{shown}:{bound_port}")
+            server,
+            listener,
+            index,
+            lambda: on_ready and on_ready(f"http://{shown}:{bound_port}"),
+            serving,
         )
     finally:
         index.close()
@@ -150,7 +159,11 @@ def default_allowed_hosts(host: str, allowed: Sequence[str] = ()) -> list[str]:
 
 
 def _run_with_model_on_this_thread(
-    server: Any, listener: socket.socket, index: SenseIndex, announce: Callable[[], object]
+    server: Any,
+    listener: socket.socket,
+    index: SenseIndex,
+    announce: Callable[[], object],
+    serving: threading.Event,
 ) -> None:
     """Run the HTTP server on a thread of its own and the model's query work on this (the main) thread.
 
@@ -185,6 +198,7 @@ def _run_with_model_on_this_thread(
             pass
         if server.started:
             announce()
+            serving.set()
             index.serve_model(stopped)
         thread.join(timeout=60)
     finally:

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from senseindex._version import __version__
 from senseindex.errors import (
@@ -39,7 +40,9 @@ from senseindex.search import SenseIndex
 from senseindex.search.hits import EmbeddedSentence
 from senseindex.search.index import DEFAULT_DOCUMENT_SCORING
 from senseindex.service.limits import API_VERSION, ServiceLimits
+from senseindex.service.metrics import ServiceMetrics
 from senseindex.service.middleware import (
+    REQUEST_ID_HEADER,
     TOKEN_REQUIRED,
     BodyLimit,
     HostGuard,
@@ -50,6 +53,8 @@ from senseindex.service.middleware import (
 )
 
 _Result = TypeVar("_Result")
+OPEN_PATHS = ("/health", "/ready")
+"""Paths served without the token."""
 _BEARER = HTTPBearer(auto_error=False, description="The token given to senseindex serve --token.")
 
 
@@ -162,6 +167,8 @@ def create_app(
     limits: ServiceLimits | None = None,
     allowed_hosts: Sequence[str] = ("*",),
     access_log: bool = False,
+    cors_origins: Sequence[str] = (),
+    ready: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The service for an opened index.
 
@@ -171,6 +178,8 @@ def create_app(
         limits: what one request may ask for.
         allowed_hosts: the names the Host header may give (without ports); ``*`` allows any.
         access_log: log one line per answered request (logger ``senseindex.service``).
+        cors_origins: web origins whose pages may call the service (``*``: any); none by default.
+        ready: tells whether the service can answer queries (``GET /ready``); by default it can.
 
     Returns:
         The ASGI application.
@@ -186,16 +195,26 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    # the last added runs first: the request id, then the Host, then the token, then the body size
+    writing = {"count": 0}
+    metrics = ServiceMetrics(index.query_batching, lambda: writing["count"])
+    # the last added runs first: the request id, the Host, CORS, the token, then the body size
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if token is not None:  # no body is read for a request without it
-        app.add_middleware(TokenGuard, token=token, open_paths=("/health",))
+        app.add_middleware(TokenGuard, token=token, open_paths=OPEN_PATHS)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER],
+            max_age=600,
+        )
     app.add_middleware(HostGuard, allowed=allowed_hosts)
-    app.add_middleware(RequestContext, access_log=access_log)
+    app.add_middleware(RequestContext, access_log=access_log, observe=metrics.observe)
     hide_path = _path_hider(index.path)
     queries = anyio.CapacityLimiter(32)
     writes = anyio.CapacityLimiter(1)
-    writing = {"count": 0}
 
     def require_token(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
@@ -251,9 +270,20 @@ def create_app(
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
 
-    @app.get("/health", summary="Is the service up (no token needed)")
+    @app.api_route("/health", methods=["GET", "HEAD"], summary="Is the service up (no token needed)")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "writing": writing["count"] > 0}
+
+    @app.get("/ready", summary="Can it answer queries: index open, model loaded (no token needed)")
+    async def is_ready() -> JSONResponse:
+        if ready is not None and not ready():
+            return error_response(503, "the service is not ready: starting or stopping")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", dependencies=guarded, summary="Requests, latencies and model runs (Prometheus)")
+    async def metrics_page() -> Response:
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
 
     @app.get("/info", dependencies=guarded, summary="Index settings, counts and model")
     async def info() -> dict[str, Any]:
@@ -359,6 +389,10 @@ def create_app(
         finally:
             writing["count"] -= 1
         return summary.to_dict()
+
+    @app.get("/documents/{doc_id:path}", dependencies=guarded, summary="A stored document")
+    async def get_document(doc_id: str) -> dict[str, Any]:
+        return await run_query(lambda: index.get_document(doc_id))
 
     @app.delete("/documents/{doc_id:path}", dependencies=guarded, summary="Delete a document")
     async def delete_document(doc_id: str) -> dict[str, Any]:
