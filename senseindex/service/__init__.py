@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -100,6 +101,9 @@ def serve_index(
         listener.close()
         raise
     serving = threading.Event()  # the model's loop runs: queries are answered
+    # Python hands its interpreter lock to a waiting thread only every 5 ms by default; the model's
+    # thread waits for it between layers, so beside a long /embed's encoding a query took seconds
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         app = create_app(
             index,
@@ -134,6 +138,9 @@ def serve_index(
         index.close()
         listener.close()
 
+
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold Python's interpreter lock while another waits for it, in the service."""
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _ANY_ADDRESS = ("", "0.0.0.0", "::")

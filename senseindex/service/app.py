@@ -10,6 +10,7 @@ the model's own copy of the work, so queries and ``GET /health`` keep answering 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -51,6 +52,7 @@ from senseindex.service.middleware import (
     error_response,
     same_token,
 )
+from senseindex.service.openapi import service_openapi
 
 _Result = TypeVar("_Result")
 OPEN_PATHS = ("/health", "/ready")
@@ -87,7 +89,8 @@ def status_of(error: SenseIndexError) -> int:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "k": "3" and "k": true are refused, not taken for 3 and 1
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SentenceFilters(_Body):
@@ -303,9 +306,13 @@ def create_app(
             **described,
         }
 
+    described: dict[str, Any] = {}
+
     @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
     async def openapi() -> dict[str, Any]:
-        return app.openapi()
+        if not described:
+            described.update(service_openapi(app.openapi(), limits, token is not None))
+        return described
 
     async def answer_hits(text: str, k: int, search: Callable[[], list[Any]]) -> dict[str, Any]:
         """A search's answer: the text and k checked, the search run off the event loop."""
@@ -336,6 +343,8 @@ def create_app(
     async def search_words(body: WordSearch) -> dict[str, Any]:
         if (body.start is None) != (body.end is None):
             raise Refused(400, "give both start and end of the target, or neither")
+        if body.start is not None and "[" in body.text and "]" in body.text:
+            raise Refused(400, "give the target by [brackets] in the text or by start and end, not both")
         if body.exact_form and not body.same_word:
             raise Refused(400, "exact_form applies to same-word searches only")
         span = (body.start, body.end) if body.start is not None and body.end is not None else None
@@ -407,24 +416,34 @@ def create_app(
 
 
 def _embed_json(embedded: list[list[EmbeddedSentence]], granularity: str) -> bytes:
-    """The answer of ``/embed`` as JSON, encoded a sentence at a time."""
+    """The answer of ``/embed`` as JSON, encoded a word at a time.
+
+    The JSON encoder holds the interpreter lock for a whole call: a word's vector at a time is short
+    enough that the threads answering queries take turns with it, and it gives way after each sentence.
+    """
     texts = []
     for sentences in embedded:
-        parts = [_dumps(_sentence_dict(sentence.to_dict(), granularity)) for sentence in sentences]
+        parts = []
+        for sentence in sentences:
+            parts.append(_sentence_json(sentence, granularity))
+            time.sleep(0)  # let a waiting thread run
         texts.append(b'{"sentences":[' + b",".join(parts) + b"]}")
     return b'{"granularity":' + _dumps(granularity) + b',"texts":[' + b",".join(texts) + b"]}"
 
 
+def _sentence_json(sentence: EmbeddedSentence, granularity: str) -> bytes:
+    fields = {"text": sentence.text, "start": sentence.start, "end": sentence.end}
+    head = _dumps(fields)[:-1]  # without its closing brace: more fields follow
+    if granularity != "words":
+        head += b',"vector":' + _dumps(sentence.vector.tolist())
+    if granularity == "sentences":
+        return head + b"}"
+    words = [_dumps(word.to_dict()) for word in sentence.words]
+    return head + b',"words":[' + b",".join(words) + b"]}"
+
+
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
-def _sentence_dict(sentence: dict[str, Any], granularity: str) -> dict[str, Any]:
-    if granularity == "sentences":
-        sentence.pop("words")
-    elif granularity == "words":
-        sentence.pop("vector")
-    return sentence
 
 
 def _describe_validation_error(error: RequestValidationError) -> str:
