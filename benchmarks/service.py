@@ -177,6 +177,9 @@ def embed_interference(url: str, characters: int, embeds: int) -> dict:
     with httpx.Client(base_url=url, timeout=600) as http:
         for _ in range(10):  # warm-up
             http.post("/search/sentences", json=query)
+        started = time.perf_counter()
+        http.post("/embed", json={"texts": [text]}).raise_for_status()  # alone (and a warm-up)
+        embed_alone = time.perf_counter() - started
         idle = []
         for _ in range(40):
             started = time.perf_counter()
@@ -203,6 +206,7 @@ def embed_interference(url: str, characters: int, embeds: int) -> dict:
     idle_ms, during_ms = np.asarray(idle) * 1000, np.asarray(during) * 1000
     return {
         "characters": len(text),
+        "embed_alone_seconds": round(embed_alone, 2),
         "embed_seconds": round(float(np.mean(embed_seconds)), 2),
         "idle_p50_ms": round(float(np.percentile(idle_ms, 50)), 1),
         "during_queries": len(during),
@@ -319,7 +323,8 @@ def main() -> None:
 def print_interference(row: dict) -> None:
     print(
         f"\nSentence searches (k=10) one after another, alone and while maximal /embed requests "
-        f"({row['characters']:,} characters each, {row['embed_seconds']} s each) run one after another:\n"
+        f"({row['characters']:,} characters each; {row['embed_alone_seconds']} s alone, "
+        f"{row['embed_seconds']} s beside the queries) run one after another:\n"
     )
     print("| queries | p50 ms | p99 ms | max ms | p50 × alone |")
     print("|---|---:|---:|---:|---:|")

@@ -325,8 +325,29 @@ def test_openapi_lists_every_endpoint(server):
         "/senses/{word}",
     ):
         assert path in paths
-    assert "delete" in paths["/documents/{doc_id}"]
+    assert "delete" in paths["/documents/{doc_id}"] and "get" in paths["/documents/{doc_id}"]
     assert schema["info"]["version"] == senseindex.__version__
+    # the errors the service gives, with their schema; not the 422 it never gives
+    assert '"422"' not in json.dumps(schema) and "HTTPValidationError" not in json.dumps(schema)
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for path, statuses in [
+        ("/search/sentences", {"400", "413", "500"}),
+        ("/search/words", {"400", "404", "413"}),
+        ("/documents", {"400", "409", "413"}),
+    ]:
+        responses = paths[path]["post"]["responses"]
+        assert statuses <= set(responses), (path, sorted(responses))
+        assert responses["400"]["content"]["application/json"]["schema"] == error_ref
+    assert "404" in paths["/documents/{doc_id}"]["delete"]["responses"]
+
+
+def test_openapi_declares_the_servers_bounds(guarded_server):
+    schema = guarded_server.client.get("/openapi.json").json()
+    search = schema["components"]["schemas"]["SentenceSearch"]["properties"]
+    assert (search["k"]["minimum"], search["k"]["maximum"]) == (1, 50)  # --max-k 50
+    assert search["text"]["minLength"] == 1 and search["text"]["maxLength"] == 300
+    assert schema["components"]["schemas"]["Embed"]["properties"]["texts"]["maxItems"] == 3
+    assert "401" in schema["paths"]["/info"]["get"]["responses"]  # a server with a token
 
 
 # ------------------------------------------------------------------------------------------- auth
@@ -388,6 +409,13 @@ def test_bad_input_is_400(guarded_server):
     assert "k" in _error(post("/search/sentences", {"text": "bank", "k": "three"}), 400)
     assert "k must be from 1 to 50" in _error(post("/search/sentences", {"text": "bank", "k": 51}), 400)
     _error(post("/search/sentences", {"text": "bank", "k": 0}), 400)
+    # strict types: never converted
+    assert "k" in _error(post("/search/sentences", {"text": "bank", "k": True}), 400)
+    assert "k" in _error(post("/search/sentences", {"text": "bank", "k": "3"}), 400)
+    _error(post("/search/documents", {"text": "bank", "k": 2.0}), 400)
+    # the target given twice, by brackets and by a span
+    both = {"text": "I sat on the [bank] of the river", "start": 0, "end": 1}
+    assert "not both" in _error(post("/search/words", both), 400)
     assert "colour" in _error(post("/search/sentences", {"text": "bank", "colour": "red"}), 400)
     assert "empty" in _error(post("/search/sentences", {"text": "   "}), 400)
     assert "square brackets" in _error(post("/search/words", {"text": "no target here"}), 400)
@@ -874,3 +902,34 @@ def test_json_log_request_ids_and_cors(sample_index_dir):
 def test_no_cors_unless_asked(server):
     answer = server.client.get("/health", headers={"Origin": "https://app.example"})
     assert answer.status_code == 200 and "Access-Control-Allow-Origin" not in answer.headers
+
+
+@pytest.mark.slow  # about 550 generated requests, ~30 s
+def test_the_openapi_document_holds_under_schemathesis(sample_index_dir, tmp_path):
+    # every check of schemathesis, on every operation of the document the server gives: bodies that
+    # fit the schema are accepted, those that break it refused, every answer as declared
+    pytest.importorskip("schemathesis")
+    running = Server(
+        _copy_index(sample_index_dir, tmp_path),
+        *("--max-k", "50", "--max-text-chars", "300", "--max-batch", "3", "--max-body-mb", "0.01"),
+        token=TOKEN,
+    )
+    try:
+        tests = Path(__file__).resolve().parent
+        command = [str(Path(sys.executable).parent / "st"), "--config-file", str(tests / "schemathesis.toml")]
+        run = subprocess.run(
+            [
+                *command,
+                "run",
+                f"{running.url}/openapi.json",
+                *("--header", f"Authorization: Bearer {TOKEN}"),
+                *("--checks", "all", "--max-examples", "10", "--seed", "1", "--request-timeout", "60"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,  # a guard: the run takes well under a minute
+        )
+    finally:
+        running.stop()
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "failure" not in run.stdout.split("SUMMARY")[-1].lower()

@@ -18,13 +18,15 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match
+from starlette.types import Scope
 
 from senseindex._version import __version__
 from senseindex.errors import (
@@ -88,6 +90,17 @@ def status_of(error: SenseIndexError) -> int:
 # ------------------------------------------------------------------------------------ request bodies
 
 
+def _whole_number(value: Any) -> Any:
+    """Let a JSON number with no fraction through (``3``, ``3.0``); refuse true/false and strings."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")
+    return value
+
+
+# JSON Schema counts 3.0 as an integer; "3" and true are not numbers at all
+WholeNumber = Annotated[int, Field(strict=False), BeforeValidator(_whole_number)]
+
+
 class _Body(BaseModel):
     # strict: "k": "3" and "k": true are refused, not taken for 3 and 1
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -108,7 +121,7 @@ class SentenceSearch(_Body):
     """``POST /search/sentences``."""
 
     text: str = Field(..., description="The query.", examples=["a heron standing in shallow water"])
-    k: int = Field(10, description="Number of hits.")
+    k: WholeNumber = Field(10, description="Number of hits.")
     filters: SentenceFilters | None = None
 
 
@@ -116,9 +129,11 @@ class DocumentSearch(_Body):
     """``POST /search/documents``."""
 
     text: str = Field(..., description="The query.", examples=["a family day out at the zoo"])
-    k: int = Field(10, description="Number of documents.")
+    k: WholeNumber = Field(10, description="Number of documents.")
     scoring: Literal["sentence", "passage", "combined"] = DEFAULT_DOCUMENT_SCORING
-    passage_weight: float | None = Field(None, description="Passage share of combined scoring, in [0, 1].")
+    passage_weight: float | None = Field(
+        None, ge=0, le=1, description="Passage share of combined scoring, in [0, 1]."
+    )
 
 
 class WordSearch(_Body):
@@ -129,9 +144,9 @@ class WordSearch(_Body):
 
     text: str = Field(..., examples=["I sat on the [bank] of the river"])
     target: str | None = Field(None, description="The target word, when text has no [brackets].")
-    start: int | None = Field(None, description="Start offset of the target in text.")
-    end: int | None = Field(None, description="End offset of the target in text (exclusive).")
-    k: int = 10
+    start: WholeNumber | None = Field(None, description="Start offset of the target in text.")
+    end: WholeNumber | None = Field(None, description="End offset of the target in text (exclusive).")
+    k: WholeNumber = 10
     same_word: bool = Field(
         True,
         description="true: occurrences of the same word, ranked by sense; "
@@ -158,7 +173,7 @@ class DocumentIn(_Body):
 class Documents(_Body):
     """``POST /documents``."""
 
-    documents: list[DocumentIn]
+    documents: list[DocumentIn] = Field(..., min_length=1)
 
 
 # ------------------------------------------------------------------------------------- the application
@@ -271,7 +286,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(_methods_of(app, request.scope))
+        return error_response(error.status_code, str(error.detail), headers or None)
 
     @app.api_route("/health", methods=["GET", "HEAD"], summary="Is the service up (no token needed)")
     async def health() -> dict[str, Any]:
@@ -361,9 +379,9 @@ def create_app(
     @app.get("/senses/{word}", dependencies=guarded, summary="The senses a word is used in (induced)")
     async def senses(
         word: str,
-        senses: int | None = None,
-        examples: int = 5,
-        related: int = 8,
+        senses: Annotated[int | None, Query(ge=1, description="Force this many senses.")] = None,
+        examples: Annotated[int, Query(ge=0, le=50, description="Typical occurrences per sense.")] = 5,
+        related: Annotated[int, Query(ge=0, le=50, description="Related words per sense.")] = 8,
         assignments: bool = False,
     ) -> dict[str, Any]:
         check_text(word, "word")  # the number of senses is checked by induce_senses (400 as well)
@@ -457,6 +475,16 @@ def _describe_validation_error(error: RequestValidationError) -> str:
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
     return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+def _methods_of(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods the routes of a request's path answer."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _path_hider(folder: Path) -> Callable[[str], str]:

@@ -69,7 +69,8 @@ def _bound(schema: dict[str, Any], limits: ServiceLimits) -> None:
         text.update(minLength=1, maxLength=limits.max_text_characters, pattern=r"\S")
     if schema.get("title") == "DocumentIn":
         properties["id"].update(minLength=1, pattern=r"\S")
-        text.pop("maxLength", None)  # documents are bounded by the body size
+        for bound in ("minLength", "maxLength", "pattern"):  # bounded by the body size; blank ones are stored
+            text.pop(bound, None)
     for name in ("texts", "documents", "doc_ids"):
         listed = properties.get(name)
         if listed is None:
@@ -100,6 +101,10 @@ def service_openapi(generated: dict[str, Any], limits: ServiceLimits, token: boo
     components["Error"] = ERROR_SCHEMA
     for schema in components.values():
         _bound(schema, limits)
+    metrics = generated.get("paths", {}).get("/metrics", {}).get("get")
+    if metrics is not None:
+        text = {"text/plain": {"schema": {"type": "string"}}}
+        metrics["responses"]["200"] = {"description": "Prometheus text format", "content": text}
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in generated.get("paths", {}).items():
         for method, operation in operations.items():
