@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -637,11 +638,54 @@ _DEFAULT_LIMITS = ServiceLimits()
     show_default=True,
     help="Most query texts of concurrent requests run through the model together (1: no batching).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A name clients reach the service by (the Host header, without the port), besides localhost, "
+    "127.0.0.1, ::1 and --host; repeatable; '*' allows any. Other Host headers are answered 400, "
+    "which keeps web pages from reaching the service through DNS rebinding.",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(0.01),
+    default=_DEFAULT_LIMITS.read_timeout,
+    show_default=True,
+    help="Seconds a request (headers and body) may take to arrive; later: 408 and the connection closed.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.FloatRange(0.01),
+    default=_DEFAULT_LIMITS.keep_alive_timeout,
+    show_default=True,
+    help="Seconds a connection may stay idle, before its first request or between requests.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=_DEFAULT_LIMITS.max_connections,
+    show_default=True,
+    help="Most connections open at once; beyond it a new one is answered 503 and closed.",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="A web origin (https://app.example) whose pages may call the service from a browser; "
+    "repeatable; '*' allows any. None by default.",
+)
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 @BACKEND_OPTION
 @DEVICE_OPTION
 @THREADS_OPTION
 @click.option("--quiet", "-q", is_flag=True, help="No access log (one line per request on stderr).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="The log on stderr: lines of text, or one JSON object per line.",
+)
 @_one_line_errors
 def serve_command(
     index_dir: str,
@@ -653,17 +697,24 @@ def serve_command(
     max_batch: int,
     max_body_mb: float,
     max_query_batch: int,
+    allowed_hosts: tuple[str, ...],
+    read_timeout: float,
+    keep_alive_timeout: float,
+    max_connections: int,
+    cors_origins: tuple[str, ...],
     model: str | None,
     backend: str,
     device: str,
     threads: int | None,
     quiet: bool,
+    log_format: str,
 ) -> None:
     """Serve an index over HTTP: JSON search, embedding and document endpoints.
 
     Loads the model and the index once, then answers until Ctrl+C. Endpoints: POST /search/sentences,
-    /search/words, /search/documents, /embed, /documents; DELETE /documents/ID; GET /senses/WORD,
-    /health, /info, /openapi.json. Errors are JSON with a status and a message.
+    /search/words, /search/documents, /embed, /documents; GET and DELETE /documents/ID; GET
+    /senses/WORD, /health, /ready, /info, /metrics, /openapi.json. Errors are JSON with a status and
+    a message; every answer carries an X-Request-Id.
 
     \b
     Example:
@@ -676,7 +727,15 @@ def serve_command(
         max_k=max_k,
         max_batch=max_batch,
         max_body_bytes=int(max_body_mb * 2**20),
+        read_timeout=read_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        max_connections=max_connections,
     )
+    if token is None and os.environ.get("SENSEINDEX_TOKEN") is not None:
+        # click takes an empty variable for an absent one: a secret that failed to load would serve openly
+        raise click.ClickException(
+            "SENSEINDEX_TOKEN is set but empty; set it to the token, or unset it to serve without one"
+        )
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(
             f"Warning: serving on {host} without --token: anyone who can reach it can change the index",
@@ -700,6 +759,9 @@ def serve_command(
         on_ready=announce,
         threads=threads,
         device=device,
+        allowed_hosts=allowed_hosts,
+        log_format=log_format,
+        cors_origins=cors_origins,
     )
 
 

@@ -155,6 +155,67 @@ def run_clients(url: str, clients: int, requests: int) -> dict:
     }
 
 
+def maximal_embed_text(characters: int) -> str:
+    """Plain sentences up to ``characters`` (the service's default limit of one /embed: 20,000)."""
+    sentences = [query[0].upper() + query[1:] + "." for query in SENTENCE_QUERIES]
+    sentences += [query.replace("[", "").replace("]", "") + "." for query in WORD_QUERIES]
+    text, i = "", 0
+    while len(text) + len(sentences[i % len(sentences)]) + 1 <= characters:
+        text += sentences[i % len(sentences)] + " "
+        i += 1
+    return text.strip()
+
+
+def embed_interference(url: str, characters: int, embeds: int) -> dict:
+    """Sentence-search latency alone, and while maximal /embed requests run one after another.
+
+    One client embeds ``embeds`` texts of ``characters`` characters in turn (each answer ~36 MB of
+    JSON at 20,000); another sends sentence searches, one after another, until the embedding ends.
+    """
+    text = maximal_embed_text(characters)
+    query = {"text": SENTENCE_QUERIES[0], "k": 10}
+    with httpx.Client(base_url=url, timeout=600) as http:
+        for _ in range(10):  # warm-up
+            http.post("/search/sentences", json=query)
+        started = time.perf_counter()
+        http.post("/embed", json={"texts": [text]}).raise_for_status()  # alone (and a warm-up)
+        embed_alone = time.perf_counter() - started
+        idle = []
+        for _ in range(40):
+            started = time.perf_counter()
+            http.post("/search/sentences", json=query).raise_for_status()
+            idle.append(time.perf_counter() - started)
+        embed_seconds: list[float] = []
+
+        def embed() -> None:
+            with httpx.Client(base_url=url, timeout=600) as embedder:
+                for _ in range(embeds):
+                    started = time.perf_counter()
+                    answer = embedder.post("/embed", json={"texts": [text]})
+                    answer.raise_for_status()
+                    embed_seconds.append(time.perf_counter() - started)
+
+        embedder = threading.Thread(target=embed)
+        embedder.start()
+        during = []
+        while embedder.is_alive():
+            started = time.perf_counter()
+            http.post("/search/sentences", json=query).raise_for_status()
+            during.append(time.perf_counter() - started)
+        embedder.join()
+    idle_ms, during_ms = np.asarray(idle) * 1000, np.asarray(during) * 1000
+    return {
+        "characters": len(text),
+        "embed_alone_seconds": round(embed_alone, 2),
+        "embed_seconds": round(float(np.mean(embed_seconds)), 2),
+        "idle_p50_ms": round(float(np.percentile(idle_ms, 50)), 1),
+        "during_queries": len(during),
+        "during_p50_ms": round(float(np.percentile(during_ms, 50)), 1),
+        "during_p99_ms": round(float(np.percentile(during_ms, 99)), 1),
+        "during_max_ms": round(float(during_ms.max()), 1),
+    }
+
+
 def python_api_baseline(index_dir: Path, backend: str, requests: int) -> dict:
     """The same queries through the Python API in this process, one after another."""
     with senseindex.open_index(index_dir, backend=backend) as index:
@@ -196,6 +257,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--backend", default="auto", choices=senseindex.BACKENDS)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON lines too")
+    parser.add_argument("--embed-only", action="store_true", help="only the /embed interference figures")
+    parser.add_argument("--embeds", type=int, default=3, help="maximal /embed requests in a row")
     arguments = parser.parse_args()
     client_counts = [int(c) for c in arguments.clients.split(",")]
 
@@ -205,6 +268,15 @@ def main() -> None:
             index_dir = Path(work) / "sample.idx"
             log("building the sample index")
             senseindex.build_index([str(ROOT / "data" / "sample")], index_dir)
+        log("queries while maximal /embed requests run")
+        server = Server(index_dir, arguments.backend)
+        try:
+            interference = embed_interference(server.url, 20_000, arguments.embeds)
+        finally:
+            server.stop()
+        print_interference(interference)
+        if arguments.embed_only:
+            return
         log("baseline: the Python API in this process")
         baseline = python_api_baseline(index_dir, arguments.backend, arguments.requests)
         rows = [("Python API, in process (baseline)", baseline)]
@@ -246,6 +318,23 @@ def main() -> None:
     if arguments.json:
         for label, row in rows:
             print(json.dumps({"server": label, **row}))
+
+
+def print_interference(row: dict) -> None:
+    print(
+        f"\nSentence searches (k=10) one after another, alone and while maximal /embed requests "
+        f"({row['characters']:,} characters each; {row['embed_alone_seconds']} s alone, "
+        f"{row['embed_seconds']} s beside the queries) run one after another:\n"
+    )
+    print("| queries | p50 ms | p99 ms | max ms | p50 × alone |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| alone | {row['idle_p50_ms']} | | | 1.00 |")
+    ratio = row["during_p50_ms"] / row["idle_p50_ms"]
+    print(
+        f"| during /embed ({row['during_queries']} queries) | {row['during_p50_ms']} | "
+        f"{row['during_p99_ms']} | {row['during_max_ms']} | {ratio:.2f} |"
+    )
+    print(json.dumps(row))
 
 
 if __name__ == "__main__":

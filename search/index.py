@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from senseindex.errors import DocumentNotFound
 from senseindex.indexer.encoder import EncoderSettings, check_device, load_index_encoder
 from senseindex.indexer.faults import storage_faults
 from senseindex.indexer.pipeline import BuildSummary, DeleteSummary
@@ -194,6 +195,24 @@ class SenseIndex:
             IndexBusy: another process is writing to the index.
         """
         return writes.delete(self._state, doc_ids, missing_ok)
+
+    def get_document(self, doc_id: str) -> dict[str, Any]:
+        """A stored document as it was added.
+
+        Args:
+            doc_id: its id.
+
+        Returns:
+            ``{"id", "source", "text", "metadata"}``.
+
+        Raises:
+            DocumentNotFound: the id is not in the index.
+        """
+        with self._state.snapshot(require_current=False) as store:
+            found = store.document(doc_id)
+        if found is None:
+            raise DocumentNotFound(f"no document {doc_id!r} in the index")
+        return found
 
     def __enter__(self) -> SenseIndex:
         return self

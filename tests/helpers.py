@@ -19,26 +19,31 @@ def assert_found(*hit_lists: list) -> None:
 class Server:
     """A `senseindex serve` subprocess and an HTTP client for it."""
 
-    def __init__(self, index_dir: Path, *options: str, token: str | None = None) -> None:
+    def __init__(self, index_dir: Path, *options: str, token: str | None = None, quiet: bool = True) -> None:
         environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
         environment.pop("SENSEINDEX_TOKEN", None)
         if token:
             environment["SENSEINDEX_TOKEN"] = token  # the environment variable, as the README advises
         command = [sys.executable, "-m", "senseindex.cli", "serve", "--index", str(index_dir), "--port", "0"]
         self.process = subprocess.Popen(
-            [*command, "--backend", "torch", "--quiet", *options],
+            [*command, "--backend", "torch", *(["--quiet"] if quiet else []), *options],
             cwd=Path(__file__).resolve().parent.parent,
             env=environment,
             stderr=subprocess.PIPE,
             text=True,
         )
+        # the log may come first (without --quiet); the line that tells the URL ends the start
+        self.log: list[str] = []
         line = self.process.stderr.readline()
+        while line and "Serving" not in line:
+            self.log.append(line)
+            line = self.process.stderr.readline()
         if "Serving" not in line:
             self.process.kill()
-            raise RuntimeError(f"the server did not start: {line}{self.process.stderr.read()}")
+            raise RuntimeError(f"the server did not start: {''.join(self.log)}{self.process.stderr.read()}")
         # keep reading its stderr, so a chatty server never blocks on a full pipe
-        self.log: list[str] = []
-        threading.Thread(target=lambda: self.log.extend(self.process.stderr), daemon=True).start()
+        self._reader = threading.Thread(target=lambda: self.log.extend(self.process.stderr), daemon=True)
+        self._reader.start()
         self.url = line.split(" at ")[1].split(" ")[0]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=120)
@@ -53,3 +58,4 @@ class Server:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self._reader.join(timeout=30)  # the whole log is read once the process has ended

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
+import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -61,6 +65,10 @@ def guarded_server(sample_index_dir, tmp_path_factory):
         "3",
         "--max-body-mb",
         "0.01",
+        "--allowed-host",
+        "search.internal",
+        "--max-connections",
+        "4",
         token=TOKEN,
     )
     yield running
@@ -317,8 +325,29 @@ def test_openapi_lists_every_endpoint(server):
         "/senses/{word}",
     ):
         assert path in paths
-    assert "delete" in paths["/documents/{doc_id}"]
+    assert "delete" in paths["/documents/{doc_id}"] and "get" in paths["/documents/{doc_id}"]
     assert schema["info"]["version"] == senseindex.__version__
+    # the errors the service gives, with their schema; not the 422 it never gives
+    assert '"422"' not in json.dumps(schema) and "HTTPValidationError" not in json.dumps(schema)
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for path, statuses in [
+        ("/search/sentences", {"400", "413", "500"}),
+        ("/search/words", {"400", "404", "413"}),
+        ("/documents", {"400", "409", "413"}),
+    ]:
+        responses = paths[path]["post"]["responses"]
+        assert statuses <= set(responses), (path, sorted(responses))
+        assert responses["400"]["content"]["application/json"]["schema"] == error_ref
+    assert "404" in paths["/documents/{doc_id}"]["delete"]["responses"]
+
+
+def test_openapi_declares_the_servers_bounds(guarded_server):
+    schema = guarded_server.client.get("/openapi.json").json()
+    search = schema["components"]["schemas"]["SentenceSearch"]["properties"]
+    assert (search["k"]["minimum"], search["k"]["maximum"]) == (1, 50)  # --max-k 50
+    assert search["text"]["minLength"] == 1 and search["text"]["maxLength"] == 300
+    assert schema["components"]["schemas"]["Embed"]["properties"]["texts"]["maxItems"] == 3
+    assert "401" in schema["paths"]["/info"]["get"]["responses"]  # a server with a token
 
 
 # ------------------------------------------------------------------------------------------- auth
@@ -380,6 +409,13 @@ def test_bad_input_is_400(guarded_server):
     assert "k" in _error(post("/search/sentences", {"text": "bank", "k": "three"}), 400)
     assert "k must be from 1 to 50" in _error(post("/search/sentences", {"text": "bank", "k": 51}), 400)
     _error(post("/search/sentences", {"text": "bank", "k": 0}), 400)
+    # strict types: never converted
+    assert "k" in _error(post("/search/sentences", {"text": "bank", "k": True}), 400)
+    assert "k" in _error(post("/search/sentences", {"text": "bank", "k": "3"}), 400)
+    _error(post("/search/documents", {"text": "bank", "k": 2.5}), 400)  # 2.0 is a whole number
+    # the target given twice, by brackets and by a span
+    both = {"text": "I sat on the [bank] of the river", "start": 0, "end": 1}
+    assert "not both" in _error(post("/search/words", both), 400)
     assert "colour" in _error(post("/search/sentences", {"text": "bank", "colour": "red"}), 400)
     assert "empty" in _error(post("/search/sentences", {"text": "   "}), 400)
     assert "square brackets" in _error(post("/search/words", {"text": "no target here"}), 400)
@@ -588,3 +624,312 @@ def test_a_signal_stops_the_server_cleanly_while_it_answers(sample_index_dir, st
     answered = [status for status in statuses if status != "closed"]
     assert len(answered) > 20 and set(answered) == {200}  # every answer given was a full answer
     assert not any("Traceback" in line for line in running.log), "".join(running.log)
+
+
+# ------------------------------------------------------------------------------- security defaults
+
+
+def test_an_empty_token_variable_is_refused(sample_index_dir):
+    # a secret that failed to load leaves the variable set but empty: the server must not start open
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "SENSEINDEX_TOKEN": ""}
+    command = [sys.executable, "-m", "senseindex.cli", "serve", "--index", str(sample_index_dir)]
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--backend", "torch", "--quiet"],
+        env=environment,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first_line = process.stderr.readline()  # "Serving ..." from a server that started
+        assert "SENSEINDEX_TOKEN is set but empty" in first_line, first_line
+        assert process.wait(timeout=60) == 1
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_foreign_host_header_is_refused(server, guarded_server):
+    port = server.url.rsplit(":", 1)[1]
+    count = server.client.get("/info").json()["counts"]["documents"]
+    for host in (
+        "rebound.example",
+        f"rebound.example:{port}",
+        "127.0.0.1.rebound.example",
+        "search.internal",
+    ):
+        assert "Host" in _error(server.client.get("/health", headers={"Host": host}), 400)
+        refused = server.client.post(
+            "/documents", json={"documents": [{"id": "rebound", "text": "Planted."}]}, headers={"Host": host}
+        )
+        _error(refused, 400)
+    assert server.client.get("/info").json()["counts"]["documents"] == count  # nothing was stored
+    for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        assert server.client.get("/health", headers={"Host": host}).status_code == 200, host
+    # --allowed-host adds a name
+    assert guarded_server.client.get("/info", headers={"Host": "search.internal:8080"}).status_code == 200
+    _error(guarded_server.client.get("/info", headers={"Host": "search.external"}), 400)
+
+
+def _address(running: Server) -> tuple[str, int]:
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (the timeout only guards a hang)."""
+    sock.settimeout(60)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.fixture(scope="module")
+def impatient_server(sample_index_dir):
+    """A server with one-second read and idle timeouts."""
+    running = Server(sample_index_dir, "--read-timeout", "1", "--keep-alive-timeout", "1")
+    yield running
+    running.stop()
+
+
+def test_a_slow_request_is_cut_off_by_the_read_timeout(impatient_server):
+    address = _address(impatient_server)
+    headers = b"POST /search/sentences HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    for sent in (
+        headers + b"Content-Length: 100\r\n\r\n" + b'{"text": "a her',  # the body stops
+        headers + b"Content-Len",  # the headers stop
+    ):
+        with socket.create_connection(address) as sock:
+            sock.sendall(sent)
+            answer = _read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["status"] == 408
+    assert impatient_server.post("/search/sentences", {"text": "a heron", "k": 1}).status_code == 200
+
+
+def test_idle_connections_are_closed(impatient_server):
+    address = _address(impatient_server)
+    with socket.create_connection(address) as sock:  # never sends a request
+        assert _read_until_closed(sock) == b""
+    with socket.create_connection(address) as sock:  # idle after an answer
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
+
+
+def test_connections_beyond_the_limit_are_refused(guarded_server):
+    address = _address(guarded_server)
+    held = [socket.create_connection(address) for _ in range(5)]  # the limit is 4
+    try:
+        answer = _read_until_closed(held[-1])
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert "limit of 4 connections" in json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"]
+    finally:
+        for sock in held:
+            sock.close()
+    assert guarded_server.client.get("/health").status_code == 200
+
+
+def test_the_index_path_is_told_only_behind_the_token(server, guarded_server, served_dir):
+    assert "path" not in server.client.get("/info").json()
+    assert str(served_dir.name) not in server.client.get("/info").text
+    assert guarded_server.client.get("/info").json()["path"].endswith("served.idx")
+
+
+def _exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send one HTTP/1.1 request on an open connection and read its answer (status, headers, body)."""
+    sock.sendall(request)
+    sock.settimeout(60)  # a guard against a hang only
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed: {received!r}"
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed mid-answer"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_an_unexpected_error_is_a_500_in_user_terms_that_keeps_the_connection(
+    sample_index_dir, tmp_path, caplog
+):
+    import uvicorn
+
+    from senseindex.service import create_app
+
+    caplog.set_level(logging.INFO, logger="senseindex.service")
+    index = senseindex.open_index(_copy_index(sample_index_dir, tmp_path), backend="torch")
+    app = create_app(index, allowed_hosts=["127.0.0.1"], access_log=True)
+    listener = socket.create_server(("127.0.0.1", 0))  # listening: a client waits in its backlog
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        index.close()  # the database connection is gone: every query now fails inside
+        body = json.dumps({"text": "a heron", "k": 1}).encode()
+        search = (
+            b"POST /search/sentences HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"X-Request-Id: failing-query-1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        with socket.create_connection(listener.getsockname()) as sock:
+            status, headers, answer = _exchange(sock, search)
+            assert status == 500 and headers["x-request-id"] == "failing-query-1"
+            message = json.loads(answer)["error"]["message"]
+            assert "failing-query-1" in message and "log" in message
+            assert "Error" not in message and "database" not in message and "\n" not in message
+            # the same connection answers the next request
+            status, headers, answer = _exchange(sock, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert status == 200 and headers["x-request-id"] != "failing-query-1"
+        # the log has the details, under the request's id
+        failures = [r for r in caplog.records if getattr(r, "request_id", None) == "failing-query-1"]
+        assert any(r.exc_info for r in failures)
+        assert any(getattr(r, "status", None) == 500 for r in failures)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        listener.close()
+
+
+def test_every_answer_has_a_request_id(server):
+    given = server.client.get("/health", headers={"X-Request-Id": "abc-123"})
+    assert given.headers["X-Request-Id"] == "abc-123"
+    made = {server.client.get("/health").headers["X-Request-Id"] for _ in range(3)}
+    assert len(made) == 3 and all(len(made_id) >= 16 for made_id in made)
+    refused = server.client.get("/health", headers={"X-Request-Id": "no spaces\tor tabs"})
+    assert refused.headers["X-Request-Id"] != "no spaces\tor tabs"
+    assert (
+        _error(server.client.get("/no/such/endpoint"), 404)
+        and "X-Request-Id" in server.client.get("/no/such/endpoint").headers
+    )
+
+
+@pytest.mark.slow  # embeds 12,000 characters
+def test_queries_are_answered_while_a_big_embed_runs(server):
+    sentences = [
+        "The heron stood still in the shallow water.",
+        "Interest rates rose again at the bank.",
+        "A crane lifted steel beams onto the roof.",
+        "Children watched the penguins at feeding time.",
+    ]
+    text = " ".join(sentences[i % 4] for i in range(300))[:12_000]
+    embedded: dict[str, float] = {}
+
+    def embed() -> None:
+        with httpx.Client(base_url=server.url, timeout=600) as client:
+            started = time.perf_counter()
+            assert client.post("/embed", json={"texts": [text]}).status_code == 200
+            embedded["seconds"] = time.perf_counter() - started
+
+    embedder = threading.Thread(target=embed)
+    embedder.start()
+    latencies = []
+    while embedder.is_alive():  # searches one after another until the embedding is done
+        started = time.perf_counter()
+        assert server.post("/search/sentences", {"text": "a heron", "k": 3}).status_code == 200
+        latencies.append(time.perf_counter() - started)
+    embedder.join()
+    # run as one piece, the embedding held every query for its whole duration; in slices, queries
+    # wait for a slice at most (the bound is relative: a loaded machine slows both alike)
+    assert len(latencies) >= 5, (latencies, embedded)
+    assert max(latencies) < 0.25 * embedded["seconds"], (latencies, embedded)
+
+
+# --------------------------------------------------------------------------- what a service offers
+
+
+def test_health_ready_metrics_and_documents(guarded_server, reference):
+    anonymous = httpx.Client(base_url=guarded_server.url, timeout=60)
+    try:
+        head = anonymous.head("/health")
+        assert head.status_code == 200 and head.content == b""
+        assert anonymous.get("/ready").json() == {"status": "ready"}  # no token needed
+        _error(anonymous.get("/metrics"), 401)
+        _error(anonymous.get("/documents/zoo_visit.md"), 401)
+    finally:
+        anonymous.close()
+    document = guarded_server.client.get("/documents/zoo_visit.md").json()
+    assert document == json.loads(json.dumps(reference.get_document("zoo_visit.md")))
+    assert "zoo" in document["text"].lower() and document["id"] == "zoo_visit.md"
+    assert "no document" in _error(guarded_server.client.get("/documents/not-there.md"), 404)
+    guarded_server.post("/search/sentences", {"text": "bank", "k": 1})
+    metrics = guarded_server.client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    lines = metrics.text.splitlines()
+    counted = [line for line in lines if line.startswith("senseindex_http_requests_total{")]
+    assert any('route="/search/sentences"' in line and 'status="200"' in line for line in counted), counted
+    assert any(line.startswith("senseindex_http_request_duration_seconds_bucket{") for line in lines)
+    assert any(line.startswith("senseindex_model_runs ") for line in lines)
+
+
+def test_json_log_request_ids_and_cors(sample_index_dir):
+    running = Server(
+        sample_index_dir, "--log-format", "json", "--cors-origin", "https://app.example", quiet=False
+    )
+    try:
+        answer = running.client.get("/health", headers={"X-Request-Id": "trace-42"})
+        assert answer.headers["X-Request-Id"] == "trace-42"
+        made = running.post("/search/sentences", {"text": "a heron", "k": 1}).headers["X-Request-Id"]
+        allowed = {"Origin": "https://app.example"}
+        preflight = running.client.options(
+            "/search/sentences",
+            headers={
+                **allowed,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert running.client.get("/health", headers=allowed).headers["Access-Control-Allow-Origin"] == (
+            "https://app.example"
+        )
+        other = running.client.get("/health", headers={"Origin": "https://elsewhere.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+    finally:
+        running.stop()
+    lines = [json.loads(line) for line in running.log if line.startswith("{")]
+    assert len(lines) == len([line for line in running.log if line.strip()]), running.log  # all JSON
+    requests = {line.get("request_id"): line for line in lines if "status" in line}
+    assert requests["trace-42"]["path"] == "/health" and requests["trace-42"]["status"] == 200
+    assert requests[made]["method"] == "POST" and requests[made]["duration_ms"] > 0
+
+
+def test_no_cors_unless_asked(server):
+    answer = server.client.get("/health", headers={"Origin": "https://app.example"})
+    assert answer.status_code == 200 and "Access-Control-Allow-Origin" not in answer.headers
+
+
+@pytest.mark.slow  # about 550 generated requests, ~30 s
+def test_the_openapi_document_holds_under_schemathesis(sample_index_dir, tmp_path):
+    # every check of schemathesis, on every operation of the document the server gives: bodies that
+    # fit the schema are accepted, those that break it refused, every answer as declared
+    pytest.importorskip("schemathesis")
+    running = Server(
+        _copy_index(sample_index_dir, tmp_path),
+        *("--max-k", "50", "--max-text-chars", "300", "--max-batch", "3", "--max-body-mb", "0.01"),
+        token=TOKEN,
+    )
+    try:
+        tests = Path(__file__).resolve().parent
+        command = [str(Path(sys.executable).parent / "st"), "--config-file", str(tests / "schemathesis.toml")]
+        run = subprocess.run(
+            [
+                *command,
+                "run",
+                f"{running.url}/openapi.json",
+                *("--header", f"Authorization: Bearer {TOKEN}"),
+                *("--checks", "all", "--max-examples", "10", "--seed", "1", "--request-timeout", "60"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,  # a guard: the run takes well under a minute
+        )
+    finally:
+        running.stop()
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "failure" not in run.stdout.split("SUMMARY")[-1].lower()

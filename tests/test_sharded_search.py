@@ -261,6 +261,9 @@ def test_serve_answers_from_a_sharded_index(small_sharded, tmp_path):
         kingfisher = {"id": "kingfisher", "text": "A kingfisher dived."}
         added = server.post("/documents", {"documents": [kingfisher]})
         assert added.status_code == 200, added.text
+        stored = server.client.get("/documents/kingfisher").json()  # asked of the shard that holds it
+        assert (stored["id"], stored["text"]) == ("kingfisher", kingfisher["text"])
+        assert server.client.get("/documents/no-such").status_code == 404
         served = server.post("/search/sentences", {"text": "a kingfisher dived", "k": 3}).json()["hits"]
         served_words = server.post("/search/words", {"text": "the river [bank]", "k": 4}).json()["hits"]
         deleted = server.client.delete("/documents/d3")

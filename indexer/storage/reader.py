@@ -360,6 +360,28 @@ class IndexReader:
         return result
 
     @reading
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        """A stored document: ``{"id", "source", "text", "metadata"}``; None when the id is not stored.
+
+        Raises:
+            SourceError: a document id SQLite cannot look up (a lone surrogate in it).
+        """
+        rows = self._select_in(
+            "select id, doc_id, source, text, metadata from documents where doc_id in ({})",
+            self._document_ids([doc_id]),
+            as_dicts=True,
+            kind=str,
+        )
+        for row in rows:
+            return {
+                "id": row["doc_id"],
+                "source": row["source"],
+                "text": row["text"],
+                "metadata": self._metadata(row["metadata"], row["id"]),
+            }
+        return None
+
+    @reading
     def document_hashes(self, doc_ids: Iterable[str]) -> dict[str, str]:
         """Content hash of each stored document among ``doc_ids`` (absent ids are left out).
 

@@ -242,6 +242,10 @@ class ShardedReader:
 
     # ----------------------------------------------------------------------------------- rows
 
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        """A stored document, asked of its own shard (see `IndexReader.document`)."""
+        return self.shards[self.manifest.shard_of(doc_id)].document(doc_id)
+
     def document_hashes(self, doc_ids: Iterable[str]) -> dict[str, str]:
         """Content hash of each stored document among ``doc_ids``, each asked of its own shard."""
         by_shard: dict[int, list[str]] = {}

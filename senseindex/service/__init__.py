@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import signal
 import socket
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from senseindex.errors import ServiceError
 from senseindex.extras import import_extra
 from senseindex.search import SenseIndex, open_index
 from senseindex.service.limits import API_VERSION, ServiceLimits
+from senseindex.service.logs import LOG_FORMATS, logging_config
 
 __all__ = ["API_VERSION", "ServiceError", "ServiceLimits", "create_app", "serve_index", "status_of"]
 
@@ -41,6 +43,9 @@ def serve_index(
     on_ready: Callable[[str], None] | None = None,
     threads: int | None = None,
     device: str = "auto",
+    allowed_hosts: Sequence[str] = (),
+    log_format: str = "text",
+    cors_origins: Sequence[str] = (),
 ) -> None:
     """Serve an index over HTTP until interrupted (Ctrl+C or SIGTERM).
 
@@ -60,6 +65,10 @@ def serve_index(
         threads: CPU threads of the model (process-wide) and of FAISS's work when documents are
             added; None keeps the default. Searches run FAISS on one thread.
         device: where the model runs: ``auto``, ``cpu`` or ``cuda``.
+        allowed_hosts: names the Host header may give besides ``host`` and this machine's loopback
+            names (``localhost``, ``127.0.0.1``, ``::1``); ``*`` allows any. Any other is answered 400.
+        log_format: ``text`` or ``json`` (one object per line).
+        cors_origins: web origins whose pages may call the service (CORS; ``*``: any); none by default.
 
     Raises:
         ServiceError: the address cannot be listened on.
@@ -71,9 +80,13 @@ def serve_index(
     uvicorn = import_extra("uvicorn", "serve")
     import_extra("fastapi", "serve")
     from senseindex.service.app import create_app
+    from senseindex.service.protocol import guarded_protocol
 
     if token is not None and not token.strip():
         raise ServiceError("the token is empty; give a non-empty --token or none")
+    if log_format not in LOG_FORMATS:
+        raise ServiceError(f"unknown log format {log_format!r}; use one of {', '.join(LOG_FORMATS)}")
+    limits = limits or ServiceLimits()
     listener = _listen(host, port)
     try:
         index = open_index(
@@ -87,27 +100,77 @@ def serve_index(
     except BaseException:
         listener.close()
         raise
+    serving = threading.Event()  # the model's loop runs: queries are answered
+    # Python hands its interpreter lock to a waiting thread only every 5 ms by default; the model's
+    # thread waits for it between layers, so beside a long /embed's encoding a query took seconds
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
-        app = create_app(index, token=token, limits=limits)
+        app = create_app(
+            index,
+            token=token,
+            limits=limits,
+            allowed_hosts=default_allowed_hosts(host, allowed_hosts),
+            access_log=access_log,
+            cors_origins=cors_origins,
+            ready=lambda: serving.is_set() and not server.should_exit,
+        )
+        level = "info" if access_log else "warning"
         config = uvicorn.Config(
             app,
-            log_level="info" if access_log else "warning",
-            access_log=access_log,
+            http=guarded_protocol(limits.read_timeout, limits.max_connections),
+            timeout_keep_alive=limits.keep_alive_timeout,
+            log_config=logging_config(log_format, level),
+            log_level=level,
+            access_log=False,  # the service logs each request itself, with its id
             timeout_graceful_shutdown=30,
         )
         server = uvicorn.Server(config)
         bound_host, bound_port = listener.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         _run_with_model_on_this_thread(
-            server, listener, index, lambda: on_ready and on_ready(f"http://{shown}:{bound_port}")
+            server,
+            listener,
+            index,
+            lambda: on_ready and on_ready(f"http://{shown}:{bound_port}"),
+            serving,
         )
     finally:
         index.close()
         listener.close()
 
 
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread may hold Python's interpreter lock while another waits for it, in the service."""
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_ANY_ADDRESS = ("", "0.0.0.0", "::")
+
+
+def default_allowed_hosts(host: str, allowed: Sequence[str] = ()) -> list[str]:
+    """The names a served Host header may give: the loopback names, the address listened on, and more.
+
+    Listening on every address (``0.0.0.0``, ``::``), this machine's host name is allowed too; other
+    names its clients use (a DNS name, a LAN address) must be given.
+
+    Args:
+        host: the address listened on.
+        allowed: further names (without ports); ``*`` allows any.
+
+    Returns:
+        The names, in lower case.
+    """
+    names = [*LOOPBACK_NAMES, host, *allowed]
+    if host in _ANY_ADDRESS:
+        names += [socket.gethostname(), socket.getfqdn()]
+    return sorted({name.strip().strip("[]").lower() for name in names if name.strip()})
+
+
 def _run_with_model_on_this_thread(
-    server: Any, listener: socket.socket, index: SenseIndex, announce: Callable[[], object]
+    server: Any,
+    listener: socket.socket,
+    index: SenseIndex,
+    announce: Callable[[], object],
+    serving: threading.Event,
 ) -> None:
     """Run the HTTP server on a thread of its own and the model's query work on this (the main) thread.
 
@@ -142,6 +205,7 @@ def _run_with_model_on_this_thread(
             pass
         if server.started:
             announce()
+            serving.set()
             index.serve_model(stopped)
         thread.join(timeout=60)
     finally:

@@ -9,20 +9,24 @@ the model's own copy of the work, so queries and ``GET /health`` keep answering 
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable
+import json
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match
+from starlette.types import Scope
 
 from senseindex._version import __version__
 from senseindex.errors import (
@@ -36,10 +40,25 @@ from senseindex.errors import (
     WordNotFound,
 )
 from senseindex.search import SenseIndex
+from senseindex.search.hits import EmbeddedSentence
 from senseindex.search.index import DEFAULT_DOCUMENT_SCORING
 from senseindex.service.limits import API_VERSION, ServiceLimits
+from senseindex.service.metrics import ServiceMetrics
+from senseindex.service.middleware import (
+    REQUEST_ID_HEADER,
+    TOKEN_REQUIRED,
+    BodyLimit,
+    HostGuard,
+    RequestContext,
+    TokenGuard,
+    error_response,
+    same_token,
+)
+from senseindex.service.openapi import service_openapi
 
 _Result = TypeVar("_Result")
+OPEN_PATHS = ("/health", "/ready")
+"""Paths served without the token."""
 _BEARER = HTTPBearer(auto_error=False, description="The token given to senseindex serve --token.")
 
 
@@ -68,17 +87,23 @@ def status_of(error: SenseIndexError) -> int:
     return next((status for kind, status in _STATUS_OF_ERROR if isinstance(error, kind)), 500)
 
 
-def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"status": status, "message": message}}, status_code=status, headers=headers
-    )
-
-
 # ------------------------------------------------------------------------------------ request bodies
 
 
+def _whole_number(value: Any) -> Any:
+    """Let a JSON number with no fraction through (``3``, ``3.0``); refuse true/false and strings."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")
+    return value
+
+
+# JSON Schema counts 3.0 as an integer; "3" and true are not numbers at all
+WholeNumber = Annotated[int, Field(strict=False), BeforeValidator(_whole_number)]
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "k": "3" and "k": true are refused, not taken for 3 and 1
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SentenceFilters(_Body):
@@ -96,7 +121,7 @@ class SentenceSearch(_Body):
     """``POST /search/sentences``."""
 
     text: str = Field(..., description="The query.", examples=["a heron standing in shallow water"])
-    k: int = Field(10, description="Number of hits.")
+    k: WholeNumber = Field(10, description="Number of hits.")
     filters: SentenceFilters | None = None
 
 
@@ -104,9 +129,11 @@ class DocumentSearch(_Body):
     """``POST /search/documents``."""
 
     text: str = Field(..., description="The query.", examples=["a family day out at the zoo"])
-    k: int = Field(10, description="Number of documents.")
+    k: WholeNumber = Field(10, description="Number of documents.")
     scoring: Literal["sentence", "passage", "combined"] = DEFAULT_DOCUMENT_SCORING
-    passage_weight: float | None = Field(None, description="Passage share of combined scoring, in [0, 1].")
+    passage_weight: float | None = Field(
+        None, ge=0, le=1, description="Passage share of combined scoring, in [0, 1]."
+    )
 
 
 class WordSearch(_Body):
@@ -117,9 +144,9 @@ class WordSearch(_Body):
 
     text: str = Field(..., examples=["I sat on the [bank] of the river"])
     target: str | None = Field(None, description="The target word, when text has no [brackets].")
-    start: int | None = Field(None, description="Start offset of the target in text.")
-    end: int | None = Field(None, description="End offset of the target in text (exclusive).")
-    k: int = 10
+    start: WholeNumber | None = Field(None, description="Start offset of the target in text.")
+    end: WholeNumber | None = Field(None, description="End offset of the target in text (exclusive).")
+    k: WholeNumber = 10
     same_word: bool = Field(
         True,
         description="true: occurrences of the same word, ranked by sense; "
@@ -146,19 +173,31 @@ class DocumentIn(_Body):
 class Documents(_Body):
     """``POST /documents``."""
 
-    documents: list[DocumentIn]
+    documents: list[DocumentIn] = Field(..., min_length=1)
 
 
 # ------------------------------------------------------------------------------------- the application
 
 
-def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimits | None = None) -> FastAPI:
+def create_app(
+    index: SenseIndex,
+    token: str | None = None,
+    limits: ServiceLimits | None = None,
+    allowed_hosts: Sequence[str] = ("*",),
+    access_log: bool = False,
+    cors_origins: Sequence[str] = (),
+    ready: Callable[[], bool] | None = None,
+) -> FastAPI:
     """The service for an opened index.
 
     Args:
         index: the index to serve (the caller opens and closes it).
         token: when set, every endpoint but ``GET /health`` requires ``Authorization: Bearer TOKEN``.
         limits: what one request may ask for.
+        allowed_hosts: the names the Host header may give (without ports); ``*`` allows any.
+        access_log: log one line per answered request (logger ``senseindex.service``).
+        cors_origins: web origins whose pages may call the service (``*``: any); none by default.
+        ready: tells whether the service can answer queries (``GET /ready``); by default it can.
 
     Returns:
         The ASGI application.
@@ -174,20 +213,34 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
-    if token is not None:  # added last, so it runs first: no body is read for a request without it
-        app.add_middleware(_TokenGuard, token=token, open_paths=("/health",))
+    writing = {"count": 0}
+    metrics = ServiceMetrics(index.query_batching, lambda: writing["count"])
+    # the last added runs first: the request id, the Host, CORS, the token, then the body size
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if token is not None:  # no body is read for a request without it
+        app.add_middleware(TokenGuard, token=token, open_paths=OPEN_PATHS)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER],
+            max_age=600,
+        )
+    app.add_middleware(HostGuard, allowed=allowed_hosts)
+    app.add_middleware(RequestContext, access_log=access_log, observe=metrics.observe)
+    hide_path = _path_hider(index.path)
     queries = anyio.CapacityLimiter(32)
     writes = anyio.CapacityLimiter(1)
-    writing = {"count": 0}
 
     def require_token(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     ) -> None:
         if token is None:
             return
-        if credentials is None or not _same_token(credentials.credentials, token):
-            raise Refused(401, _TOKEN_REQUIRED)
+        if credentials is None or not same_token(credentials.credentials, token):
+            raise Refused(401, TOKEN_REQUIRED)
 
     guarded = [Depends(require_token)]
 
@@ -215,37 +268,50 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     @app.exception_handler(Refused)
     async def _service_error(request: Request, error: Refused) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return _error_response(error.status, error.message, headers)
+        return error_response(error.status, error.message, headers)
 
     @app.exception_handler(SenseIndexError)
     async def _library_error(request: Request, error: SenseIndexError) -> JSONResponse:
-        return _error_response(status_of(error), str(error))
+        return error_response(status_of(error), hide_path(str(error)))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, error: RequestValidationError) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
         if request.method in ("POST", "PUT") and not content_type.startswith("application/json"):
             # (not parsed without it: a browser page cannot send JSON elsewhere without asking first)
-            return _error_response(
+            return error_response(
                 400, "send the request body as JSON, with the header 'Content-Type: application/json'"
             )
-        return _error_response(400, _describe_validation_error(error))
+        return error_response(400, _describe_validation_error(error))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(_methods_of(app, request.scope))
+        return error_response(error.status_code, str(error.detail), headers or None)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        return _error_response(500, f"internal error: {type(error).__name__}: {error}"[:500])
-
-    @app.get("/health", summary="Is the service up (no token needed)")
+    @app.api_route("/health", methods=["GET", "HEAD"], summary="Is the service up (no token needed)")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "writing": writing["count"] > 0}
+
+    @app.get("/ready", summary="Can it answer queries: index open, model loaded (no token needed)")
+    async def is_ready() -> JSONResponse:
+        if ready is not None and not ready():
+            return error_response(503, "the service is not ready: starting or stopping")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", dependencies=guarded, summary="Requests, latencies and model runs (Prometheus)")
+    async def metrics_page() -> Response:
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
 
     @app.get("/info", dependencies=guarded, summary="Index settings, counts and model")
     async def info() -> dict[str, Any]:
         described = await run_query(index.info)
+        if token is None:  # where the index lies is told only to those who hold the token
+            described.pop("path", None)
+            described = _walk_strings(described, hide_path)
         return {
             "api_version": API_VERSION,
             "senseindex_version": __version__,
@@ -258,9 +324,13 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
             **described,
         }
 
+    described: dict[str, Any] = {}
+
     @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
     async def openapi() -> dict[str, Any]:
-        return app.openapi()
+        if not described:
+            described.update(service_openapi(app.openapi(), limits, token is not None))
+        return described
 
     async def answer_hits(text: str, k: int, search: Callable[[], list[Any]]) -> dict[str, Any]:
         """A search's answer: the text and k checked, the search run off the event loop."""
@@ -291,6 +361,8 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     async def search_words(body: WordSearch) -> dict[str, Any]:
         if (body.start is None) != (body.end is None):
             raise Refused(400, "give both start and end of the target, or neither")
+        if body.start is not None and "[" in body.text and "]" in body.text:
+            raise Refused(400, "give the target by [brackets] in the text or by start and end, not both")
         if body.exact_form and not body.same_word:
             raise Refused(400, "exact_form applies to same-word searches only")
         span = (body.start, body.end) if body.start is not None and body.end is not None else None
@@ -307,9 +379,9 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     @app.get("/senses/{word}", dependencies=guarded, summary="The senses a word is used in (induced)")
     async def senses(
         word: str,
-        senses: int | None = None,
-        examples: int = 5,
-        related: int = 8,
+        senses: Annotated[int | None, Query(ge=1, description="Force this many senses.")] = None,
+        examples: Annotated[int, Query(ge=0, le=50, description="Typical occurrences per sense.")] = 5,
+        related: Annotated[int, Query(ge=0, le=50, description="Related words per sense.")] = 8,
         assignments: bool = False,
     ) -> dict[str, Any]:
         check_text(word, "word")  # the number of senses is checked by induce_senses (400 as well)
@@ -320,7 +392,7 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
         return found.to_dict(assignments=assignments)
 
     @app.post("/embed", dependencies=guarded, summary="Word and sentence vectors of texts")
-    async def embed(body: Embed) -> dict[str, Any]:
+    async def embed(body: Embed) -> Response:
         check_batch(len(body.texts), "texts")
         total = sum(len(text) for text in body.texts)
         if total > limits.max_text_characters:
@@ -329,13 +401,10 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
                 f"the texts to embed have {total:,} characters; the limit is {limits.max_text_characters:,}",
             )
         embedded = await run_query(lambda: index.embed_texts(body.texts))
-        return {
-            "granularity": body.granularity,
-            "texts": [
-                {"sentences": [_sentence_dict(s.to_dict(), body.granularity) for s in sentences]}
-                for sentences in embedded
-            ],
-        }
+        # ~36 MB of JSON at the limit: written off the event loop, a sentence at a time, so that
+        # other requests are answered meanwhile (one call of the JSON encoder holds every thread)
+        content = await anyio.to_thread.run_sync(_embed_json, embedded, body.granularity, limiter=queries)
+        return Response(content, media_type="application/json")
 
     @app.post("/documents", dependencies=guarded, summary="Add documents, or replace those with the same id")
     async def add_documents(body: Documents) -> dict[str, Any]:
@@ -347,6 +416,10 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
         finally:
             writing["count"] -= 1
         return summary.to_dict()
+
+    @app.get("/documents/{doc_id:path}", dependencies=guarded, summary="A stored document")
+    async def get_document(doc_id: str) -> dict[str, Any]:
+        return await run_query(lambda: index.get_document(doc_id))
 
     @app.delete("/documents/{doc_id:path}", dependencies=guarded, summary="Delete a document")
     async def delete_document(doc_id: str) -> dict[str, Any]:
@@ -360,12 +433,35 @@ def create_app(index: SenseIndex, token: str | None = None, limits: ServiceLimit
     return app
 
 
-def _sentence_dict(sentence: dict[str, Any], granularity: str) -> dict[str, Any]:
+def _embed_json(embedded: list[list[EmbeddedSentence]], granularity: str) -> bytes:
+    """The answer of ``/embed`` as JSON, encoded a word at a time.
+
+    The JSON encoder holds the interpreter lock for a whole call: a word's vector at a time is short
+    enough that the threads answering queries take turns with it, and it gives way after each sentence.
+    """
+    texts = []
+    for sentences in embedded:
+        parts = []
+        for sentence in sentences:
+            parts.append(_sentence_json(sentence, granularity))
+            time.sleep(0)  # let a waiting thread run
+        texts.append(b'{"sentences":[' + b",".join(parts) + b"]}")
+    return b'{"granularity":' + _dumps(granularity) + b',"texts":[' + b",".join(texts) + b"]}"
+
+
+def _sentence_json(sentence: EmbeddedSentence, granularity: str) -> bytes:
+    fields = {"text": sentence.text, "start": sentence.start, "end": sentence.end}
+    head = _dumps(fields)[:-1]  # without its closing brace: more fields follow
+    if granularity != "words":
+        head += b',"vector":' + _dumps(sentence.vector.tolist())
     if granularity == "sentences":
-        sentence.pop("words")
-    elif granularity == "words":
-        sentence.pop("vector")
-    return sentence
+        return head + b"}"
+    words = [_dumps(word.to_dict()) for word in sentence.words]
+    return head + b',"words":[' + b",".join(words) + b"]}"
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _describe_validation_error(error: RequestValidationError) -> str:
@@ -381,83 +477,34 @@ def _describe_validation_error(error: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid')}{more}"
 
 
-_TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
+def _methods_of(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods the routes of a request's path answer."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
-def _same_token(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
+def _path_hider(folder: Path) -> Callable[[str], str]:
+    """A function that takes the index folder's path out of a message (files in it keep their names)."""
+    spellings = sorted({str(folder), str(folder.resolve()), str(folder.absolute())}, key=len, reverse=True)
+
+    def hide(message: str) -> str:
+        for spelling in spellings:
+            message = message.replace(spelling + "/", "").replace(spelling, "the index folder")
+        return message
+
+    return hide
 
 
-class _TokenGuard:
-    """Refuses a request without the bearer token (401) before anything reads its body.
-
-    The endpoints check it again, which also puts the scheme in the OpenAPI description.
-    """
-
-    def __init__(self, app: ASGIApp, token: str, open_paths: tuple[str, ...]) -> None:
-        self.app = app
-        self.token = token
-        self.open_paths = open_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.open_paths:
-            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not _same_token(given.strip(), self.token):
-                response = _error_response(401, _TOKEN_REQUIRED, {"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class _BodyTooLarge(StarletteHTTPException):
-    """Raised while the body streams in; an HTTP exception, so the body parser passes it on."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"the request body is over the limit of {max_bytes:,} bytes")
-
-
-class _BodyLimit:
-    """Refuses request bodies over a size with 413 before anything parses them.
-
-    The size is judged by their Content-Length or while they stream in.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        received = 0
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge(self.max_bytes)
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = _error_response(413, f"the request body is over the limit of {self.max_bytes:,} bytes")
-        await response(scope, receive, send)
+def _walk_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """A JSON-like value with ``change`` applied to every string in it."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {key: _walk_strings(item, change) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_walk_strings(item, change) for item in value]
+    return value
