@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import faiss
@@ -201,7 +202,7 @@ def _corpus(path: Path, documents: int, seed: int = 1, prefix: str = "d") -> Pat
 @pytest.mark.slow
 def test_no_unreferenced_files_after_a_build_an_add_and_a_delete(tmp_path, runner):
     index = tmp_path / "idx"
-    corpus = _corpus(tmp_path / "corpus.jsonl", 400)
+    corpus = _corpus(tmp_path / "corpus.jsonl", 150)
     result = runner.invoke(main, ["build-index", str(corpus), "--index", str(index), "--backend", "torch"])
     assert result.exit_code == 0, result.output
     assert _vector_files(index) == _referenced(index)
@@ -271,7 +272,7 @@ def test_a_reader_refreshing_while_a_writer_retires_files_never_sees_a_missing_f
     index_dir = tmp_path / "idx"
     senseindex.build_index([str(SAMPLE / "zoo_visit.md")], index_dir, TORCH)
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(index_dir), "120"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", WRITER, str(index_dir), "40"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     refreshes = 0
     try:
@@ -284,3 +285,50 @@ def test_a_reader_refreshing_while_a_writer_retires_files_never_sees_a_missing_f
         writer.wait(timeout=600)
     assert writer.returncode == 0
     assert refreshes > 10
+
+
+BUILD = """
+import sys, senseindex
+senseindex.build_index(
+    [sys.argv[1]], sys.argv[2], senseindex.EncoderSettings(backend="torch", threads=1),
+    progress=lambda done, total: print("progress", flush=True),
+)
+"""
+# After its first progress report, how long a build runs before it is killed, and the commits it
+# must have made by then: one every COMMIT_SECONDS (3 s) of work, whatever the chunk size.
+KILL_AFTER_SECONDS = 8.0
+
+
+def _last_document_row(index: Path) -> int:
+    if not (index / "index.sqlite").exists():
+        return 0
+    connection = sqlite3.connect(f"file:{index / 'index.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:
+        return connection.execute("select coalesce(max(id), 0) from documents").fetchone()[0]
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_a_build_killed_seconds_in_has_committed_every_few_seconds(tmp_path, runner):
+    corpus = _corpus(tmp_path / "corpus.jsonl", 2000)  # far more than the seconds watched
+    index = tmp_path / "idx"
+    process = subprocess.Popen(
+        [sys.executable, "-c", BUILD, str(corpus), str(index)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout.readline().strip() == "progress"  # the first chunk is stored
+        first_report = time.monotonic()
+        commits, seen = 0, _last_document_row(index)
+        while time.monotonic() - first_report < KILL_AFTER_SECONDS:  # watching the database
+            assert process.poll() is None, "the build ended before it was killed"
+            row = _last_document_row(index)
+            commits, seen = commits + (row > seen), max(row, seen)
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert seen > 0, "nothing was committed"
+    assert commits >= 2, f"{commits} commit(s) in {KILL_AFTER_SECONDS} s of work"
+    result = runner.invoke(main, ["check", "--index", str(index)])
+    assert result.exit_code == 0, result.output

@@ -172,3 +172,22 @@ def _move_rows(connection: sqlite3.Connection, table: str, old: Sequence[int], f
                 f"where {column} in (select old from moved_rows)"
             )
     connection.execute("delete from moved_rows")
+
+
+def forget_deleted(connection: sqlite3.Connection, table: str, first: int, last: int) -> None:
+    """Drop the deleted-rowid records within a range whose vectors are gone from every shard.
+
+    A record reaching past the range (a document cut between two shards) keeps its part outside.
+    """
+    where = "table_name = ? and "
+    connection.execute(
+        f"delete from deleted where {where} first_id >= ? and last_id <= ?", [table, first, last]
+    )
+    connection.execute(
+        f"update deleted set first_id = ? where {where} first_id between ? and ? and last_id > ?",
+        [last + 1, table, first, last, last],
+    )
+    connection.execute(
+        f"update deleted set last_id = ? where {where} last_id between ? and ? and first_id < ?",
+        [first - 1, table, first, last, first],
+    )

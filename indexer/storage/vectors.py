@@ -294,10 +294,11 @@ class ShardWriter:
         current: Any = faiss.downcast_index(self._shard_in_memory())  # an IndexFlatCodes (the stub lacks it)
         size = int(current.code_size)
         codes = faiss.rev_swig_ptr(current.codes.data(), int(current.ntotal) * size)
-        part: Any = faiss.downcast_index(self._empty_shard())
+        owner = self._empty_shard()
+        part: Any = faiss.downcast_index(owner)  # a view: ``owner`` keeps the C++ object alive
         faiss.copy_array_to_vector(np.ascontiguousarray(codes[start * size :]), part.codes)
         part.ntotal = int(current.ntotal) - start
-        return part
+        return owner
 
     def finish(self) -> tuple[list[Shard], list[Shard]]:
         """Write every vector still in memory for good, and stop.

@@ -19,7 +19,7 @@ import numpy as np
 from senseindex.errors import IndexExists, SenseIndexError
 from senseindex.indexer.storage import folder as folder_files
 from senseindex.indexer.storage.check import check_store
-from senseindex.indexer.storage.compaction import compact_shards, plan_compaction
+from senseindex.indexer.storage.compaction import compact_shards, forget_deleted, plan_compaction
 from senseindex.indexer.storage.merge import emptied_shards, plan_merges
 from senseindex.indexer.storage.reader import IndexReader
 from senseindex.indexer.storage.schema import (
@@ -498,7 +498,7 @@ class IndexStore(IndexReader):
             for shard in emptied_shards(shard_set):
                 self.db.execute("delete from shards where file = ?", [shard.file])
                 retired.append(shard.file)
-                self._forget_deleted(table, shard.first_id, shard.first_id + shard.count - 1)
+                forget_deleted(self.db.conn, table, shard.first_id, shard.first_id + shard.count - 1)
                 messages.append(f"{table}: dropped {shard.file}, all its {shard.count:,} vectors deleted")
             dimension = self.dimension(table)
             for merge in plan_merges(shard_set, requested, dimension):
@@ -518,7 +518,7 @@ class IndexStore(IndexReader):
                 )
                 self._replace_shards(plan.shards, new)
                 for first, last in ranges:
-                    self._forget_deleted(table, first, last)
+                    forget_deleted(self.db.conn, table, first, last)
                 retired += [shard.file for shard in plan.shards]
                 next_number += len(new)
                 messages.append(f"{table}: {plan.message}")
@@ -528,13 +528,6 @@ class IndexStore(IndexReader):
         self._commit_and_begin()
         self._remove_retired(retired)
         return messages
-
-    def _forget_deleted(self, table: str, first: int, last: int) -> None:
-        """Drop the deleted-rowid records within a range whose vectors are gone from every shard."""
-        self.db.execute(
-            "delete from deleted where table_name = ? and first_id >= ? and last_id <= ?",
-            [table, first, last],
-        )
 
     def compact(self) -> list[str]:
         """Merge every table's small exact shards into one and drop deleted vectors from exact shards.
