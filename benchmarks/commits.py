@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,14 +80,17 @@ def run(tree: Path, corpus: Path, index: Path, threads: int, prefix: str = "") -
         stdout=subprocess.PIPE,
         text=True,
     )
-    os.set_blocking(process.stdout.fileno(), False)
-    first_progress = None
+    reports: list[float] = []
+
+    def read_reports() -> None:
+        for _ in process.stdout:
+            reports.append(time.monotonic())
+
+    threading.Thread(target=read_reports, daemon=True).start()
     commits: list[float] = []
     seen = 0
     written = 0
     while process.poll() is None:
-        if first_progress is None and "progress" in (process.stdout.read() or ""):
-            first_progress = time.monotonic()
         row = last_document(index)
         if row > seen:
             seen = row
@@ -102,9 +106,7 @@ def run(tree: Path, corpus: Path, index: Path, threads: int, prefix: str = "") -
     return {
         "exit": process.returncode,
         "commits": len(commits),
-        "first_commit_after_progress_s": round(commits[0] - first_progress, 2)
-        if commits and first_progress
-        else None,
+        "first_commit_after_progress_s": round(commits[0] - reports[0], 2) if commits and reports else None,
         "interval_median_s": round(statistics.median(intervals), 2) if intervals else None,
         "interval_p95_s": round(sorted(intervals)[int(0.95 * (len(intervals) - 1))], 2)
         if intervals
