@@ -112,6 +112,7 @@ def run(tree: Path, corpus: Path, index: Path, threads: int, prefix: str = "") -
         if intervals
         else None,
         "interval_max_s": round(max(intervals), 2) if intervals else None,
+        "intervals_s": [round(i, 1) for i in intervals],
         "bytes_written": written,
         "index_bytes": size,
     }

@@ -480,6 +480,9 @@ def write_documents(
                     report(chunk.done_bytes, counts["documents"], counts["tokens"])
             if complete and require_text and not counts["documents"] and not counts["unchanged"]:
                 raise SourceError("the sources hold no text to index (all documents are empty)")
+            if commit_on_the_way and characters_since:
+                # the last documents are durable before finishing trains and merges (minutes, at times)
+                store.commit()
             merges = store.finish(complete=complete) if finish else []
         except BaseException:
             store.abort()
