@@ -380,18 +380,35 @@ def delete_command(doc_ids: tuple[str, ...], index_dir: str, missing_ok: bool, a
 
 @main.command("check")
 @INDEX_OPTION
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also re-embed a sample of sentences and compare them with their stored vectors.",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="Sentences --deep re-embeds.",
+)
+@click.option("--model", default=None, help="Model folder to use if the stored one has moved (--deep).")
+@BACKEND_OPTION
 @JSON_OPTION
 @_one_line_errors
-def check_command(index_dir: str, as_json: bool) -> None:
-    """Verify an index: files readable, every vector with its row and back, spans exact.
+def check_command(
+    index_dir: str, deep: bool, sample: int, model: str | None, backend: str, as_json: bool
+) -> None:
+    """Verify an index: files readable and unchanged, vectors sound, every vector with its row, spans exact.
 
-    Exits with status 1 and lists the problems if there are any.
+    Exits with status 1 and lists the problems, one a line, if there are any.
 
-    
+    \b
     Example:
       senseindex check --index sample.idx
+      senseindex check --index sample.idx --deep --sample 200
     """
-    report = senseindex.check_index(index_dir)
+    report = senseindex.check_index(index_dir, deep=deep, sample=sample, backend=backend, model=model)
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
@@ -404,6 +421,29 @@ def check_command(index_dir: str, as_json: bool) -> None:
             click.echo(f"Problem: {problem}")
     if not report.ok:
         sys.exit(1)
+
+
+@main.command("compact")
+@INDEX_OPTION
+@JSON_OPTION
+@_one_line_errors
+def compact_command(index_dir: str, as_json: bool) -> None:
+    """Merge an index's small vector files and drop the vectors of deleted documents.
+
+    Adds and deletes already keep the number of files low; compact leaves the fewest, for an index
+    that will mostly be read. Searches keep working meanwhile.
+
+    \b
+    Example:
+      senseindex compact --index sample.idx
+    """
+    merges = senseindex.compact_index(index_dir)
+    if as_json:
+        click.echo(json.dumps({"merges": merges}, ensure_ascii=False))
+        return
+    for merge in merges:
+        click.echo(f"Merged shards: {merge}")
+    click.echo(f"Compacted {index_dir}" if merges else f"Nothing to compact in {index_dir}")
 
 
 @main.command("query")

@@ -51,6 +51,7 @@ from senseindex.indexer.pipeline_shard_writes import (
     delete_from_shards,
     sharded_manifest,
 )
+from senseindex.indexer.pipeline_verify import DEEP_SAMPLE, compact_index, deep_problems
 from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import IndexStore, faiss_threads, open_for_reading
 from senseindex.indexer.validation import checked_delete_ids, not_found_message
@@ -58,6 +59,7 @@ from senseindex.indexer.validation import checked_delete_ids, not_found_message
 __all__ = [
     "COMMIT_CHARACTERS",
     "COMMIT_SECONDS",
+    "DEEP_SAMPLE",
     "ENCODER_SETTINGS",
     "PASSAGE_MODES",
     "BuildProgress",
@@ -70,6 +72,7 @@ __all__ = [
     "add_documents",
     "build_index",
     "check_index",
+    "compact_index",
     "delete_documents",
     "index_replaced",
     "index_settings",
@@ -153,14 +156,26 @@ def delete_documents(
 
 
 @storage_faults("reading")
-def check_index(index_dir: str | Path) -> CheckReport:
+def check_index(
+    index_dir: str | Path,
+    deep: bool = False,
+    sample: int = DEEP_SAMPLE,
+    backend: str = "auto",
+    model: str | None = None,
+) -> CheckReport:
     """Verify an index without changing it.
 
-    Checks SQLite's integrity, every vector file readable and holding the vectors its record says, every row
-    with its vector, every span slicing its document to its text, and no half-stored document.
+    Checks the settings queries need, SQLite's integrity, every vector file readable, holding the vectors
+    its record says and the bytes its recorded checksum says, every stored vector finite and of unit length,
+    every row with its vector, every span slicing its document to its text, and no half-stored document.
+    With ``deep``, also re-embeds a sample of sentences and compares them with their stored vectors.
 
     Args:
         index_dir: the index folder.
+        deep: also compare stored sentence vectors with the model's (loads the model).
+        sample: sentences re-embedded by ``deep``.
+        backend: what runs the model for ``deep``.
+        model: a model folder to use instead of the stored one, for ``deep``.
 
     Returns:
         The report.
@@ -169,6 +184,7 @@ def check_index(index_dir: str | Path) -> CheckReport:
         IndexNotFound: no index in ``index_dir``.
         SchemaMismatch: an index of another format version.
         IndexCorrupted: the database cannot be opened at all.
+        ModelMismatch, ModelLoadError: ``deep`` cannot load the index's model.
     """
     manifest = sharded_manifest(index_dir)
     if manifest is not None:
@@ -178,6 +194,10 @@ def check_index(index_dir: str | Path) -> CheckReport:
         with contextlib.suppress(SenseIndexError):
             store.open_vectors()  # on the newest snapshot whose files are all there, if any
         problems, notes = store.check()
+        if deep and not problems:
+            problems += deep_problems(store, sample, backend, model)
+        elif deep:
+            notes.append("the sample was not re-embedded: the problems above come first")
         try:
             counts = store.counts()
         except SenseIndexError:

@@ -37,7 +37,7 @@ from senseindex.indexer.encoder import (
     load_encoder,
 )
 from senseindex.indexer.faults import storage_faults
-from senseindex.indexer.pipeline_chunks import chunk_documents
+from senseindex.indexer.pipeline_chunks import ChunkPacer, chunk_documents
 from senseindex.indexer.pipeline_reports import (
     BuildProgressCallback,
     BuildSummary,
@@ -438,6 +438,7 @@ def write_documents(
     scan = reading.scan
     check_existing = resumed or not complete
     builder = RowBuilder(encoder, store, str(store.settings.get("passages", "none")))
+    pacer = ChunkPacer(COMMIT_SECONDS)
     counts = builder.counts
     counts.update(unchanged=0, replaced=0)
     chunks = chunk_documents(
@@ -447,8 +448,10 @@ def write_documents(
         str(store.settings.get("sentence_splitting", "auto")),
         builder.next_document,
         counts,
+        pacer,
     )
     last_commit, characters_since = time.monotonic(), 0
+    chunk_started = last_commit
     # FAISS trains, adds and merges with the build's threads (searches always use one: see storage.threads)
     with faiss_threads(encoder.settings.threads):
         try:
@@ -470,12 +473,18 @@ def write_documents(
                     store.commit()
                     last_commit, characters_since = time.monotonic(), 0
                 _return_free_memory()
+                now = time.monotonic()
+                pacer.measured(chunk.characters, now - chunk_started)
+                chunk_started = now
                 if progress:
                     progress(chunk.done_bytes, total_bytes)
                 if report:
                     report(chunk.done_bytes, counts["documents"], counts["tokens"])
             if complete and require_text and not counts["documents"] and not counts["unchanged"]:
                 raise SourceError("the sources hold no text to index (all documents are empty)")
+            if commit_on_the_way and characters_since:
+                # the last documents are durable before finishing trains and merges (minutes, at times)
+                store.commit()
             merges = store.finish(complete=complete) if finish else []
         except BaseException:
             store.abort()

@@ -22,7 +22,40 @@ if TYPE_CHECKING:  # the encoder module loads torch: only its types are needed h
 # A chunk's vectors and rows live until it is stored: 100,000 characters hold about 17,000 words, 26 MB
 # of float32 word vectors.
 CHUNK_CHARACTERS = 100_000
-FIRST_CHUNK_CHARACTERS = 20_000
+# The first chunk is small: it measures how fast this machine embeds, and the first progress report
+# (and commit) come early.
+FIRST_CHUNK_CHARACTERS = 2_000
+MIN_CHUNK_CHARACTERS = 1_000
+
+
+class ChunkPacer:
+    """Sizes chunks by the work they take, so that commits can follow at their interval.
+
+    A commit may only follow a chunk that ends a document; chunks of about a third of the commit interval
+    of work let the writer commit within a chunk of the interval, on a fast machine or a loaded one, with
+    a large model or a small one. The rate is measured on every chunk (embedding, storing and the commit
+    that may follow), smoothed over the last few.
+
+    Args:
+        seconds: the work between commits (`COMMIT_SECONDS`).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.target = seconds / 3
+        self._rate: float | None = None  # characters per second
+
+    def limit(self) -> int:
+        """Characters for the next chunk (`FIRST_CHUNK_CHARACTERS` until a chunk has been timed)."""
+        if self._rate is None:
+            return FIRST_CHUNK_CHARACTERS
+        return int(min(CHUNK_CHARACTERS, max(MIN_CHUNK_CHARACTERS, self._rate * self.target)))
+
+    def measured(self, characters: int, seconds: float) -> None:
+        """Record that a chunk of ``characters`` took ``seconds`` of work."""
+        if characters <= 0 or seconds <= 0:
+            return
+        rate = characters / seconds
+        self._rate = rate if self._rate is None else 0.5 * self._rate + 0.5 * rate
 
 
 class Chunk:
@@ -69,6 +102,7 @@ def chunk_documents(
     sentence_splitting: str,
     first_document: int,
     counts: dict[str, int],
+    pacer: ChunkPacer | None = None,
 ) -> Iterator[Chunk]:
     """Split documents into sentences and words and group them into prepared chunks.
 
@@ -83,6 +117,8 @@ def chunk_documents(
         sentence_splitting: the sentence splitting mode (see `split_text`).
         first_document: the row id of the first document.
         counts: running counts; ``documents`` and ``empty`` are incremented here.
+        pacer: sizes each chunk by the measured work rate (without one: `FIRST_CHUNK_CHARACTERS`, then
+            `CHUNK_CHARACTERS`).
 
     Yields:
         Prepared chunks, in document order.
@@ -90,7 +126,7 @@ def chunk_documents(
     next_document = first_document
     done_bytes = 0
     chunk = Chunk()
-    limit = FIRST_CHUNK_CHARACTERS  # small, so the first progress report comes early
+    limit = pacer.limit() if pacer else FIRST_CHUNK_CHARACTERS  # small: the first report comes early
     for document in documents:
         done_bytes += document.size
         sentences = split_document(document, skip_stopwords, sentence_splitting)
@@ -125,14 +161,14 @@ def chunk_documents(
                 inside = done_bytes - document.size + document.size * span[1] // len(document.text)
                 yield chunk.prepare(encoder, inside, last=False)
                 chunk = Chunk()
-                limit = CHUNK_CHARACTERS
+                limit = pacer.limit() if pacer else CHUNK_CHARACTERS
         next_document += 1
         counts["documents"] += 1
         chunk.at_document_end = True
         if chunk.characters >= limit:
             yield chunk.prepare(encoder, done_bytes, last=False)
             chunk = Chunk()
-            limit = CHUNK_CHARACTERS
+            limit = pacer.limit() if pacer else CHUNK_CHARACTERS
     chunk.at_document_end = True
     yield chunk.prepare(encoder, done_bytes, last=True)
 

@@ -176,15 +176,22 @@ class IndexState:
 
 
 def describe(store: ReadableIndex) -> dict[str, Any]:
-    """An index's ``{"path", "settings", "counts", "vector_files", "deleted_vectors"}``.
+    """An index's ``{"path", "settings", "counts", "vector_files", "shard_counts", "deleted_vectors"}``.
+
+    ``shard_counts`` is the number of vector files of each table.
 
     A sharded index adds ``"shards"``: per shard, its folder, whether its build finished and its counts.
     """
+    vector_files = store.vector_files()
     info = {
         "path": str(store.folder),
         "settings": dict(store.settings),
         "counts": store.counts(),
-        "vector_files": store.vector_files(),
+        "vector_files": vector_files,
+        "shard_counts": {
+            table: sum(1 for f in vector_files if f["table"] == table)
+            for table in ("sentences", "words", "passages")
+        },
         "deleted_vectors": store.deleted_count(),
     }
     if isinstance(store, ShardedReader):

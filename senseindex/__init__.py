@@ -49,6 +49,7 @@ from senseindex.indexer.pipeline import (
     add_documents,
     build_index,
     check_index,
+    compact_index,
     delete_documents,
     plan_changes,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "build_index",
     "check_index",
     "check_plot_path",
+    "compact_index",
     "delete_documents",
     "index_info",
     "open_index",

@@ -161,6 +161,7 @@ def print_info(info: dict[str, Any]) -> None:
         click.echo(f"{name}: {value:,}")
     for name, value in info["settings"].items():
         click.echo(f"{name}: {value}")
+    click.echo("vector files: " + ", ".join(f"{table} {n:,}" for table, n in info["shard_counts"].items()))
     deleted = {table: n for table, n in info["deleted_vectors"].items() if n}
     if deleted:
         click.echo(

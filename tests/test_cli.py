@@ -185,7 +185,7 @@ def test_info_shows_settings_and_counts(runner, sample_index_dir):
     assert info["settings"]["model_fingerprint"].startswith("sha256:")
     assert info["settings"]["layers"] == "last"
     assert info["settings"]["word_dimension"] == 384
-    assert info["settings"]["schema_version"] == 3
+    assert info["settings"]["schema_version"] == 4
     assert info["settings"]["words_index_type"] == "flat"
     assert [f["table"] for f in info["vector_files"]] == ["passages", "sentences", "words"]
     assert sum(f["count"] for f in info["vector_files"] if f["table"] == "words") == info["counts"]["words"]

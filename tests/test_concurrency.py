@@ -151,7 +151,8 @@ def test_shard_file_names_are_never_reused_so_a_refreshing_reader_stays_right(tm
         files_after = {f["file"] for f in senseindex.index_info(index_dir)["vector_files"]}
         new_files = files_after - files_before
         assert new_files and not new_files & files_before
-        assert len(files_after) == len(files_before)  # dropped as many as were added
+        # the dropped shards are gone; the new ones may have been merged with the old small ones
+        assert len(files_after) <= len(files_before)
         reader.refresh()
         hits = reader.search_sentences("the pitcher threw the ball", k=300)
         assert hits[0].doc_id == "baseball.md"

@@ -16,14 +16,16 @@ Writing is crash safe: a writer adds rows inside one SQLite transaction per batc
 documents, writes the batch's vectors to new shard files (under a temporary name, flushed, then
 renamed) and only then commits the rows together with the ``shards`` records that make those files
 part of the index. A process killed at any moment leaves the last committed state; files it wrote
-after that are not referenced and the next writer deletes them. Readers use SQLite's write-ahead log:
+after that are not referenced and the next writer deletes them; files a commit replaces are deleted
+right after it. Readers use SQLite's write-ahead log:
 each reader keeps the snapshot it opened (see `IndexStore.refresh`) and never sees a
 half-applied batch.
 
 Modules: `schema` (tables, format version), `folder` (write lock, flushing, the
 ``--overwrite`` swap, clean-up), `guards` (damaged index or caller's mistake), `reader`
 (`IndexReader`), `writer` (`IndexStore`), `merge` (which shards to merge),
-`check` (verification), `vectors` (index types, writing shards), `shards`
+`compaction` (small shards merged by size, deleted vectors dropped), `check` and `verify` (verification),
+`vectors` (index types, writing shards), `shards`
 (reading and searching them) and `threads` (FAISS's threads for searches and builds).
 """
 

@@ -12,12 +12,14 @@ from senseindex.errors import IndexCorrupted
 from senseindex.indexer.storage.folder import vector_files_on_disk
 from senseindex.indexer.storage.reader import IndexReader
 from senseindex.indexer.storage.schema import VECTOR_TABLES
+from senseindex.indexer.storage.verify import check_checksums, check_vector_values, missing_settings
 
 
 def check_store(store: IndexReader) -> tuple[list[str], list[str]]:
     """Verify an opened index.
 
-    Checks the database's integrity, every vector file against its record, every row against its vector and
+    Checks the settings queries need, the database's integrity, every vector file against its record and
+    its recorded checksum, every stored vector (finite, of unit length), every row against its vector and
     its document's text, and that no document is half-stored.
 
     Args:
@@ -29,11 +31,20 @@ def check_store(store: IndexReader) -> tuple[list[str], list[str]]:
     """
     problems: list[str] = []
     notes: list[str] = []
+    problems += missing_settings(store)
     try:
         result = store.db.execute("pragma quick_check").fetchone()[0]
         if result != "ok":
-            return [f"index.sqlite fails SQLite's integrity check: {result}"], notes
-        problems += _check_vectors(store)
+            return [*problems, f"index.sqlite fails SQLite's integrity check: {result}"], notes
+        checksum_problems, checksum_notes = check_checksums(store)
+        notes += checksum_notes
+        try:
+            problems += _check_vectors(store)
+            problems += checksum_problems
+            problems += check_vector_values(store)
+        except IndexCorrupted as error:  # the settings the shards need are damaged: said above
+            if not problems:
+                problems.append(str(error))
         problems += _check_rows(store)
     except sqlite3.DatabaseError as error:
         problems.append(f"index.sqlite cannot be read: {error}")

@@ -1,8 +1,8 @@
 """Which shards a writer merges when it finishes.
 
 Shards whose vectors are all deleted are dropped, runs of exact shards of a compressed table become trained
-shards, runs of many small exact shards become one. The writer (`IndexStore.merge_shards`) writes the new
-files and records them.
+shards; small exact shards are merged by size class (`compaction`). The writer (`IndexStore.merge_shards`)
+writes the new files and records them.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from senseindex.indexer.storage.vectors import (
     AUTO_IVF_TABLES,
     FLAT_INDEX_TYPE,
     MIN_TRAINED_SHARD,
-    SHARD_BYTES,
     training_needed,
 )
 
-# A run of at least this many small shards of a table is merged into one (fewer files to search).
+# Formerly the run of small shards merged into one; small shards are now merged by size class
+# (see `compaction`), and this stays for callers that import it.
 MERGE_SMALL_SHARDS = 8
 # Vectors read back and rewritten by one merge at most (200 MB of 384-d float32, held twice).
 MERGE_VECTORS = 131_072
@@ -51,7 +51,7 @@ def plan_merges(shard_set: ShardSet, requested_type: str, dimension: int) -> lis
     """The merges of one table's live shards.
 
     Exact runs are trained into its compressed type when the table has one and a run holds enough vectors to
-    train it; failing that, runs of many small exact shards are merged into one.
+    train it (small exact shards are merged by `compaction.plan_compaction`).
 
     Args:
         shard_set: the table's shards.
@@ -81,14 +81,6 @@ def plan_merges(shard_set: ShardSet, requested_type: str, dimension: int) -> lis
                         f"compressed to {run_type} trained on them"
                     )
                     merges.append(Merge(run, run_type, message))
-    if merges:
-        return merges
-    small_limit = SHARD_BYTES // (4 * dimension) // 4
-    for run in adjacent_runs([s for s in exact if s.count < small_limit]):
-        if len(run) >= MERGE_SMALL_SHARDS:
-            total = sum(s.count for s in run)
-            message = f"{len(run)} small exact shards, {total:,} vectors, merged into one"
-            merges.append(Merge(run, FLAT_INDEX_TYPE, message))
     return merges
 
 

@@ -16,6 +16,7 @@ from senseindex.indexer.storage.filters import decoded_metadata, filter_document
 from senseindex.indexer.storage.function_words import FunctionWords
 from senseindex.indexer.storage.guards import check_bindable, reading, stored_json
 from senseindex.indexer.storage.schema import (
+    OLDEST_READABLE_VERSION,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
     STATUS_COMPLETE,
@@ -24,6 +25,10 @@ from senseindex.indexer.storage.schema import (
 )
 from senseindex.indexer.storage.shards import Shard, ShardSet
 from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE
+
+# Fresh snapshots `IndexReader.open_vectors` takes while writers keep retiring the files it was told
+# about (each one needs another commit to have landed in between).
+_MOVED_ON_RETRIES = 1000
 
 
 class IndexReader:
@@ -124,7 +129,7 @@ class IndexReader:
                 f"{self.folder} was written with index format version {version}; this senseindex reads "
                 f"up to version {SCHEMA_VERSION} — upgrade senseindex"
             )
-        if version < SCHEMA_VERSION:
+        if version < OLDEST_READABLE_VERSION:
             raise SchemaMismatch(
                 f"{self.folder} was written with the older index format version {version}; this "
                 f"senseindex reads version {SCHEMA_VERSION} — rebuild it with build-index --overwrite"
@@ -175,17 +180,32 @@ class IndexReader:
         Raises:
             IndexCorrupted: a vector file is missing or unreadable.
         """
-        for attempt in range(3):
+        for _ in range(_MOVED_ON_RETRIES):
             try:
                 for table in VECTOR_TABLES:
                     self.shard_set(table).open_all()
                 return
             except IndexCorrupted:
                 # A writer may have retired a file between this snapshot and opening it: a newer
-                # snapshot no longer needs it. A file that stays missing is a damaged index.
-                if attempt == 2 or self._writing:
+                # snapshot no longer names it. Only a file the latest state still names, missing or
+                # unreadable, is a damaged index.
+                if self._writing:
                     raise
+                named = self._named_files()
                 self.refresh()
+                if self._named_files() == named:
+                    raise
+        raise IndexCorrupted(
+            f"the vector files of the index in {self.folder} kept changing while it was being opened; "
+            "try again when the writer has finished"
+        )
+
+    def _named_files(self) -> set[str]:
+        """The vector files this snapshot names (cheap: one query)."""
+        try:
+            return self.referenced_files()
+        except sqlite3.Error:
+            return set()
 
     def close(self) -> None:
         """Close the database connection (rolling back anything not committed)."""

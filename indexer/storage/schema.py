@@ -13,7 +13,9 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.db import Table
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+OLDEST_READABLE_VERSION = 3
+"""Format 3 lacks ``shards.checksum``: it is read as it is, and upgraded in place by its next writer."""
 DATABASE_FILE = "index.sqlite"
 LOCK_FILE = "write.lock"
 VECTOR_TABLES = ("sentences", "words", "passages")
@@ -47,7 +49,15 @@ SCHEMA: dict[str, dict[str, type]] = {
         "first_sentence": int,
         "last_sentence": int,
     },
-    "shards": {"id": int, "table_name": str, "file": str, "first_id": int, "count": int, "index_type": str},
+    "shards": {
+        "id": int,
+        "table_name": str,
+        "file": str,
+        "first_id": int,
+        "count": int,
+        "index_type": str,
+        "checksum": str,
+    },
     # rowids (inclusive ranges) of deleted rows whose vectors are still in a shard file
     "deleted": {"id": int, "table_name": str, "first_id": int, "last_id": int},
 }
@@ -87,6 +97,30 @@ def initialise(connection: sqlite3.Connection, settings: dict[str, Any]) -> None
     _table(database, "settings").insert_all(
         [{"key": key, "value": json.dumps(value)} for key, value in all_settings.items()]
     )
+
+
+def upgrade(connection: sqlite3.Connection, version: int) -> bool:
+    """Bring a database of an older readable format to `SCHEMA_VERSION` (inside the caller's transaction).
+
+    Format 3 to 4: ``shards`` gains ``checksum`` (null for the shards already written).
+
+    Returns:
+        Whether anything changed.
+    """
+    if version >= SCHEMA_VERSION:
+        return False
+    columns = {row[1] for row in connection.execute("pragma table_info(shards)")}
+    if "checksum" not in columns:
+        connection.execute("alter table shards add column checksum text")
+    connection.execute(
+        "update settings set value = ? where key = ?", [json.dumps(SCHEMA_VERSION), SCHEMA_VERSION_KEY]
+    )
+    return True
+
+
+def has_checksums(connection: sqlite3.Connection) -> bool:
+    """Whether the ``shards`` table has its ``checksum`` column (format 4 on)."""
+    return any(row[1] == "checksum" for row in connection.execute("pragma table_info(shards)"))
 
 
 def _create_tables(database: sqlite_utils.Database) -> None:

@@ -45,6 +45,8 @@ class Shard:
         first_id: rowid of the shard's first vector; vector ``i`` is rowid ``first_id + i``.
         count: number of vectors.
         index_type: ``flat`` or the FAISS factory string it was built with.
+        checksum: ``sha256:`` and the hex digest of the file's bytes, taken when it was written (None for
+            a shard of a format-3 index, written before checksums were recorded).
     """
 
     table: str
@@ -52,6 +54,28 @@ class Shard:
     first_id: int
     count: int
     index_type: str
+    checksum: str | None = None
+
+
+CHECKSUM_PREFIX = "sha256:"
+
+
+def bytes_checksum(data: memoryview | bytes) -> str:
+    """The checksum recorded for a shard file's bytes: ``sha256:`` and the hex digest."""
+    return CHECKSUM_PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def file_checksum(path: Path) -> str:
+    """`bytes_checksum` of a file, read in blocks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(1 << 22):
+            digest.update(block)
+    return CHECKSUM_PREFIX + digest.hexdigest()
 
 
 class ShardSet:
@@ -116,6 +140,13 @@ class ShardSet:
     def opened(self) -> dict[str, faiss.Index]:
         """The shard indexes opened so far, by file name (a newer snapshot reuses them)."""
         return dict(self._indexes)
+
+    def live_mask(self, shard: Shard) -> np.ndarray:
+        """``(count,)`` bool: which of a shard's vectors are not deleted."""
+        if shard.file not in self._live:
+            return np.ones(shard.count, dtype=bool)
+        bitmap = self._live[shard.file][0]
+        return np.unpackbits(bitmap, count=shard.count, bitorder="little").astype(bool)
 
     def live_count(self, shard: Shard) -> int:
         """Vectors of a shard that are not deleted."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -47,6 +48,7 @@ from senseindex.indexer.storage.shards import (
     IVF_PROBE_FRACTION,
     Shard,
     ShardSet,
+    bytes_checksum,
     open_shard,
 )
 
@@ -179,6 +181,7 @@ class ShardWriter:
         self.requested = index_type
         self.next_id = first_id
         self.next_number = first_number
+        self.bytes_written = 0  # bytes of every shard file this writer wrote (provisional copies too)
         # Until the type is settled (auto, or a type still to be trained), vectors wait as float32 in
         # one buffer allocated once (no copy when it becomes the training sample); vectors past its
         # end, from the batch that fills it, wait in a list.
@@ -231,22 +234,71 @@ class ShardWriter:
     def checkpoint(self) -> tuple[list[Shard], list[Shard]]:
         """Make every vector added so far durable without changing how the table is laid out.
 
-        The vectors still in memory (the shard being filled, or those waiting for the table's type
-        to be settled, written exactly) go to *provisional* files; the writer keeps them in memory
-        and goes on filling the same shard, so frequent commits do not cut a table into small
-        shards. The next checkpoint, or `finish`, retires them.
+        The vectors still in memory (the shard being filled, or those waiting for the table's type to be
+        settled) are covered by *provisional* files; the writer keeps them in memory and goes on filling
+        the same shard, so frequent commits do not cut a table into small shards. A checkpoint writes
+        only the vectors added since the last one, folding in the provisional files no larger than
+        what it writes (each file is larger than all those after it together): a vector is rewritten
+        about log2(commits) times, not at every commit, and a table has a few dozen provisional files
+        at most. Where the vectors in memory cannot be sliced (an IVF or HNSW shard), the checkpoint
+        writes the whole shard being filled, as one provisional file. `finish`, or the shard being
+        written for good, retires them.
 
         Returns:
-            ``(written, retired)``: the shards this call wrote, and the provisional shards of the
-            previous checkpoint, which the shards written since replace. A caller records both in
-            the same commit.
+            ``(written, retired)``: the shards this call wrote, and the provisional shards they (or the
+            shards written for good since the last checkpoint) replace. A caller records both in the
+            same commit.
         """
-        retired, self._provisional = self._provisional, []
-        if self._current is None and self._pending_count:
-            self._provisional.append(self._write(*self._pending_as_flat(), FLAT_INDEX_TYPE))
-        elif self._current is not None and self._current.ntotal:
-            self._provisional.append(self._write(self._current, self._current_first, str(self._resolved)))
-        return list(self._provisional), retired
+        start = self.next_id - self._pending_count if self._current is None else self._current_first
+        retired = [s for s in self._provisional if s.first_id + s.count <= start]
+        kept = [s for s in self._provisional if s.first_id + s.count > start]
+        if self.next_id == start:
+            self._provisional = []
+            return [], retired + kept
+        sliceable = self._current is None or isinstance(
+            faiss.downcast_index(self._current), faiss.IndexFlatCodes
+        )
+        if not sliceable or (kept and kept[0].first_id != start):
+            # write everything in memory as one file, replacing every provisional one
+            retired += kept
+            kept = []
+        first = kept[-1].first_id + kept[-1].count if kept else start
+        while kept and kept[-1].count <= self.next_id - first:
+            first = kept[-1].first_id
+            retired.append(kept.pop())
+        if first == self.next_id:
+            self._provisional = kept
+            return [], retired
+        if self._current is None:
+            index, kind = self._pending_slice(first), FLAT_INDEX_TYPE
+        elif sliceable:
+            index, kind = self._current_slice(first - self._current_first), str(self._resolved)
+        else:
+            index, kind = self._current, str(self._resolved)
+        written = self._write(index, first, kind)
+        self._provisional = [*kept, written]
+        return [written], retired
+
+    def _pending_slice(self, first: int) -> faiss.Index:
+        """The waiting vectors from rowid ``first`` on, in an exact index."""
+        index = _factory(FLAT_INDEX_TYPE, self.dimension)
+        skip = first - (self.next_id - self._pending_count)
+        for vectors in self._pending():
+            if skip < len(vectors):
+                index.add(vectors[max(skip, 0) :])
+            skip -= len(vectors)
+        return index
+
+    def _current_slice(self, start: int) -> faiss.Index:
+        """The shard being filled from its position ``start`` on, as an index of its type (codes copied)."""
+        current: Any = faiss.downcast_index(self._shard_in_memory())  # an IndexFlatCodes (the stub lacks it)
+        size = int(current.code_size)
+        codes = faiss.rev_swig_ptr(current.codes.data(), int(current.ntotal) * size)
+        owner = self._empty_shard()
+        part: Any = faiss.downcast_index(owner)  # a view: ``owner`` keeps the C++ object alive
+        faiss.copy_array_to_vector(np.ascontiguousarray(codes[start * size :]), part.codes)
+        part.ntotal = int(current.ntotal) - start
+        return owner
 
     def finish(self) -> tuple[list[Shard], list[Shard]]:
         """Write every vector still in memory for good, and stop.
@@ -402,9 +454,10 @@ class ShardWriter:
 
     def _write(self, index: faiss.Index, first_id: int, index_type: str) -> Shard:
         name = shard_file_name(self.table, self.next_number)
-        write_index_atomically(index, self.folder / name)
+        checksum = write_index_atomically(index, self.folder / name)
         self.next_number += 1
-        return Shard(self.table, name, first_id, int(index.ntotal), index_type)
+        self.bytes_written += (self.folder / name).stat().st_size
+        return Shard(self.table, name, first_id, int(index.ntotal), index_type, checksum)
 
 
 def shard_file_name(table: str, number: int) -> str:
@@ -484,16 +537,24 @@ def _bytes_per_vector(index: faiss.Index, dimension: int) -> int:
     return size
 
 
-def write_index_atomically(index: faiss.Index, path: Path) -> None:
+def write_index_atomically(index: faiss.Index, path: Path) -> str:
     """Write a FAISS index under a temporary name, flush it to the disk, then rename it into place.
 
     A file with the final name is always complete.
+
+    Returns:
+        The file's checksum (`file_checksum` of the bytes written), recorded with the shard.
     """
     temporary = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(temporary))
-    descriptor = os.open(temporary, os.O_RDONLY)
+    data = faiss.serialize_index(index).tobytes()
+    checksum = bytes_checksum(data)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
+        view = memoryview(data)
+        while len(view):
+            view = view[os.write(descriptor, view) :]
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
     os.replace(temporary, path)
+    return checksum

@@ -20,6 +20,7 @@ from senseindex.errors import IndexExists, SenseIndexError
 from senseindex.indexer.faults import storage_error
 from senseindex.indexer.storage import folder as folder_files
 from senseindex.indexer.storage.check import check_store
+from senseindex.indexer.storage.compaction import compact_shards, forget_deleted, plan_compaction
 from senseindex.indexer.storage.merge import emptied_shards, plan_merges
 from senseindex.indexer.storage.reader import IndexReader
 from senseindex.indexer.storage.schema import (
@@ -28,12 +29,14 @@ from senseindex.indexer.storage.schema import (
     NEXT_IDS_KEY,
     NEXT_SHARD_NUMBER_KEY,
     ROW_TABLES,
+    SCHEMA_VERSION_KEY,
     STATUS_BUILDING,
     STATUS_COMPLETE,
     STATUS_KEY,
     VECTOR_TABLES,
     Row,
     row_id,
+    upgrade,
 )
 from senseindex.indexer.storage.shards import Shard
 from senseindex.indexer.storage.vectors import AUTO_INDEX_TYPE, ShardWriter, merge_shards, shard_number
@@ -165,6 +168,7 @@ class IndexStore(IndexReader):
             store = cls(folder, connection)
             store._lock = lock
             store._check_version()
+            store._upgrade_format()
             folder_files.remove_unreferenced_files(folder, store.referenced_files())
             for table in VECTOR_TABLES:  # every file must be readable before anything is changed
                 store.shard_set(table).open_all()
@@ -174,6 +178,14 @@ class IndexStore(IndexReader):
             folder_files.release_lock(lock)
             raise
         return store
+
+    def _upgrade_format(self) -> None:
+        """Bring an index of an older readable format to the current one, in a commit of its own."""
+        version = self.int_setting(SCHEMA_VERSION_KEY)
+        connection = self.db.conn
+        if upgrade(connection, version):
+            connection.commit()
+            self._load_settings()
 
     def _start_writing(self) -> None:
         self.db.conn.isolation_level = None  # explicit transactions: one per commit
@@ -209,13 +221,32 @@ class IndexStore(IndexReader):
         self._write_shards(final=False)
 
     def _write_shards(self, final: bool) -> None:
+        retired_files: list[str] = []
         for writer in self._writers.values():
             written, retired = writer.finish() if final else writer.checkpoint()
             self._replace_shards(retired, written)
+            retired_files += [shard.file for shard in retired]
         folder_files.sync_folder(self.folder)
         self._upsert_setting(NEXT_IDS_KEY, dict(zip(ROW_TABLES, self.next_ids(), strict=True)))
         self._upsert_setting(NEXT_SHARD_NUMBER_KEY, self._next_shard_number())
         self._commit_and_begin()
+        self._remove_retired(retired_files)
+
+    def _remove_retired(self, files: list[str]) -> None:
+        """Delete files the last commit stopped naming.
+
+        Readers that opened them keep them (an open file outlives its name); one that has yet to open a file
+        of an older state retries on the newer one (`IndexReader.open_vectors`).
+        """
+        referenced = self.referenced_files()
+        for name in files:
+            if name not in referenced:
+                (self.folder / name).unlink(missing_ok=True)
+
+    def _remove_unreferenced(self) -> None:
+        """Delete every vector file the committed state does not name (after a rollback: this session's)."""
+        with contextlib.suppress(sqlite3.Error, OSError):  # a damaged database: leave the files alone
+            folder_files.remove_unreferenced_files(self.folder, self.referenced_files())
 
     def _commit_and_begin(self) -> None:
         self.db.execute("commit")
@@ -286,6 +317,8 @@ class IndexStore(IndexReader):
         self._roll_back()
         self._writers = {}
         self._writing = False
+        if self._lock is not None:  # the files this session wrote after its last commit
+            self._remove_unreferenced()
         empty = False
         with contextlib.suppress(sqlite3.Error):  # a damaged database: keep the folder
             empty = self.db.execute("select count(*) from documents").fetchone()[0] == 0
@@ -300,6 +333,11 @@ class IndexStore(IndexReader):
 
         Also releases the write lock if this store holds it.
         """
+        if self._writing and self._lock is not None:
+            self._roll_back()
+            self._remove_unreferenced()
+            self._writers = {}
+            self._writing = False
         super().close()
         folder_files.release_lock(self._lock)
         self._lock = None
@@ -444,40 +482,72 @@ class IndexStore(IndexReader):
         counts["documents"] = len(rowids)
         return counts
 
-    def merge_shards(self) -> list[str]:
+    def merge_shards(self, full: bool = False) -> list[str]:
         """Merge shards, in one commit of their own.
 
         Runs of adjacent exact shards of a compressed table that hold enough vectors to train on become shards
-        of the table's type, trained on them; runs of many small shards become one; shards whose every vector
-        is deleted are dropped. Old files stay until `finish` (readers opening the state before the merge may
-        use them).
+        of the table's type, trained on them; shards whose every vector is deleted are dropped; small exact
+        shards are merged by size class and exact shards that lost most of their vectors are rewritten
+        without the deleted ones (`compaction`), so a table keeps about log2 of its vectors in small shards.
+        The files replaced are deleted once the commit names the new ones.
+
+        Args:
+            full: compact: every small exact shard into one, every exact shard without its deleted vectors.
 
         Returns:
             One line per merge, saying what was merged (empty when nothing was).
         """
         self._require_writing()
         messages = []
+        retired: list[str] = []
         next_number = self._next_shard_number()
         requested = str(self.settings.get("index_type", AUTO_INDEX_TYPE))
         for table in VECTOR_TABLES:
             shard_set = self.shard_set(table)
             for shard in emptied_shards(shard_set):
                 self.db.execute("delete from shards where file = ?", [shard.file])
-                self.db.execute(
-                    "delete from deleted where table_name = ? and first_id >= ? and last_id < ?",
-                    [table, shard.first_id, shard.first_id + shard.count],
-                )
+                retired.append(shard.file)
+                forget_deleted(self.db.conn, table, shard.first_id, shard.first_id + shard.count - 1)
                 messages.append(f"{table}: dropped {shard.file}, all its {shard.count:,} vectors deleted")
             dimension = self.dimension(table)
             for merge in plan_merges(shard_set, requested, dimension):
                 new = merge_shards(self.folder, merge.run, dimension, merge.index_type, next_number)
                 self._replace_shards(merge.run, new)
+                retired += [shard.file for shard in merge.run]
                 next_number += len(new)
                 messages.append(f"{table}: {merge.message}")
+        self._shard_sets = {}  # the records as changed so far
+        for position, table in enumerate(VECTOR_TABLES):
+            shard_set = self.shard_set(table)
+            dimension = self.dimension(table)
+            for plan in plan_compaction(shard_set, dimension, full):
+                first_id = self.next_ids()[position + 1]
+                new, ranges = compact_shards(
+                    self.db.conn, self.folder, shard_set, plan, dimension, first_id, next_number
+                )
+                self._replace_shards(plan.shards, new)
+                for first, last in ranges:
+                    forget_deleted(self.db.conn, table, first, last)
+                retired += [shard.file for shard in plan.shards]
+                next_number += len(new)
+                messages.append(f"{table}: {plan.message}")
+        self._upsert_setting(NEXT_IDS_KEY, dict(zip(ROW_TABLES, self.next_ids(), strict=True)))
         self._upsert_setting(NEXT_SHARD_NUMBER_KEY, next_number)
         folder_files.sync_folder(self.folder)
         self._commit_and_begin()
+        self._remove_retired(retired)
         return messages
+
+    def compact(self) -> list[str]:
+        """Merge every table's small exact shards into one and drop deleted vectors from exact shards.
+
+        Then finishes the store (see `finish`); an unfinished build stays unfinished.
+
+        Returns:
+            One line per merge.
+        """
+        messages = self.merge_shards(full=True)
+        return messages + self.finish(complete=self.complete)
 
     def _replace_shards(self, old: list[Shard], new: list[Shard]) -> None:
         for shard in old:
@@ -500,8 +570,9 @@ class IndexStore(IndexReader):
     def _record_shards(self, shards: list[Shard]) -> None:
         for shard in shards:
             self.db.execute(
-                "insert into shards (table_name, file, first_id, count, index_type) values (?, ?, ?, ?, ?)",
-                [shard.table, shard.file, shard.first_id, shard.count, shard.index_type],
+                "insert into shards (table_name, file, first_id, count, index_type, checksum) "
+                "values (?, ?, ?, ?, ?, ?)",
+                [shard.table, shard.file, shard.first_id, shard.count, shard.index_type, shard.checksum],
             )
 
 
