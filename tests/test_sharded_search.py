@@ -276,6 +276,7 @@ def test_serve_answers_from_a_sharded_index(small_sharded, tmp_path):
         assert "d3" not in {hit.doc_id for hit in index.search_sentences("document", k=20)}
     assert served[0]["doc_id"] == "kingfisher"
     assert [(h["doc_id"], h["start"]) for h in served] == [(h.doc_id, h.start) for h in expected]
-    assert [h["word_id"] for h in served_words] == [h.word_id for h in expected_words]
+    # by place, not id: the delete's merge of small vector files gives merged rows new ids
+    assert [(h["doc_id"], h["start"]) for h in served_words] == [(h.doc_id, h.start) for h in expected_words]
     for got, want in zip(served_words, expected_words, strict=True):
         assert abs(got["score"] - want.score) <= SCORE_TOLERANCE
