@@ -24,11 +24,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from senseindex.indexer.storage import vectors
 from senseindex.indexer.storage.shards import Shard, ShardSet
-from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE, SHARD_BYTES, merge_vectors
+from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE, merge_vectors
 
-# Exact shards under this many bytes of vectors are "small" (merged by size class).
-SMALL_SHARD_BYTES = SHARD_BYTES // 4
+# Exact shards under this share of a full shard's bytes (`vectors.SHARD_BYTES`, read at each plan) are
+# "small" (merged by size class).
+SMALL_SHARD_SHARE = 4
 # A shard whose deleted vectors are at least this share of it is rewritten without them.
 DELETED_SHARE = 0.5
 
@@ -59,7 +61,7 @@ def plan_compaction(shard_set: ShardSet, dimension: int, full: bool = False) -> 
     Returns:
         The merges (none when nothing is worth it).
     """
-    small = SMALL_SHARD_BYTES // (4 * dimension)
+    small = vectors.SHARD_BYTES // SMALL_SHARD_SHARE // (4 * dimension)
     exact = [s for s in shard_set.shards if s.index_type == FLAT_INDEX_TYPE and shard_set.live_count(s) > 0]
     plans: list[Compaction] = []
     sparse = [
