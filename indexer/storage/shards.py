@@ -256,9 +256,7 @@ class ShardSet:
             part = excluded_rows[shard.first_id : shard.first_id + shard.count]
             mask[: len(part)] &= ~part
         if shard.file in self._live:
-            mask &= np.unpackbits(self._live[shard.file][0], count=shard.count, bitorder="little").astype(
-                bool
-            )
+            mask &= self.live_mask(shard)
         if not mask.any():
             return None
         bitmap = np.packbits(mask, bitorder="little")
@@ -391,14 +389,19 @@ class _Coarse:
         return found[0][keep], local[0][keep]
 
 
+def _held(shard: Shard, ids: np.ndarray) -> np.ndarray:
+    """``(len(ids),)`` bool: which of some rowids a shard holds."""
+    return (ids >= shard.first_id) & (ids < shard.first_id + shard.count)
+
+
 def _local_ids(shard: Shard, ids: np.ndarray) -> np.ndarray:
     """The positions in a shard of those of some rowids that it holds."""
-    return ids[(ids >= shard.first_id) & (ids < shard.first_id + shard.count)] - shard.first_id
+    return ids[_held(shard, ids)] - shard.first_id
 
 
 def _any_in(shard: Shard, ids: np.ndarray) -> bool:
     """Whether a shard holds any of some rowids."""
-    return bool(((ids >= shard.first_id) & (ids < shard.first_id + shard.count)).any())
+    return bool(_held(shard, ids).any())
 
 
 def _coarse_key(index: faiss.Index) -> str | None:
