@@ -210,7 +210,7 @@ def measure(
                     finished = time.perf_counter()
                     # the call's first search: the nearest DEPTH, the target's own lemma and function
                     # words left out
-                    own_ids = reader.word_ids_of_lemma(lemmatize(t))
+                    own_ids = reader.word_ids_of_lemmas([lemmatize(t)])
                     vector_started = time.perf_counter()
                     reader.search("words", vector, DEPTH, excluded=own_ids, function_words=False)
                     searched = time.perf_counter()

@@ -119,29 +119,28 @@ def rank_other_lemmas(store: ReadableIndex, vector: np.ndarray, own_lemma: str, 
     # The query's own word fills the nearest occurrences of its context (a frequent word's
     # thousands of them), function words and a few frequent neighbours the next ones: all are left
     # out in the search itself, through the selector that skips deleted rows.
-    excluded = [store.word_ids_of_lemma(own_lemma)]
+    excluded = store.word_ids_of_lemmas([own_lemma])
     found: dict[str, list[tuple[int, float]]] = {}
-    while len(found) < k:
-        ids, scores = store.search(
-            "words", vector, depth, excluded=np.concatenate(excluded), function_words=False
-        )
+    while True:
+        ids, scores = store.search("words", vector, depth, excluded=excluded, function_words=False)
         if not len(ids):
             break  # every occurrence is left out or searched
         lemmas = store.word_lemmas(ids.tolist())
         seen: dict[str, list[tuple[int, float]]] = {}
         for word_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
             seen.setdefault(lemmas[word_id][0], []).append((word_id, score))
-        before = len(excluded)
         for lemma, hits in seen.items():
             # A function word's form under a content lemma (kept in the search) is never "another
             # word for" the target.
             if lemma != own_lemma and not is_stopword(lemmas[hits[0][0]][1].lower()):
                 found[lemma] = hits
-            occurrences = store.word_ids_of_lemma(lemma)
-            if len(occurrences):
-                excluded.append(occurrences)
-        if len(excluded) == before:
+        if len(found) >= k:
+            break
+        # only now, with another round to search, are the occurrences of this round's lemmas read
+        seen_occurrences = store.word_ids_of_lemmas(list(seen))
+        if not len(seen_occurrences):
             break  # hits whose rows are gone (never, under one snapshot): nothing more to leave out
+        excluded = np.concatenate([excluded, seen_occurrences])
         if len(ids) < depth:
             # an inverted file returns fewer than asked when the lists it probes run out of vectors
             # not left out: asking for more probes more lists

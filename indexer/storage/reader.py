@@ -488,8 +488,11 @@ class IndexReader:
         rows = self.word_occurrences(lemma)
         return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
-    def word_ids_of_lemma(self, lemma: str) -> np.ndarray:
-        """Ids of every occurrence of a lemma, in no set order (an index-only read, cheap for many).
+    def word_ids_of_lemmas(self, lemmas: Sequence[str]) -> np.ndarray:
+        """Ids of every occurrence of some lemmas, in no set order (an index-only read, cheap for many).
+
+        Args:
+            lemmas: the lemmas (one query for all of them).
 
         Returns:
             ``(n,)`` int64.
@@ -497,8 +500,8 @@ class IndexReader:
         Raises:
             QueryError: a lemma SQLite cannot look up (a lone surrogate in it).
         """
-        check_bindable([lemma], "word")
-        rows = self.db.execute("select id from words where lemma = ?", [lemma]).fetchall()
+        check_bindable(lemmas, "word")
+        rows = self._select_in("select id from words where lemma in ({})", lemmas, kind=str)
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:

@@ -305,10 +305,10 @@ class ShardedReader:
         rows = self.word_occurrences(lemma)
         return np.asarray([row[0] for row in rows], dtype=np.int64), [row[1] for row in rows]
 
-    def word_ids_of_lemma(self, lemma: str) -> np.ndarray:
-        """Index-wide ids of every occurrence of a lemma, in no set order: ``(n,)`` int64."""
+    def word_ids_of_lemmas(self, lemmas: Sequence[str]) -> np.ndarray:
+        """Index-wide ids of every occurrence of some lemmas, in no set order: ``(n,)`` int64."""
         parts = [
-            store.word_ids_of_lemma(lemma) * self.count + shard for shard, store in enumerate(self.shards)
+            store.word_ids_of_lemmas(lemmas) * self.count + shard for shard, store in enumerate(self.shards)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 

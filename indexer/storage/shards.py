@@ -33,6 +33,8 @@ HNSW_EF_SEARCH = 128
 # A shard's live vectors: (bitmap of those kept, little-endian bit order; its FAISS selector; number
 # left out). The bitmap must stay referenced while the selector is used.
 Selection = tuple[np.ndarray, faiss.IDSelector, int]
+# The vectors of a shard that standing exclusions keep: ((count,) bool mask, its selection).
+Standing = tuple[np.ndarray, Selection]
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ class ShardSet:
                 bitmap = np.packbits(live, bitorder="little")
                 selector = faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap))
                 self._live[shard.file] = (bitmap, selector, gone)
+        # per shard and kind of standing exclusion (none, or the function-word bitmap given): the
+        # array it was built from, and the mask and selection of the vectors it keeps (None: all)
+        self._standing: dict[tuple[str, bool], tuple[np.ndarray | None, Standing | None]] = {}
 
     def open_all(self) -> dict[str, faiss.Index]:
         """Open every shard now (a reader then keeps its files even if a writer retires them).
@@ -205,22 +210,18 @@ class ShardSet:
         all_ids, all_scores = [], []
         coarse = _Coarse(query, k, self._trained_together())
         for shard in self.shards:
-            if (
-                allowed is None
-                and (excluded is None or not _any_in(shard, excluded))
-                and (
-                    excluded_rows is None
-                    or not excluded_rows[shard.first_id : shard.first_id + shard.count].any()
-                )
-            ):
-                live = self._live.get(shard.file)
-                depth = min(k, self.live_count(shard))
+            standing = self._standing_selection(shard, excluded_rows)
+            dropped = _local_ids(shard, excluded) if excluded is not None else None
+            if allowed is None and (dropped is None or not len(dropped)):
+                selection = standing[1] if standing is not None else None
             else:
-                live = self._selection(shard, allowed, excluded, excluded_rows)
-                depth = min(k, shard.count - live[2]) if live else 0
+                selection = self._selection(shard, allowed, dropped, standing)
+                if selection is None:
+                    continue
+            depth = min(k, shard.count - (selection[2] if selection is not None else 0))
             if depth <= 0:
                 continue
-            scores, local = self._search_shard(shard, query, depth, live, coarse)
+            scores, local = self._search_shard(shard, query, depth, selection, coarse)
             all_ids.append(local + shard.first_id)
             all_scores.append(scores)
         if not all_ids:
@@ -229,42 +230,63 @@ class ShardSet:
         order = np.argsort(-scores, kind="stable")[:k]
         return ids[order], scores[order]
 
+    def _standing_selection(self, shard: Shard, excluded_rows: np.ndarray | None) -> Standing | None:
+        """The mask and selection of a shard's vectors that are neither deleted nor in ``excluded_rows``.
+
+        Kept per shard while the same ``excluded_rows`` array comes back (a reader's function-word
+        bitmap, replaced only when rows are added), so a search pays for its own exclusions only.
+
+        Returns:
+            ``((count,) bool mask of the vectors kept, its selection)``; None when every vector is kept.
+        """
+        key = (shard.file, excluded_rows is None)
+        cached = self._standing.get(key)
+        if cached is not None and cached[0] is excluded_rows:
+            return cached[1]
+        mask = self.live_mask(shard)
+        if excluded_rows is not None:
+            part = excluded_rows[shard.first_id : shard.first_id + shard.count]
+            mask[: len(part)] &= ~part
+        left_out = int(shard.count - np.count_nonzero(mask))
+        standing = (mask, _selected(shard, mask, left_out)) if left_out else None
+        self._standing[key] = (excluded_rows, standing)
+        return standing
+
     def _selection(
         self,
         shard: Shard,
         allowed: np.ndarray | None,
-        excluded: np.ndarray | None,
-        excluded_rows: np.ndarray | None = None,
+        dropped: np.ndarray | None,
+        standing: Standing | None,
     ) -> Selection | None:
-        """The selector of a shard's allowed, not excluded, undeleted vectors (None: no vector left).
+        """The selection of a shard's allowed vectors, less ``dropped`` and the standing exclusions.
+
+        Args:
+            shard: the shard.
+            allowed: ``(n,)`` int64 rowids (any shard's) searched; None for all.
+            dropped: ``(m,)`` int64 positions in the shard never returned; None for none.
+            standing: `_standing_selection` of the shard.
 
         Returns:
-            ``(bitmap, selector, number left out)``; a bitmap costs a bit per vector of the shard,
-            built in well under a millisecond per million.
+            The selection; None when no vector is left. A bitmap costs a bit per vector of the
+            shard, built in well under a millisecond per million.
         """
         if allowed is None:
-            mask = np.ones(shard.count, dtype=bool)
+            mask = standing[0].copy() if standing is not None else np.ones(shard.count, dtype=bool)
         else:
             local = _local_ids(shard, allowed)
             if not len(local):
                 return None
             mask = np.zeros(shard.count, dtype=bool)
             mask[local] = True
-        if excluded is not None:
-            mask[_local_ids(shard, excluded)] = False
-        if excluded_rows is not None:
-            part = excluded_rows[shard.first_id : shard.first_id + shard.count]
-            mask[: len(part)] &= ~part
-        if shard.file in self._live:
-            mask &= self.live_mask(shard)
-        if not mask.any():
+            if standing is not None:
+                mask &= standing[0]
+        if dropped is not None:
+            mask[dropped] = False
+        left_out = int(shard.count - np.count_nonzero(mask))
+        if left_out == shard.count:
             return None
-        bitmap = np.packbits(mask, bitorder="little")
-        return (
-            bitmap,
-            faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap)),
-            int(shard.count - mask.sum()),
-        )
+        return _selected(shard, mask, left_out)
 
     def _search_shard(
         self,
@@ -389,6 +411,12 @@ class _Coarse:
         return found[0][keep], local[0][keep]
 
 
+def _selected(shard: Shard, mask: np.ndarray, left_out: int) -> Selection:
+    """The selection of the vectors a ``(count,)`` bool mask keeps (``left_out`` of them are not)."""
+    bitmap = np.packbits(mask, bitorder="little")
+    return bitmap, faiss.IDSelectorBitmap(shard.count, faiss.swig_ptr(bitmap)), left_out
+
+
 def _held(shard: Shard, ids: np.ndarray) -> np.ndarray:
     """``(len(ids),)`` bool: which of some rowids a shard holds."""
     return (ids >= shard.first_id) & (ids < shard.first_id + shard.count)
@@ -397,11 +425,6 @@ def _held(shard: Shard, ids: np.ndarray) -> np.ndarray:
 def _local_ids(shard: Shard, ids: np.ndarray) -> np.ndarray:
     """The positions in a shard of those of some rowids that it holds."""
     return ids[_held(shard, ids)] - shard.first_id
-
-
-def _any_in(shard: Shard, ids: np.ndarray) -> bool:
-    """Whether a shard holds any of some rowids."""
-    return bool(_held(shard, ids).any())
 
 
 def _coarse_key(index: faiss.Index) -> str | None:
