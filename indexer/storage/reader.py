@@ -501,8 +501,11 @@ class IndexReader:
             QueryError: a lemma SQLite cannot look up (a lone surrogate in it).
         """
         check_bindable(lemmas, "word")
-        rows = self._select_in("select id from words where lemma in ({})", lemmas, kind=str)
-        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        # One comma-joined string per chunk of lemmas, parsed in C: a frequent lemma's thousands of
+        # rows cost a fifth of what fetching them as Python tuples does.
+        rows = self._select_in("select group_concat(id) from words where lemma in ({})", lemmas, kind=str)
+        parts = [np.fromstring(row[0], dtype=np.int64, sep=",") for row in rows if row[0]]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Document rows (without their text), keyed by document rowid."""
