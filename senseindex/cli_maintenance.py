@@ -50,7 +50,7 @@ def info_command(index_dir: str, as_json: bool) -> None:
     type=click.IntRange(1, 100_000),
     default=50,
     show_default=True,
-    help="Sentences --deep re-embeds.",
+    help="Sentences --deep re-embeds (in each shard of a sharded index).",
 )
 @click.option("--model", default=None, help="Model folder to use if the stored one has moved (--deep).")
 @BACKEND_OPTION

@@ -172,6 +172,43 @@ def test_check_deep_passes_a_sound_index(small_index, runner):
     assert result.exit_code == 0, result.output
 
 
+def _swap_first_two_vectors(path: Path, index: Path) -> None:
+    """Swap a flat vector file's first two vectors and record the checksum of the result, as if the
+    vectors had been wrong when written (``index``: the folder whose database records the file)."""
+    stored = faiss.read_index(str(path))
+    vectors = stored.reconstruct_n(0, stored.ntotal)
+    swapped = faiss.IndexFlatIP(stored.d)
+    swapped.add(np.ascontiguousarray(vectors[[1, 0, *range(2, len(vectors))]]))
+    faiss.write_index(swapped, str(path))
+    checksum = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    _change(index, "update shards set checksum = ? where file = ?", checksum, path.name)
+
+
+def test_check_deep_re_embeds_every_shard_of_a_sharded_index(tmp_path, runner):
+    index = tmp_path / "sharded.idx"
+    senseindex.build_index([str(_corpus(tmp_path / "corpus.jsonl", 8))], index, TORCH, shards=2)
+    shards = sorted(p for p in index.iterdir() if p.name.startswith("shard-"))
+    sentences = [_query(shard, "select count(*) from sentences")[0][0] for shard in shards]
+    assert len(shards) == 2 and min(sentences) >= 2, sentences
+    deep = ["check", "--index", str(index), "--deep", "--sample", "1000", "--backend", "torch"]
+    result = runner.invoke(main, deep)
+    assert result.exit_code == 0, result.output
+    for shard, count in zip(shards, sentences, strict=True):  # every shard reports, all its sentences
+        assert f"Note: {shard.name}: {count} sampled sentences match their stored vectors" in result.output
+    path, _ = _sentence_shard(shards[1])
+    _swap_first_two_vectors(path, shards[1])
+    assert runner.invoke(main, ["check", "--index", str(index)]).exit_code == 0  # whole, checksums right
+    result = runner.invoke(main, deep)
+    assert result.exit_code == 1, result.output
+    assert _problems(result.output) == [
+        line
+        for line in _problems(result.output)
+        if line.startswith(f"Problem: {shards[1].name}: sentences: 2 of")
+    ], result.output
+    assert len(_problems(result.output)) == 1
+    assert f"Note: {shards[0].name}: {sentences[0]} sampled sentences match" in result.output
+
+
 def test_an_index_of_the_format_before_checksums_is_read_checked_and_upgraded(copy, runner):
     _change(copy, "alter table shards drop column checksum")
     _change(copy, "update settings set value = '3' where key = 'schema_version'")
