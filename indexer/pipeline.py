@@ -173,7 +173,7 @@ def check_index(
     Args:
         index_dir: the index folder.
         deep: also compare stored sentence vectors with the model's (loads the model).
-        sample: sentences re-embedded by ``deep``.
+        sample: sentences re-embedded by ``deep`` (in each shard of a sharded index).
         backend: what runs the model for ``deep``.
         model: a model folder to use instead of the stored one, for ``deep``.
 
@@ -188,7 +188,7 @@ def check_index(
     """
     manifest = sharded_manifest(index_dir)
     if manifest is not None:
-        return check_shards(Path(index_dir), manifest)
+        return check_shards(Path(index_dir), manifest, deep, sample, backend, model)
     store = IndexStore.open(Path(index_dir))
     try:
         with contextlib.suppress(SenseIndexError):

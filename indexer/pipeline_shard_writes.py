@@ -32,6 +32,7 @@ from senseindex.indexer.pipeline_reports import (
     ProgressCallback,
     combine_summaries,
 )
+from senseindex.indexer.pipeline_verify import DEEP_SAMPLE, deep_problems
 from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import (
     IndexStore,
@@ -156,11 +157,23 @@ def delete_from_shards(
     )
 
 
-def check_shards(index_dir: Path, manifest: Manifest) -> CheckReport:
-    """`check_index` for a sharded index: every shard checked, and every document in its own shard."""
+def check_shards(
+    index_dir: Path,
+    manifest: Manifest,
+    deep: bool = False,
+    sample: int = DEEP_SAMPLE,
+    backend: str = "auto",
+    model: str | None = None,
+) -> CheckReport:
+    """`check_index` for a sharded index: every shard checked, and every document in its own shard.
+
+    With ``deep``, every shard without problems re-embeds ``sample`` of its sentences (one model, loaded
+    once for all shards), and a note or a problem names each shard's outcome.
+    """
     problems: list[str] = []
     notes: list[str] = []
     counts: dict[str, int] = {}
+    encoders: list[Encoder] = []  # loaded by the first shard that re-embeds, shared by the rest
     for number, folder in enumerate(manifest.folders(index_dir)):
         name = folder.name
         try:
@@ -172,16 +185,35 @@ def check_shards(index_dir: Path, manifest: Manifest) -> CheckReport:
             with contextlib.suppress(SenseIndexError):
                 store.open_vectors()
             shard_problems, shard_notes = store.check()
+            shard_problems += _settings_disagree(manifest, store.settings)
+            shard_problems += _misplaced(store, number, manifest.count)
             problems += [f"{name}: {line}" for line in shard_problems]
             notes += [f"{name}: {line}" for line in shard_notes]
-            problems += [f"{name}: {line}" for line in _settings_disagree(manifest, store.settings)]
-            problems += [f"{name}: {line}" for line in _misplaced(store, number, manifest.count)]
+            if deep and shard_problems:
+                notes.append(f"{name}: the sample was not re-embedded: the problems above come first")
+            elif deep:
+                found, note = _deep_check(store, sample, backend, model, encoders)
+                problems += [f"{name}: {line}" for line in found]
+                notes += [f"{name}: {note}"] if note else []
             with contextlib.suppress(SenseIndexError):
                 for table, count in store.counts().items():
                     counts[table] = counts.get(table, 0) + count
         finally:
             store.close()
     return CheckReport(str(index_dir), problems, notes, counts)
+
+
+def _deep_check(
+    store: IndexStore, sample: int, backend: str, model: str | None, encoders: list[Encoder]
+) -> tuple[list[str], str]:
+    """``check --deep`` on one sound shard: its problems, and a note when it has none."""
+    rows = int(store.db.execute("select count(*) from sentences").fetchone()[0])
+    if not rows:
+        return [], "no sentences to re-embed"
+    if not encoders:
+        encoders.append(load_index_encoder(store.settings, model, backend))
+    found = deep_problems(store, sample, encoder=encoders[0])
+    return found, "" if found else f"{min(sample, rows):,} sampled sentences match their stored vectors"
 
 
 def _settings_disagree(manifest: Manifest, settings: dict) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from senseindex.indexer.encoder import load_index_encoder
+from senseindex.indexer.encoder import Encoder, load_index_encoder
 from senseindex.indexer.storage import IndexReader, IndexStore, faiss_threads, read_manifest
 from senseindex.indexer.storage.verify import norm_tolerance
 
@@ -35,7 +35,11 @@ def least_cosine(index_type: str) -> float:
 
 
 def deep_problems(
-    store: IndexReader, sample: int = DEEP_SAMPLE, backend: str = "auto", model: str | None = None
+    store: IndexReader,
+    sample: int = DEEP_SAMPLE,
+    backend: str = "auto",
+    model: str | None = None,
+    encoder: Encoder | None = None,
 ) -> list[str]:
     """Re-embed a sample of stored sentences and report those whose stored vector differs.
 
@@ -44,6 +48,8 @@ def deep_problems(
         sample: sentences to re-embed, spread evenly over the table by rowid.
         backend: what runs the model.
         model: a model folder to use instead of the stored one.
+        encoder: the index's encoder, already loaded (the shards of a sharded index share one);
+            ``backend`` and ``model`` load it otherwise.
 
     Returns:
         One line when some sampled vectors differ (how many, the least cosine, the first rowid); none
@@ -58,7 +64,8 @@ def deep_problems(
         return []
     picked = [rows[int(i)] for i in np.unique(np.linspace(0, len(rows) - 1, min(sample, len(rows))).round())]
     ids = np.asarray([row[0] for row in picked], dtype=np.int64)
-    encoder = load_index_encoder(store.settings, model, backend)
+    if encoder is None:
+        encoder = load_index_encoder(store.settings, model, backend)
     fresh = encoder.encode([row[1] for row in picked], [[] for _ in picked]).sentence_vectors
     shard_set = store.shard_set("sentences")
     with faiss_threads(1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import senseindex
 from senseindex.cli import main
 
-# real builds killed and rerun, on corpora of a million characters: the slow tier
+# real builds killed and rerun: the slow tier
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,12 +28,16 @@ COMMAND = [sys.executable, "-c", "import sys; from senseindex.cli import main; s
 # How long a killed command may take to reach the moment it is killed at; generous, as the machine
 # may be busy with other work.
 DEADLINE_SECONDS = 600
-# A writer commits at a document end once it has worked COMMIT_SECONDS (or read a lot of text) since
-# its last commit, and checks that only between chunks of about 100,000 characters; the corpora below
-# hold several chunks' worth of text more than the commits the tests wait for, so a run killed just
-# after a commit landed has always work left, however fast the machine.
-CORPUS_DOCUMENTS = 1000
-UPDATED_DOCUMENTS = 300
+# A writer commits at the first document end after COMMIT_SECONDS (3 s) of work since its last commit,
+# with chunks paced to about 1 s of work: the tests wait for one commit (two for the build, in two
+# runs), a few seconds of work each. The corpus holds 300 documents (220,926 characters, about 28 s of
+# work for one thread of the machine the suite runs on) and the update 120 documents to embed (about
+# 11 s): several times the work the waited-for commits take, so a run killed just after one has landed
+# has work left, on a machine a few times faster too. Both stay below the EXACT_LIMIT of 65,536 word
+# vectors (the add's replaced vectors included), so no build spends minutes training an inverted file
+# that none of these tests is about.
+CORPUS_DOCUMENTS = 300
+UPDATED_DOCUMENTS = 60
 
 
 def _sentence_pool() -> list[str]:
@@ -180,7 +185,7 @@ def test_a_killed_build_keeps_whole_documents_and_the_same_command_completes_it(
 def test_a_killed_add_leaves_each_document_old_or_new_and_rerunning_completes_it(tmp_path, runner, corpora):
     folder, first, second, clean = corpora
     index = tmp_path / "idx"
-    senseindex.build_index([str(folder / "corpus.jsonl")], index, senseindex.EncoderSettings(backend="torch"))
+    shutil.copytree(folder / "corpus-clean.idx", index)  # the clean build of the first corpus, unopened
     arguments = ["add", str(folder / "update.jsonl"), "--index", str(index), "--backend", "torch", "-q"]
     process = _start_and_kill(arguments, index, after_a_commit=True)
     assert process.returncode == -signal.SIGKILL, process.stderr.read()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +46,15 @@ def test_the_wheel_installs_one_top_level_package(tmp_path):
         "senseindex"
     }
     # the repository folders arrive inside the package, as files (not links)
-    for module in ("cli.py", "indexer/__init__.py", "search/__init__.py", "errors.py", "_version.py"):
+    for module in (
+        "cli.py",
+        "cli_build.py",
+        "cli_serve.py",
+        "indexer/__init__.py",
+        "search/__init__.py",
+        "errors.py",
+        "_version.py",
+    ):
         assert f"senseindex/{module}" in names
     assert "senseindex = senseindex.cli:main" in entry_points
     assert wheel.name.startswith(f"senseindex-{senseindex.__version__}-")
@@ -85,3 +95,45 @@ def test_a_plot_without_the_plot_extra_names_it(sample_index_dir, tmp_path):
     assert len(lines) == 1 and "'plot' extra" in lines[0] and "pip install 'senseindex[plot]'" in lines[0]
     assert not (tmp_path / "map.png").exists()
     assert result.stdout.strip() == "no torch"  # refused before the model loads
+
+
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """The absolute names of the modules a source file imports (relative imports resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_nothing_in_the_library_imports_the_cli():
+    package_root = Path(senseindex.__file__).parent
+    cli_modules = {"cli.py"} | {p.name for p in package_root.glob("cli_*.py")}
+    assert {"cli_build.py", "cli_search.py", "cli_maintenance.py", "cli_serve.py"} <= cli_modules
+    offenders = []
+    checked = 0
+    paths = [
+        Path(folder) / name
+        for folder, _, files in os.walk(package_root, followlinks=True)  # into indexer/ and search/
+        for name in files
+        if name.endswith(".py")
+    ]
+    for path in sorted(paths):
+        relative = path.relative_to(package_root)
+        if len(relative.parts) == 1 and relative.name in cli_modules:
+            continue
+        package = ".".join(["senseindex", *relative.parts[:-1]])
+        checked += 1
+        for name in _imported_modules(path, package):
+            if name == "senseindex.cli" or name.startswith(("senseindex.cli.", "senseindex.cli_")):
+                offenders.append(f"{relative}: {name}")
+    assert checked > 50  # the walk reached the library's modules, links included
+    assert offenders == []

@@ -205,14 +205,15 @@ def killable_corpus(tmp_path_factory) -> tuple[Path, dict[str, tuple[int, int, i
     """A corpus big enough for a worker to commit well before its shard is done, and what a clean
     two-shard build of it stores (built here, undisturbed): doc_id -> (sentences, words, passages).
 
-    A writer commits at the end of a chunk once 3 s have passed since its last commit; chunks are of
-    20,000 characters first, then 100,000. About 150,000 characters per shard make three chunks, the
-    last one left to do after a commit at the end of the second (over 30,000 tokens, several seconds
-    for one thread).
+    A writer commits at the first document end after 3 s of work since its last commit, its chunks
+    paced to about 1 s of work. 240 documents (about 88,000 characters per shard, some 11 s of work
+    for one thread) leave a shard most of its work to do after its first commit, on a machine a few
+    times faster too; the word tables stay below the 65,536 vectors past which a build trains an
+    inverted file.
     """
     folder = tmp_path_factory.mktemp("killable")
     corpus = folder / "corpus.jsonl"
-    ids = _write_corpus(corpus, 420)
+    ids = _write_corpus(corpus, 240)
     senseindex.build_index([str(corpus)], folder / "clean.idx", SETTINGS, shards=2)
     expected = {
         doc: counts

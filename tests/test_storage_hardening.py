@@ -20,6 +20,7 @@ import pytest
 
 import senseindex
 from senseindex.cli import main
+from senseindex.indexer.storage.manifest import shard_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -172,6 +173,43 @@ def test_check_deep_passes_a_sound_index(small_index, runner):
     assert result.exit_code == 0, result.output
 
 
+def _swap_first_two_vectors(path: Path, index: Path) -> None:
+    """Swap a flat vector file's first two vectors and record the checksum of the result, as if the
+    vectors had been wrong when written (``index``: the folder whose database records the file)."""
+    stored = faiss.read_index(str(path))
+    vectors = stored.reconstruct_n(0, stored.ntotal)
+    swapped = faiss.IndexFlatIP(stored.d)
+    swapped.add(np.ascontiguousarray(vectors[[1, 0, *range(2, len(vectors))]]))
+    faiss.write_index(swapped, str(path))
+    checksum = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    _change(index, "update shards set checksum = ? where file = ?", checksum, path.name)
+
+
+def test_check_deep_re_embeds_every_shard_of_a_sharded_index(tmp_path, runner):
+    index = tmp_path / "sharded.idx"
+    senseindex.build_index([str(_corpus(tmp_path / "corpus.jsonl", 8))], index, TORCH, shards=2)
+    shards = sorted(p for p in index.iterdir() if p.name.startswith("shard-"))
+    sentences = [_query(shard, "select count(*) from sentences")[0][0] for shard in shards]
+    assert len(shards) == 2 and min(sentences) >= 2, sentences
+    deep = ["check", "--index", str(index), "--deep", "--sample", "1000", "--backend", "torch"]
+    result = runner.invoke(main, deep)
+    assert result.exit_code == 0, result.output
+    for shard, count in zip(shards, sentences, strict=True):  # every shard reports, all its sentences
+        assert f"Note: {shard.name}: {count} sampled sentences match their stored vectors" in result.output
+    path, _ = _sentence_shard(shards[1])
+    _swap_first_two_vectors(path, shards[1])
+    assert runner.invoke(main, ["check", "--index", str(index)]).exit_code == 0  # whole, checksums right
+    result = runner.invoke(main, deep)
+    assert result.exit_code == 1, result.output
+    assert _problems(result.output) == [
+        line
+        for line in _problems(result.output)
+        if line.startswith(f"Problem: {shards[1].name}: sentences: 2 of")
+    ], result.output
+    assert len(_problems(result.output)) == 1
+    assert f"Note: {shards[0].name}: {sentences[0]} sampled sentences match" in result.output
+
+
 def test_an_index_of_the_format_before_checksums_is_read_checked_and_upgraded(copy, runner):
     _change(copy, "alter table shards drop column checksum")
     _change(copy, "update settings set value = '3' where key = 'schema_version'")
@@ -255,36 +293,71 @@ def test_mixed_small_adds_and_deletes_keep_the_shard_count_logarithmic(tmp_path,
         assert set(live) <= found, sorted(set(live) - found)[:5]
 
 
-WRITER = """
+# A writer that retires vector files as fast as it can, without the model: each round deletes a
+# document of one shard folder (an ordinary index) and compacts it, which rewrites each of its tables'
+# files without the deleted vectors under a new name and removes the old file once the commit lands.
+CHURN = """
 import sys, senseindex
-index_dir, rounds = sys.argv[1], int(sys.argv[2])
-with senseindex.open_index(index_dir, backend="torch") as index:
-    for step in range(rounds):
-        index.add_documents([{"id": f"w{step}", "text": f"Round {step}: the zebras ran to the water."}])
-        if step % 2:
-            index.delete_documents([f"w{step - 1}"])
+shard_dir, doc_ids = sys.argv[1], sys.argv[2:]
+for doc_id in doc_ids:
+    senseindex.delete_documents(shard_dir, [doc_id])
+    assert senseindex.compact_index(shard_dir), "compact rewrote nothing"
 print("done", flush=True)
 """
+RACE_SHARDS = 32
+CHURN_ROUNDS = 60
 
 
 @pytest.mark.slow
 def test_a_reader_refreshing_while_a_writer_retires_files_never_sees_a_missing_file(tmp_path):
+    """A refresh reads which files the latest commit names, then opens them; a commit landing in between
+    may remove one. The reader must move on to the newer state, not report the index damaged.
+
+    A sharded index widens that moment for its first shard: a refresh takes every shard's state, then
+    opens every shard's new files, first shard first. The writer retires the first shard's files every
+    few milliseconds while the reader refreshes as fast as it can; without moving on, a refresh fails
+    with '... is missing' or '... cannot be read; rebuild the index'.
+    """
     index_dir = tmp_path / "idx"
-    senseindex.build_index([str(SAMPLE / "zoo_visit.md")], index_dir, TORCH)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(index_dir), "40"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    first_shard = [f"d{i:05d}" for i in range(5000) if shard_of(f"d{i:05d}", RACE_SHARDS) == 0]
+    corpus = tmp_path / "corpus.jsonl"
+    rng = random.Random(3)
+    text = (SAMPLE / "zoo_visit.md").read_text().replace("\n", " ")
+    pool = [s.strip() + "." for s in text.split(". ") if len(s.split()) > 3]
+    kept = CHURN_ROUNDS + 10
+    corpus.write_text(
+        "".join(
+            json.dumps({"id": i, "text": " ".join(rng.sample(pool, 1))}) + "\n" for i in first_shard[:kept]
+        ),
+        encoding="utf-8",
     )
-    refreshes = 0
+    senseindex.build_index([str(corpus)], index_dir, TORCH, shards=RACE_SHARDS)
+    shard_dir = index_dir / "shard-0000"
+    assert _query(shard_dir, "select count(*) from documents")[0][0] == kept
+    writer = subprocess.Popen(
+        [sys.executable, "-c", CHURN, str(shard_dir), *first_shard[:CHURN_ROUNDS]],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    refreshes, states = 0, set()
     try:
         with senseindex.open_index(index_dir, backend="torch") as index:
-            while writer.poll() is None and refreshes < 200_000:
+            while writer.poll() is None:
                 index.refresh()  # raises IndexCorrupted if a file it was told about is gone for good
                 refreshes += 1
-                assert index.search_sentences("zebras ran to the water", k=1)
+                # info names every file's size (a file retired meanwhile has none); it also makes each
+                # refresh find files it has not opened yet, as the writer commits more than once meanwhile
+                states.add(index.info()["counts"]["documents"])
+            index.refresh()
+            assert index.info()["counts"]["documents"] == kept - CHURN_ROUNDS
+            assert index.search_sentences("the keeper fed the animals", k=1)
     finally:
         writer.wait(timeout=600)
-    assert writer.returncode == 0
-    assert refreshes > 10
+    assert writer.returncode == 0, writer.stderr.read()
+    # the reader kept up with the writer: it saw many of the states the writer went through
+    assert len(states) > CHURN_ROUNDS // 8, (len(states), refreshes)
 
 
 BUILD = """

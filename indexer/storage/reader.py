@@ -31,6 +31,18 @@ from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE
 _MOVED_ON_RETRIES = 1000
 
 
+def _file_size(path: Path) -> int | None:
+    """A vector file's size in bytes; None when it is not there.
+
+    A writer may remove a file this snapshot names (it retired it in a later commit) at any moment,
+    between the two looks included.
+    """
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except FileNotFoundError:
+        return None
+
+
 class IndexReader:
     """An index folder opened for reading: the SQLite database and the FAISS shards of each table.
 
@@ -374,7 +386,7 @@ class IndexReader:
                     "first_id": first,
                     "count": count,
                     "index_type": kind,
-                    "bytes": path.stat().st_size if path.is_file() else None,
+                    "bytes": _file_size(path),
                 }
             )
         return result

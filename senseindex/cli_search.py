@@ -1,0 +1,183 @@
+"""The commands that search an index: query and senses.
+
+CLI-only: the library never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+import senseindex
+from senseindex.cli_options import (
+    BACKEND_OPTION,
+    DEVICE_OPTION,
+    INDEX_OPTION,
+    JSON_OPTION,
+    THREADS_OPTION,
+    one_line_errors,
+)
+from senseindex.terminal import format_hit, print_sense_groups, print_senses
+
+
+@click.command("query")
+@click.argument("text", required=False)
+@INDEX_OPTION
+@click.option("--word", "word_text", help="Word query: a sentence with the target in [brackets].")
+@click.option("--target", help="Word query: the target word of a plain sentence.")
+@click.option("--any-word", is_flag=True, help="Other words used in the target's sense, by lemma.")
+@click.option("--exact-form", is_flag=True, help="Only occurrences with the target's surface form.")
+@click.option("--documents", is_flag=True, help="Rank documents instead of sentences.")
+@click.option(
+    "--by-sense",
+    is_flag=True,
+    help="Word query: group the hits under the word's senses induced from the index (see 'senses').",
+)
+@click.option(
+    "--scoring",
+    type=click.Choice(senseindex.DOCUMENT_SCORINGS),
+    default=senseindex.DEFAULT_DOCUMENT_SCORING,
+    show_default=True,
+    help="With --documents: score a document by its best sentence, best passage, or both.",
+)
+@click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
+@JSON_OPTION
+@one_line_errors
+def query_command(
+    text: str | None,
+    index_dir: str,
+    word_text: str | None,
+    target: str | None,
+    any_word: bool,
+    exact_form: bool,
+    documents: bool,
+    by_sense: bool,
+    scoring: str,
+    k: int,
+    model: str | None,
+    backend: str,
+    device: str,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Search an index for similar sentences, or for a word used in a matching sense.
+
+    \b
+    Example:
+      senseindex query "the pitcher threw a fast ball" --index sample.idx
+      senseindex query "a day at the zoo" --documents --index sample.idx
+      senseindex query --word "I sat on the [bank] of the river" --index sample.idx
+      senseindex query --word "I sat on the bank of the river" --target bank --index sample.idx
+      senseindex query --word "the [crane] lifted steel beams" --any-word --index sample.idx --json
+      senseindex query --word "I sat on the [bank] of the river" --by-sense --index sample.idx
+    """
+    is_word_query = word_text is not None or target is not None or any_word or exact_form or by_sense
+    if by_sense and (any_word or exact_form or documents):
+        raise click.UsageError(
+            "--by-sense groups same-word hits: not with --any-word, --exact-form or --documents"
+        )
+    if word_text is not None and text is not None:
+        raise click.UsageError("give the query either as TEXT or with --word, not both")
+    query_text = word_text if word_text is not None else text
+    if query_text is None:
+        raise click.UsageError("give a query TEXT, or a word query with --word")
+    if by_sense:
+        with senseindex.open_index(
+            index_dir, model=model, backend=backend, threads=threads, device=device
+        ) as index:
+            word_senses, query_sense, groups = index.search_word_by_sense(query_text, target=target, k=k)
+        print_sense_groups(word_senses, query_sense, groups, as_json)
+        return
+    with senseindex.open_index(
+        index_dir, model=model, backend=backend, threads=threads, device=device
+    ) as index:
+        if documents and not is_word_query:
+            hits: list[Any] = index.search_documents(query_text, k=k, scoring=scoring)
+        elif not is_word_query:
+            hits = index.search_sentences(query_text, k=k)
+        elif any_word:
+            hits = index.search_similar_words(query_text, target=target, k=k)
+        else:
+            hits = index.search_word(query_text, target=target, k=k, exact_form=exact_form)
+    if as_json:
+        for hit in hits:
+            click.echo(json.dumps(hit.to_dict(), ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("No matches.")
+    for rank, hit in enumerate(hits, start=1):
+        click.echo(format_hit(rank, hit))
+
+
+@click.command("senses")
+@click.argument("word")
+@INDEX_OPTION
+@click.option("--senses", "forced", type=click.IntRange(1, 50), default=None, help="Force this many senses.")
+@click.option(
+    "--examples",
+    type=click.IntRange(0, 50),
+    default=5,
+    show_default=True,
+    help="Typical occurrences per sense.",
+)
+@click.option(
+    "--related", type=click.IntRange(0, 50), default=8, show_default=True, help="Other words per sense."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also draw a map of the occurrences coloured by sense: FILE.png, .svg, .pdf or .html.",
+)
+@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
+@JSON_OPTION
+@one_line_errors
+def senses_command(
+    word: str,
+    index_dir: str,
+    forced: int | None,
+    examples: int,
+    related: int,
+    plot: str | None,
+    model: str | None,
+    backend: str,
+    device: str,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Show the senses WORD is used in across the index, induced from its contextual vectors.
+
+    Every occurrence of the word (any form of its lemma) is clustered; the number of senses is
+    chosen from the data (2 to 8 by silhouette, against a featureless cloud; one sense when no
+    split stands out) unless --senses forces it. Each sense is shown with its size, its most typical
+    occurrences, and the other words used most like it.
+
+    \b
+    Example:
+      senseindex senses bank --index sample.idx
+      senseindex senses crane --index sample.idx --plot crane.png
+      senseindex senses bank --senses 3 --json --index sample.idx
+    """
+    if plot:
+        senseindex.check_plot_path(plot)  # before the work, not after
+    with senseindex.open_index(
+        index_dir, model=model, backend=backend, threads=threads, device=device
+    ) as index:
+        word_senses = index.induce_senses(word, senses=forced, typical=examples, related_words=related)
+    if plot:
+        senseindex.plot_senses(word_senses, plot)
+    if as_json:
+        click.echo(json.dumps(word_senses.to_dict(), ensure_ascii=False))
+        return
+    print_senses(word_senses)
+    if plot:
+        click.echo(f"\nMap written to {plot}")
