@@ -822,8 +822,10 @@ def test_queries_are_answered_while_a_big_embed_runs(server):
     def embed() -> None:
         with httpx.Client(base_url=server.url, timeout=600) as client:
             started = time.perf_counter()
-            assert client.post("/embed", json={"texts": [text]}).status_code == 200
+            # sentence vectors only: a small answer, so nearly all of the time is the model's
+            answer = client.post("/embed", json={"texts": [text], "granularity": "sentences"})
             embedded["seconds"] = time.perf_counter() - started
+            embedded["status"] = answer.status_code
 
     embedder = threading.Thread(target=embed)
     embedder.start()
@@ -833,10 +835,12 @@ def test_queries_are_answered_while_a_big_embed_runs(server):
         assert server.post("/search/sentences", {"text": "a heron", "k": 3}).status_code == 200
         latencies.append(time.perf_counter() - started)
     embedder.join()
-    # run as one piece, the embedding held every query for its whole duration; in slices, queries
-    # wait for a slice at most (the bound is relative: a loaded machine slows both alike)
-    assert len(latencies) >= 5, (latencies, embedded)
-    assert max(latencies) < 0.25 * embedded["seconds"], (latencies, embedded)
+    assert embedded["status"] == 200
+    # run as one piece, the embedding held a query for nearly all of its model time; in short passes
+    # with queries going first, a query waits for one pass at most (the bound is relative: a loaded
+    # machine slows both alike)
+    assert len(latencies) >= 10, (latencies, embedded)
+    assert max(latencies) < 0.2 * embedded["seconds"], (latencies, embedded)
 
 
 # --------------------------------------------------------------------------- what a service offers
