@@ -216,6 +216,41 @@ def embed_interference(url: str, characters: int, embeds: int) -> dict:
     }
 
 
+def embed_model_seconds(index_dir: Path, backend: str, characters: int, rounds: int = 3) -> dict:
+    """The model part of a maximal /embed in this process (main thread, as the service runs it):
+    in passes of measured length with queries free to go between them (what the service does), and
+    as one call of the encoder (the same sentences, unsliced). Medians of ``rounds`` alternations."""
+    from senseindex.indexer.text import split_text, split_words
+
+    text = maximal_embed_text(characters)
+    with senseindex.open_index(index_dir, backend=backend) as index:
+        state = index._state  # the encoder itself, for the unsliced baseline
+        sentences = split_text(text, state.settings.sentence_splitting)
+        texts = [text[s.start : s.end] for s in sentences]
+        skip = state.settings.skip_stopwords
+        spans = [
+            [(w.start - s.start, w.end - s.start) for w in split_words(text, s, skip)] for s in sentences
+        ]
+        state.encoder.encode(texts, spans)  # warm-up of both
+        state.queries.encode_long(texts, spans)
+        whole, stepped = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            state.encoder.encode(texts, spans)
+            whole.append(time.perf_counter() - started)
+            steps_before = state.queries.steps_run
+            started = time.perf_counter()
+            state.queries.encode_long(texts, spans)
+            stepped.append(time.perf_counter() - started)
+            steps = state.queries.steps_run - steps_before
+    return {
+        "sentences": len(texts),
+        "unsliced_seconds": round(float(np.median(whole)), 3),
+        "sliced_seconds": round(float(np.median(stepped)), 3),
+        "passes": steps,
+    }
+
+
 def python_api_baseline(index_dir: Path, backend: str, requests: int) -> dict:
     """The same queries through the Python API in this process, one after another."""
     with senseindex.open_index(index_dir, backend=backend) as index:
@@ -268,13 +303,15 @@ def main() -> None:
             index_dir = Path(work) / "sample.idx"
             log("building the sample index")
             senseindex.build_index([str(ROOT / "data" / "sample")], index_dir)
+        log("the model part of a maximal /embed, sliced and unsliced, in process")
+        model_part = embed_model_seconds(index_dir, arguments.backend, 20_000)
         log("queries while maximal /embed requests run")
         server = Server(index_dir, arguments.backend)
         try:
             interference = embed_interference(server.url, 20_000, arguments.embeds)
         finally:
             server.stop()
-        print_interference(interference)
+        print_interference(interference, model_part)
         if arguments.embed_only:
             return
         log("baseline: the Python API in this process")
@@ -320,7 +357,7 @@ def main() -> None:
             print(json.dumps({"server": label, **row}))
 
 
-def print_interference(row: dict) -> None:
+def print_interference(row: dict, model_part: dict) -> None:
     print(
         f"\nSentence searches (k=10) one after another, alone and while maximal /embed requests "
         f"({row['characters']:,} characters each; {row['embed_alone_seconds']} s alone, "
@@ -335,6 +372,13 @@ def print_interference(row: dict) -> None:
         f"{row['during_p99_ms']} | {row['during_max_ms']} | {ratio:.2f} |"
     )
     print(json.dumps(row))
+    ratio = model_part["sliced_seconds"] / model_part["unsliced_seconds"]
+    print(
+        f"\nThe model part of one /embed ({model_part['sentences']} sentences), in process: "
+        f"{model_part['unsliced_seconds']} s in one encoder call, {model_part['sliced_seconds']} s in "
+        f"{model_part['passes']} passes ({ratio:.2f}x)"
+    )
+    print(json.dumps(model_part))
 
 
 if __name__ == "__main__":
