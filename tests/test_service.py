@@ -333,7 +333,7 @@ def test_openapi_lists_every_endpoint(server):
     for path, statuses in [
         ("/search/sentences", {"400", "413", "500"}),
         ("/search/words", {"400", "404", "413"}),
-        ("/documents", {"400", "409", "413"}),
+        ("/documents", {"400", "409", "413", "503", "507"}),
     ]:
         responses = paths[path]["post"]["responses"]
         assert statuses <= set(responses), (path, sorted(responses))
@@ -575,6 +575,8 @@ def test_error_statuses_follow_the_error_hierarchy():
     assert status_of(senseindex.IndexBusy("x")) == 409
     assert status_of(senseindex.IndexCorrupted("x")) == 500
     assert status_of(senseindex.ModelMismatch("x")) == 500  # the index was rebuilt: restart the server
+    assert status_of(senseindex.DiskFull("x")) == 507
+    assert status_of(senseindex.StorageError("x")) == 503
 
 
 def test_request_bodies_are_json_documents(server):
