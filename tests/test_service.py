@@ -283,8 +283,17 @@ def test_add_replace_and_delete_documents(server, reference):
     hits = server.post("/search/sentences", {"text": "a heron waited by the millpond", "k": 3}).json()["hits"]
     assert "notes/kingfisher.txt" not in {h["doc_id"] for h in hits}
     _error(server.client.delete("/documents/notes/kingfisher.txt"), 404)
+    # a retried delete: with missing_ok the document that is gone already is passed over, and named
+    retried = server.client.delete("/documents/notes/kingfisher.txt", params={"missing_ok": "true"})
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["documents"], retried.json()["missing"]) == ([], ["notes/kingfisher.txt"])
+    assert "missing_ok" in _error(server.client.delete("/documents/x", params={"missing_ok": "maybe"}), 400)
     reference.refresh()
     assert server.client.get("/info").json()["counts"] == reference.info()["counts"]
+    # and a document that is there is deleted as without it
+    server.post("/documents", {"documents": [{"id": "notes/wren.txt", "text": "A wren sang in the hedge."}]})
+    deleted = server.client.delete("/documents/notes/wren.txt", params={"missing_ok": "true"}).json()
+    assert (deleted["documents"], deleted["missing"]) == (["notes/wren.txt"], [])
 
 
 def test_sees_documents_another_process_adds(server, served_dir, runner, tmp_path):

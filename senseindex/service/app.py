@@ -449,10 +449,21 @@ def create_app(
         return await run_query(lambda: index.get_document(doc_id))
 
     @app.delete("/documents/{doc_id:path}", dependencies=guarded, summary="Delete a document")
-    async def delete_document(doc_id: str) -> dict[str, Any]:
+    async def delete_document(
+        doc_id: str,
+        missing_ok: Annotated[
+            bool,
+            Query(
+                description="true: a document that is not in the index is passed over (answered 200, "
+                "listed under `missing`) instead of answered 404, so a retried delete succeeds."
+            ),
+        ] = False,
+    ) -> dict[str, Any]:
         writing["count"] += 1
         try:
-            summary = await anyio.to_thread.run_sync(index.delete_documents, [doc_id], limiter=writes)
+            summary = await anyio.to_thread.run_sync(
+                index.delete_documents, [doc_id], missing_ok, limiter=writes
+            )
         finally:
             writing["count"] -= 1
         return summary.to_dict()
