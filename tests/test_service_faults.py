@@ -7,6 +7,7 @@ the disk (mounting needs root, or the test is skipped with the reason).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,44 @@ def test_a_read_only_index_answers_503_to_writes_and_still_to_queries(small_disk
             assert {"503", "507"} <= set(schema[path][method]["responses"]), (path, method)
     finally:
         server.stop()
+
+
+def _cut_short(folder: Path, table: str) -> str:
+    """Cut a table's shard file down to 100 bytes, in place, as a failing disk or a careless hand might."""
+    shard = next(folder.glob(f"{table}-*.faiss"))
+    with open(shard, "r+b") as file:
+        file.truncate(100)
+    return shard.name
+
+
+@pytest.mark.slow
+def test_a_shard_cut_short_under_the_server_is_an_error_answer_not_a_crash(sample_index_dir, tmp_path):
+    folder = tmp_path / "served.idx"
+    shutil.copytree(sample_index_dir, folder)
+    server = Server(folder)
+    try:
+        sentence = {"text": "a heron in the water", "k": 3}
+        word = {"text": "I sat on the [bank] of the river", "k": 3}
+        assert server.post("/search/sentences", sentence).status_code == 200
+        assert server.post("/search/words", word).status_code == 200
+        # the shards are memory-mapped: touching a page cut away would kill the server (SIGBUS)
+        for table, path, body in (
+            ("sentences", "/search/sentences", sentence),
+            ("words", "/search/words", word),
+        ):
+            name = _cut_short(folder, table)
+            message = _error(server.post(path, body), 500)
+            assert message.startswith(f"{name} was cut short while the index was open"), message
+            assert "rebuild it" in message and str(folder) not in message
+        assert server.client.get("/health").status_code == 200
+        assert server.process.poll() is None
+        assert not any("Traceback" in line for line in server.log), server.log
+    finally:
+        server.stop()
+    # the command line, opening the index afresh: one line that says what to do
+    for command in (["query", "a heron in the water"], ["query", "--word", "I sat on the [bank]"]):
+        result = CliRunner().invoke(main, [*command, "--index", str(folder), "--backend", "torch"])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+        assert "cannot be read; rebuild the index" in lines[0], lines[0]
