@@ -219,8 +219,9 @@ def embed_interference(url: str, characters: int, embeds: int, granularity: str 
             started = time.perf_counter()
             http.post("/search/sentences", json=query).raise_for_status()
             during.append(time.perf_counter() - started)
-        output, _ = embedder.communicate()
-        if embedder.returncode:
+        assert embedder.stdout is not None
+        output = embedder.stdout.read()
+        if embedder.wait():
             raise SystemExit("the embedding client failed")
         embed_seconds = json.loads(output)
     idle_ms, during_ms = np.asarray(idle) * 1000, np.asarray(during) * 1000
