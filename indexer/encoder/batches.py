@@ -132,6 +132,9 @@ def cut_to_tokens(
 ) -> Iterator[list[tuple[int, int, int, int, int, int]]]:
     """Batches of windows cut so that each holds at most ``step_tokens()`` tokens, padding included.
 
+    A part has a power of two of windows (or the rest of its batch): the model builds its kernels
+    once per shape, and a few row counts keep the shapes few.
+
     Args:
         batches: from `length_batches`.
         step_tokens: asked before each part is cut; None leaves the batches whole.
@@ -144,7 +147,8 @@ def cut_to_tokens(
             yield batch
             continue
         while batch:
-            rows = max(1, step_tokens() // batch[-1][0])
+            fit = max(1, step_tokens() // batch[-1][0])
+            rows = 1 << (fit.bit_length() - 1)
             yield batch[:rows]
             batch = batch[rows:]
 
