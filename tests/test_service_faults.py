@@ -93,6 +93,7 @@ def test_a_full_disk_answers_507_and_the_index_keeps_its_documents(small_disk, t
     assert not senseindex.check_index(index).problems
 
 
+@pytest.mark.slow  # builds an index and starts a server
 def test_a_read_only_index_answers_503_to_writes_and_still_to_queries(small_disk, tmp_path):
     index = _tiny_index(small_disk, tmp_path)
     remounted = _run("mount", "-o", "remount,ro", str(small_disk))
