@@ -166,45 +166,67 @@ def maximal_embed_text(characters: int) -> str:
     return text.strip()
 
 
-def embed_interference(url: str, characters: int, embeds: int) -> dict:
+# The embedding client, in a process of its own: receiving ~35 MB answers in the measuring process
+# would make its queries wait for the interpreter lock, which no real client of the service shares.
+EMBED_CLIENT = """
+import json, sys, time
+import httpx
+url, embeds, granularity = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+text = sys.stdin.read()
+seconds = []
+with httpx.Client(base_url=url, timeout=600) as http:
+    for _ in range(embeds):
+        started = time.perf_counter()
+        http.post("/embed", json={"texts": [text], "granularity": granularity}).raise_for_status()
+        seconds.append(time.perf_counter() - started)
+print(json.dumps(seconds))
+"""
+
+
+def embed_interference(url: str, characters: int, embeds: int, granularity: str = "both") -> dict:
     """Sentence-search latency alone, and while maximal /embed requests run one after another.
 
-    One client embeds ``embeds`` texts of ``characters`` characters in turn (each answer ~36 MB of
-    JSON at 20,000); another sends sentence searches, one after another, until the embedding ends.
+    One client (another process) embeds ``embeds`` texts of ``characters`` characters in turn (each
+    answer ~35 MB of JSON at 20,000 with ``granularity`` both; a small one with sentences, so that
+    nearly all of an /embed is the model's); this one sends sentence searches, one after another,
+    until the embedding ends.
     """
     text = maximal_embed_text(characters)
     query = {"text": SENTENCE_QUERIES[0], "k": 10}
     with httpx.Client(base_url=url, timeout=600) as http:
         for _ in range(10):  # warm-up
             http.post("/search/sentences", json=query)
+        body = {"texts": [text], "granularity": granularity}
         started = time.perf_counter()
-        http.post("/embed", json={"texts": [text]}).raise_for_status()  # alone (and a warm-up)
+        http.post("/embed", json=body).raise_for_status()  # alone (and a warm-up)
         embed_alone = time.perf_counter() - started
         idle = []
         for _ in range(40):
             started = time.perf_counter()
             http.post("/search/sentences", json=query).raise_for_status()
             idle.append(time.perf_counter() - started)
-        embed_seconds: list[float] = []
-
-        def embed() -> None:
-            with httpx.Client(base_url=url, timeout=600) as embedder:
-                for _ in range(embeds):
-                    started = time.perf_counter()
-                    answer = embedder.post("/embed", json={"texts": [text]})
-                    answer.raise_for_status()
-                    embed_seconds.append(time.perf_counter() - started)
-
-        embedder = threading.Thread(target=embed)
-        embedder.start()
+        embedder = subprocess.Popen(
+            [sys.executable, "-c", EMBED_CLIENT, url, str(embeds), granularity],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert embedder.stdin is not None
+        embedder.stdin.write(text)
+        embedder.stdin.close()
         during = []
-        while embedder.is_alive():
+        while embedder.poll() is None:
             started = time.perf_counter()
             http.post("/search/sentences", json=query).raise_for_status()
             during.append(time.perf_counter() - started)
-        embedder.join()
+        assert embedder.stdout is not None
+        output = embedder.stdout.read()
+        if embedder.wait():
+            raise SystemExit("the embedding client failed")
+        embed_seconds = json.loads(output)
     idle_ms, during_ms = np.asarray(idle) * 1000, np.asarray(during) * 1000
     return {
+        "granularity": granularity,
         "characters": len(text),
         "embed_alone_seconds": round(embed_alone, 2),
         "embed_seconds": round(float(np.mean(embed_seconds)), 2),
@@ -213,6 +235,41 @@ def embed_interference(url: str, characters: int, embeds: int) -> dict:
         "during_p50_ms": round(float(np.percentile(during_ms, 50)), 1),
         "during_p99_ms": round(float(np.percentile(during_ms, 99)), 1),
         "during_max_ms": round(float(during_ms.max()), 1),
+    }
+
+
+def embed_model_seconds(index_dir: Path, backend: str, characters: int, rounds: int = 3) -> dict:
+    """The model part of a maximal /embed in this process (main thread, as the service runs it):
+    in passes of measured length with queries free to go between them (what the service does), and
+    as one call of the encoder (the same sentences, unsliced). Medians of ``rounds`` alternations."""
+    from senseindex.indexer.text import split_text, split_words
+
+    text = maximal_embed_text(characters)
+    with senseindex.open_index(index_dir, backend=backend) as index:
+        state = index._state  # the encoder itself, for the unsliced baseline
+        sentences = split_text(text, state.settings.sentence_splitting)
+        texts = [text[s.start : s.end] for s in sentences]
+        skip = state.settings.skip_stopwords
+        spans = [
+            [(w.start - s.start, w.end - s.start) for w in split_words(text, s, skip)] for s in sentences
+        ]
+        state.encoder.encode(texts, spans)  # warm-up of both
+        state.queries.encode_long(texts, spans)
+        whole, stepped = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            state.encoder.encode(texts, spans)
+            whole.append(time.perf_counter() - started)
+            steps_before = state.queries.steps_run
+            started = time.perf_counter()
+            state.queries.encode_long(texts, spans)
+            stepped.append(time.perf_counter() - started)
+            steps = state.queries.steps_run - steps_before
+    return {
+        "sentences": len(texts),
+        "unsliced_seconds": round(float(np.median(whole)), 3),
+        "sliced_seconds": round(float(np.median(stepped)), 3),
+        "passes": steps,
     }
 
 
@@ -268,13 +325,18 @@ def main() -> None:
             index_dir = Path(work) / "sample.idx"
             log("building the sample index")
             senseindex.build_index([str(ROOT / "data" / "sample")], index_dir)
+        log("the model part of a maximal /embed, sliced and unsliced, in process")
+        model_part = embed_model_seconds(index_dir, arguments.backend, 20_000)
         log("queries while maximal /embed requests run")
         server = Server(index_dir, arguments.backend)
         try:
-            interference = embed_interference(server.url, 20_000, arguments.embeds)
+            rows = [
+                embed_interference(server.url, 20_000, arguments.embeds, granularity)
+                for granularity in ("both", "sentences")
+            ]
         finally:
             server.stop()
-        print_interference(interference)
+        print_interference(rows, model_part)
         if arguments.embed_only:
             return
         log("baseline: the Python API in this process")
@@ -320,21 +382,32 @@ def main() -> None:
             print(json.dumps({"server": label, **row}))
 
 
-def print_interference(row: dict) -> None:
+def print_interference(rows: list[dict], model_part: dict) -> None:
+    row = rows[0]
     print(
-        f"\nSentence searches (k=10) one after another, alone and while maximal /embed requests "
-        f"({row['characters']:,} characters each; {row['embed_alone_seconds']} s alone, "
-        f"{row['embed_seconds']} s beside the queries) run one after another:\n"
+        "\nSentence searches (k=10) one after another, alone and while maximal "
+        f"/embed requests ({row['characters']:,} characters each) run one after another:\n"
     )
-    print("| queries | p50 ms | p99 ms | max ms | p50 × alone |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| alone | {row['idle_p50_ms']} | | | 1.00 |")
-    ratio = row["during_p50_ms"] / row["idle_p50_ms"]
     print(
-        f"| during /embed ({row['during_queries']} queries) | {row['during_p50_ms']} | "
-        f"{row['during_p99_ms']} | {row['during_max_ms']} | {ratio:.2f} |"
+        "| /embed answer | /embed alone, s | beside the queries, s | queries | p50 ms | p99 ms | max ms "
+        "| alone p50 ms |"
     )
-    print(json.dumps(row))
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['granularity']} | {row['embed_alone_seconds']} | {row['embed_seconds']} | "
+            f"{row['during_queries']} | {row['during_p50_ms']} | {row['during_p99_ms']} | "
+            f"{row['during_max_ms']} | {row['idle_p50_ms']} |"
+        )
+    for row in rows:
+        print(json.dumps(row))
+    ratio = model_part["sliced_seconds"] / model_part["unsliced_seconds"]
+    print(
+        f"\nThe model part of one /embed ({model_part['sentences']} sentences), in process: "
+        f"{model_part['unsliced_seconds']} s in one encoder call, {model_part['sliced_seconds']} s in "
+        f"{model_part['passes']} passes ({ratio:.2f}x)"
+    )
+    print(json.dumps(model_part))
 
 
 if __name__ == "__main__":

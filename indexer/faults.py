@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from senseindex.errors import SenseIndexError, StorageError
+from senseindex.errors import DiskFull, SenseIndexError, StorageError
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
@@ -83,7 +83,7 @@ def os_failure(error: OSError, where: Path | str, doing: str) -> StorageError:
 def _os_error(number: int | None, file: Any, detail: str, doing: str) -> StorageError:
     file = os.fsdecode(file) if isinstance(file, (bytes, os.PathLike)) else str(file)
     if number in _NO_SPACE:
-        return StorageError(
+        return DiskFull(
             f"no space left on device {doing} {file}: free space and run the command again; the index "
             "keeps every committed document"
         )

@@ -1,9 +1,14 @@
-"""Query batching: the small encode calls of concurrent queries share one forward pass."""
+"""Query batching: the small encode calls of concurrent queries share one forward pass.
+
+Long work (the many sentences of ``/embed``) runs beside them in steps of a measured length, and
+waiting queries go ahead of its next step.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,22 +27,36 @@ class QueryBatcher:
     A program may instead give the model a thread of its own with `serve`: while it runs, every
     call waits for that thread to run it.
 
+    Long work (`encode_long`) runs one forward pass at a time, each cut to about ``step_seconds``
+    by the time the last passes took per token. Queries that wait go ahead of its next pass (and
+    are never run in the same pass as it), so they wait for one such pass at most; after a batch of
+    queries, long work gets a pass before the next batch, so a steady stream of queries does not
+    hold it back for good.
+
     Args:
         encoder: the encoder to run.
         max_texts: most texts run together; 1 runs every call on its own (no batching).
+        step_seconds: the time one forward pass of long work should take.
     """
 
-    def __init__(self, encoder: Encoder, max_texts: int = 64) -> None:
+    def __init__(self, encoder: Encoder, max_texts: int = 64, step_seconds: float = 0.04) -> None:
         if max_texts < 1:
             raise SettingsError(f"max_texts must be at least 1, not {max_texts}")
+        if not step_seconds > 0:
+            raise SettingsError(f"step_seconds must be above 0, not {step_seconds}")
         self.encoder = encoder
         self.max_texts = max_texts
+        self.step_seconds = step_seconds
         self._condition = threading.Condition()
         self._waiting: list[_PendingEncode] = []
+        self._long: list[_LongEncode] = []  # round robin: the job at the front runs the next step
+        self._long_turn = False  # a batch of queries ran last: long work goes next
         self._running = False
         self._served = False  # a thread is in serve(): callers leave the model to it
+        self._step_size = _FIRST_STEP_TOKENS  # tokens of the next pass of long work
         self.batches_run = 0
         self.calls_run = 0
+        self.steps_run = 0
 
     def encode(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]) -> EncodedBatch:
         """`Encoder.encode`, run together with the calls other threads make meanwhile.
@@ -59,10 +78,44 @@ class QueryBatcher:
                 if self._running or self._served:
                     self._condition.wait()
                     continue
-                self._run_waiting_batch()
+                self._run_next()
         if call.error is not None:
             raise call.error
         return cast(EncodedBatch, call.result)
+
+    def encode_long(
+        self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]
+    ) -> EncodedBatch:
+        """`Encoder.encode` of many sentences, a forward pass at a time with queries going first.
+
+        The sentences are tokenised and sorted by length in the calling thread, all together (so
+        the passes hold as little padding as one call's), then run in passes of about
+        ``step_seconds`` each.
+
+        Args:
+            texts: sentences.
+            word_spans: per sentence, the character spans of its words, relative to the sentence.
+
+        Returns:
+            The vectors of the sentences and words, in input order, as `Encoder.encode` gives them.
+        """
+        prepared = self.encoder.prepare(texts, word_spans)
+        job = _LongEncode(self.encoder.run_in_steps(prepared, self._step_tokens))
+        with self._condition:
+            self._long.append(job)
+            self._condition.notify_all()
+            while not job.done:
+                if self._running or self._served:
+                    self._condition.wait()
+                    continue
+                self._run_next()
+        if job.error is not None:
+            raise job.error
+        return cast(EncodedBatch, job.result)
+
+    def _step_tokens(self) -> int:
+        """The tokens a pass of long work may hold (see `_step`)."""
+        return int(self._step_size)
 
     def serve(self, stop: threading.Event) -> None:
         """Run every call in this thread, batched as above, until ``stop`` is set.
@@ -78,27 +131,60 @@ class QueryBatcher:
             self._served = True
             try:
                 while not stop.is_set():
-                    if not self._waiting or self._running:
+                    if not (self._waiting or self._long) or self._running:
                         self._condition.wait(timeout=0.2)
                         continue
-                    self._run_waiting_batch()
+                    self._run_next()
             finally:
                 self._served = False
                 self._condition.notify_all()
 
-    def _run_waiting_batch(self) -> None:
-        """Run the oldest waiting calls; called and returns with the condition held."""
-        batch = self._take_batch()
+    def _run_next(self) -> None:
+        """Run the waiting queries or a step of long work; called and returns with the condition held.
+
+        Queries go first, but after a batch of them a step of long work that waits runs next.
+        """
+        long_next = bool(self._long) and (self._long_turn or not self._waiting)
+        batch = [] if long_next else self._take_batch()
+        job = self._long.pop(0) if long_next else None
+        self._long_turn = not long_next
         self._running = True
         try:
             self._condition.release()
             try:
-                self._run(batch)
+                if job is not None:
+                    self._step(job)
+                else:
+                    self._run(batch)
             finally:
                 self._condition.acquire()
         finally:
+            if job is not None and not job.done:
+                self._long.append(job)  # behind any other long work: round robin
             self._running = False
             self._condition.notify_all()
+
+    def _step(self, job: _LongEncode) -> None:
+        """One forward pass of long work, timed to size the next ones."""
+        started = time.perf_counter()
+        try:
+            tokens = next(job.steps)
+        except StopIteration as finished:
+            job.result, job.done = cast(EncodedBatch, finished.value), True
+            return
+        except Exception as error:
+            job.error, job.done = error, True
+            return
+        except BaseException:  # KeyboardInterrupt and the like: release the caller, then stop
+            job.error, job.done = RuntimeError("the model run was interrupted"), True
+            raise
+        self.steps_run += 1
+        seconds = time.perf_counter() - started
+        # sized by the time passes take, fixed costs included: scaled towards step_seconds by at most
+        # half or twice a pass (a pass slowed once by a new shape's kernels moves it a little)
+        scale = min(2.0, max(0.5, (self.step_seconds / max(seconds, 1e-6)) ** 0.5))
+        if tokens >= self._step_size / 2 or scale < 1:  # a short last part of a batch says little
+            self._step_size = min(_MAX_STEP_TOKENS, max(_MIN_STEP_TOKENS, self._step_size * scale))
 
     def _take_batch(self) -> list[_PendingEncode]:
         """The oldest waiting calls that fit in ``max_texts`` texts (at least one call)."""
@@ -134,6 +220,19 @@ class QueryBatcher:
             call.done = True
             sentence += len(call.texts)
             word += n_words
+
+
+_FIRST_STEP_TOKENS = 512.0
+_MIN_STEP_TOKENS = 128
+_MAX_STEP_TOKENS = 16_384
+
+
+@dataclass
+class _LongEncode:
+    steps: Generator[int, None, EncodedBatch]
+    result: EncodedBatch | None = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 @dataclass

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from senseindex.errors import QueryError
-from senseindex.indexer.encoder import EncodedBatch
 from senseindex.indexer.text import Span, split_text, split_words
 from senseindex.indexer.validation import check_query_text
 from senseindex.search.hits import EmbeddedSentence, EmbeddedWord
@@ -40,8 +39,8 @@ def embed_texts(state: IndexState, texts: Sequence[str]) -> list[list[EmbeddedSe
             ]
         )
     flat = [(text, s, ws) for text, sentences in zip(texts, split, strict=True) for s, ws in sentences]
-    encoded = _encode_in_slices(
-        state,
+    # a pass at a time, waiting queries going first: they wait for one short pass, not for all the text
+    encoded = state.queries.encode_long(
         [text[s.start : s.end] for text, s, _ in flat],
         [[(start, end) for _, start, end in ws] for _, _, ws in flat],
     )
@@ -77,43 +76,6 @@ def embed_texts(state: IndexState, texts: Sequence[str]) -> list[list[EmbeddedSe
         result.append(embedded[taken : taken + len(text_sentences)])
         taken += len(text_sentences)
     return result
-
-
-EMBED_SLICE_SENTENCES = 16
-"""Most sentences of one model run when texts are embedded: queries of other threads wait for one slice
-at most, not for the whole of a long text (a slice of 16 sentences runs in tens of milliseconds)."""
-
-
-def _encode_in_slices(
-    state: IndexState, texts: list[str], word_spans: list[list[tuple[int, int]]]
-) -> EncodedBatch:
-    """`QueryBatcher.encode` of many sentences, in slices that let other threads' queries run between them.
-
-    Args:
-        state: the open index.
-        texts: sentences.
-        word_spans: per sentence, its words' character spans.
-
-    Returns:
-        The vectors of all the sentences and words, in input order, as one call would give them.
-    """
-    slices = [
-        state.queries.encode(
-            texts[first : first + EMBED_SLICE_SENTENCES], word_spans[first : first + EMBED_SLICE_SENTENCES]
-        )
-        for first in range(0, len(texts), EMBED_SLICE_SENTENCES)
-    ]
-    if len(slices) == 1:
-        return slices[0]
-    if not slices:
-        return state.queries.encode([], [])
-    return EncodedBatch(
-        sentence_vectors=np.concatenate([part.sentence_vectors for part in slices]),
-        word_vectors=np.concatenate([part.word_vectors for part in slices]),
-        word_aligned=np.concatenate([part.word_aligned for part in slices]),
-        piece_counts=np.concatenate([part.piece_counts for part in slices]),
-        sentence_weights=np.concatenate([part.sentence_weights for part in slices]),
-    )
 
 
 def embed_sentences(state: IndexState, texts: Sequence[str]) -> np.ndarray:

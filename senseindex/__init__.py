@@ -14,6 +14,7 @@ This module is the stable Python API; everything a program needs is importable f
 
 from senseindex._version import __version__
 from senseindex.errors import (
+    DiskFull,
     DocumentNotFound,
     IndexBusy,
     IndexCorrupted,
@@ -87,6 +88,7 @@ __all__ = [
     "ChangePlan",
     "CheckReport",
     "DeleteSummary",
+    "DiskFull",
     "Document",
     "DocumentHit",
     "DocumentNotFound",

@@ -35,6 +35,10 @@ class StorageError(SenseIndexError):
     """
 
 
+class DiskFull(StorageError):
+    """The disk holding the index is full (or the user's quota is used up)."""
+
+
 class SchemaMismatch(SenseIndexError):
     """The index was written by a newer (or unknown) version of the on-disk format."""
 

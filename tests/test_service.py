@@ -283,8 +283,17 @@ def test_add_replace_and_delete_documents(server, reference):
     hits = server.post("/search/sentences", {"text": "a heron waited by the millpond", "k": 3}).json()["hits"]
     assert "notes/kingfisher.txt" not in {h["doc_id"] for h in hits}
     _error(server.client.delete("/documents/notes/kingfisher.txt"), 404)
+    # a retried delete: with missing_ok the document that is gone already is passed over, and named
+    retried = server.client.delete("/documents/notes/kingfisher.txt", params={"missing_ok": "true"})
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["documents"], retried.json()["missing"]) == ([], ["notes/kingfisher.txt"])
+    assert "missing_ok" in _error(server.client.delete("/documents/x", params={"missing_ok": "maybe"}), 400)
     reference.refresh()
     assert server.client.get("/info").json()["counts"] == reference.info()["counts"]
+    # and a document that is there is deleted as without it
+    server.post("/documents", {"documents": [{"id": "notes/wren.txt", "text": "A wren sang in the hedge."}]})
+    deleted = server.client.delete("/documents/notes/wren.txt", params={"missing_ok": "true"}).json()
+    assert (deleted["documents"], deleted["missing"]) == (["notes/wren.txt"], [])
 
 
 def test_sees_documents_another_process_adds(server, served_dir, runner, tmp_path):
@@ -333,7 +342,7 @@ def test_openapi_lists_every_endpoint(server):
     for path, statuses in [
         ("/search/sentences", {"400", "413", "500"}),
         ("/search/words", {"400", "404", "413"}),
-        ("/documents", {"400", "409", "413"}),
+        ("/documents", {"400", "409", "413", "503", "507"}),
     ]:
         responses = paths[path]["post"]["responses"]
         assert statuses <= set(responses), (path, sorted(responses))
@@ -575,6 +584,8 @@ def test_error_statuses_follow_the_error_hierarchy():
     assert status_of(senseindex.IndexBusy("x")) == 409
     assert status_of(senseindex.IndexCorrupted("x")) == 500
     assert status_of(senseindex.ModelMismatch("x")) == 500  # the index was rebuilt: restart the server
+    assert status_of(senseindex.DiskFull("x")) == 507
+    assert status_of(senseindex.StorageError("x")) == 503
 
 
 def test_request_bodies_are_json_documents(server):
@@ -822,8 +833,10 @@ def test_queries_are_answered_while_a_big_embed_runs(server):
     def embed() -> None:
         with httpx.Client(base_url=server.url, timeout=600) as client:
             started = time.perf_counter()
-            assert client.post("/embed", json={"texts": [text]}).status_code == 200
+            # sentence vectors only: a small answer, so nearly all of the time is the model's
+            answer = client.post("/embed", json={"texts": [text], "granularity": "sentences"})
             embedded["seconds"] = time.perf_counter() - started
+            embedded["status"] = answer.status_code
 
     embedder = threading.Thread(target=embed)
     embedder.start()
@@ -833,10 +846,12 @@ def test_queries_are_answered_while_a_big_embed_runs(server):
         assert server.post("/search/sentences", {"text": "a heron", "k": 3}).status_code == 200
         latencies.append(time.perf_counter() - started)
     embedder.join()
-    # run as one piece, the embedding held every query for its whole duration; in slices, queries
-    # wait for a slice at most (the bound is relative: a loaded machine slows both alike)
-    assert len(latencies) >= 5, (latencies, embedded)
-    assert max(latencies) < 0.25 * embedded["seconds"], (latencies, embedded)
+    assert embedded["status"] == 200
+    # run as one piece, the embedding held a query for nearly all of its model time; in short passes
+    # with queries going first, a query waits for one pass at most (the bound is relative: a loaded
+    # machine slows both alike)
+    assert len(latencies) >= 10, (latencies, embedded)
+    assert max(latencies) < 0.2 * embedded["seconds"], (latencies, embedded)
 
 
 # --------------------------------------------------------------------------- what a service offers

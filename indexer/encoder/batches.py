@@ -6,7 +6,7 @@ transformers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +125,56 @@ def length_batches(
         batch.append(window)
     if batch:
         yield batch
+
+
+def cut_to_tokens(
+    batches: Iterator[list[tuple[int, int, int, int, int, int]]], step_tokens: Callable[[], int] | None
+) -> Iterator[list[tuple[int, int, int, int, int, int]]]:
+    """Batches of windows cut so that each holds at most ``step_tokens()`` tokens, padding included.
+
+    A part has a power of two of windows (or the rest of its batch): the model builds its kernels
+    once per shape, and a few row counts keep the shapes few.
+
+    Args:
+        batches: from `length_batches`.
+        step_tokens: asked before each part is cut; None leaves the batches whole.
+
+    Returns:
+        The parts, in order, each at least one window.
+    """
+    for batch in batches:
+        if step_tokens is None:
+            yield batch
+            continue
+        while batch:
+            fit = max(1, step_tokens() // batch[-1][0])
+            rows = 1 << (fit.bit_length() - 1)
+            yield batch[:rows]
+            batch = batch[rows:]
+
+
+def keep_one_piece(piece_word: np.ndarray, pooling: str) -> np.ndarray:
+    """For first/last piece pooling: keep only each word's first (or last) piece.
+
+    Args:
+        piece_word: ``(n_pieces,)`` int64, the word each piece pools into (-1: none).
+        pooling: ``first`` keeps each word's first piece; anything else its last.
+
+    Returns:
+        ``(n_pieces,)`` int64: ``piece_word`` with every other piece of a word set to -1.
+    """
+    kept = np.full_like(piece_word, -1)
+    positions = np.flatnonzero(piece_word >= 0)
+    if not len(positions):
+        return kept
+    words = piece_word[positions]
+    if pooling == "first":
+        _, chosen = np.unique(words, return_index=True)
+    else:
+        _, reversed_index = np.unique(words[::-1], return_index=True)
+        chosen = len(words) - 1 - reversed_index
+    kept[positions[chosen]] = words[chosen]
+    return kept
 
 
 def word_of_each_piece(word_spans: Sequence[tuple[int, int]], offsets: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ imported, so commands that never load a model (``info``, ``check``, ``delete``) 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from senseindex.errors import IndexCorrupted, ModelLoadError, ModelMismatch, Set
 from senseindex.indexer.encoder.batches import (
     EncodedBatch,
     PreparedBatch,
+    cut_to_tokens,
+    keep_one_piece,
     length_batches,
     normalise,
     word_of_each_piece,
@@ -26,6 +28,7 @@ from senseindex.indexer.encoder.models import (
     resolve_model_path,
     sentence_transformers_layout,
 )
+from senseindex.indexer.encoder.pooling import accumulate
 from senseindex.indexer.encoder.settings import (
     DEFAULT_MODEL,
     EncoderSettings,
@@ -334,7 +337,7 @@ class Encoder:
             for spans, offsets in zip(word_spans, piece_offsets, strict=True)
         ]
         if self.settings.piece_pooling != "mean":
-            piece_word = [self._keep_one_piece(pw) for pw in piece_word]
+            piece_word = [keep_one_piece(pw, self.settings.piece_pooling) for pw in piece_word]
         windows = []
         for s, ids in enumerate(piece_ids):
             for window in self._windows(len(ids)):
@@ -350,6 +353,28 @@ class Encoder:
 
         Returns:
             The vectors, in input order.
+        """
+        steps = self.run_in_steps(prepared)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return cast(EncodedBatch, finished.value)
+
+    def run_in_steps(
+        self, prepared: PreparedBatch, step_tokens: Callable[[], int] | None = None
+    ) -> Generator[int, None, EncodedBatch]:
+        """`run`, one forward pass at a time: a caller may do other model work between the passes.
+
+        Args:
+            prepared: from `prepare`.
+            step_tokens: asked before each pass, the most tokens (padding included) it may hold; a
+                batch of windows is cut into passes that fit (at least one window each). None: the
+                batches as `run` makes them.
+
+        Returns:
+            A generator that yields the tokens of each pass once it is done and returns the vectors,
+            in input order.
         """
         all_layers = prepared.all_layers
         if not prepared.n_sentences:
@@ -375,8 +400,8 @@ class Encoder:
         if self.sentence_pooling == "max":
             sentence_sum.fill_(-torch.inf)
         sentence_hits = torch.zeros(n_sentences, dtype=torch.float32)
-        with torch.inference_mode():
-            for batch in length_batches(items, self.settings.batch_size):
+        for batch in cut_to_tokens(length_batches(items, self.settings.batch_size), step_tokens):
+            with torch.inference_mode():  # not held across a yield: the caller's code runs between
                 width = batch[-1][0]
                 input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
                 attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -413,7 +438,7 @@ class Encoder:
                     word_layer, last_hidden = self.forward(
                         self.model, input_ids.to(self.device), attention.to(self.device), all_layers
                     )
-                self._accumulate(
+                accumulate(
                     word_layer,
                     word_rows,
                     word_cols,
@@ -422,7 +447,7 @@ class Encoder:
                     word_hits,
                     "mean",
                 )
-                self._accumulate(
+                accumulate(
                     last_hidden,
                     sent_rows,
                     sent_cols,
@@ -431,6 +456,7 @@ class Encoder:
                     sentence_hits,
                     self.sentence_pooling,
                 )
+            yield len(batch) * width
 
         aligned = (word_hits > 0).numpy()
         if all_layers:
@@ -450,62 +476,6 @@ class Encoder:
             piece_counts=np.asarray([len(ids) for ids in piece_ids], dtype=np.int64),
             sentence_weights=weights.astype(np.float32),
         )
-
-    def _keep_one_piece(self, piece_word: np.ndarray) -> np.ndarray:
-        """For first/last piece pooling: keep only each word's first (or last) piece."""
-        kept = np.full_like(piece_word, -1)
-        positions = np.flatnonzero(piece_word >= 0)
-        if not len(positions):
-            return kept
-        words = piece_word[positions]
-        if self.settings.piece_pooling == "first":
-            _, chosen = np.unique(words, return_index=True)
-        else:
-            _, reversed_index = np.unique(words[::-1], return_index=True)
-            chosen = len(words) - 1 - reversed_index
-        kept[positions[chosen]] = words[chosen]
-        return kept
-
-    @staticmethod
-    def _accumulate(
-        hidden: torch.Tensor,
-        rows: Sequence[Any],
-        cols: Sequence[Any],
-        targets: Sequence[Any],
-        total: torch.Tensor,
-        hits: torch.Tensor,
-        mode: str,
-    ) -> None:
-        """Add (or, for ``max``, fold in) the vectors at ``hidden[rows, cols]`` into ``total[targets]``.
-
-        Args:
-            hidden: ``(batch, length, width)`` float32 (or bfloat16) hidden states, on any device.
-            rows: int arrays of batch rows, concatenated.
-            cols: int arrays of token positions, concatenated.
-            targets: int arrays of the word (or sentence) each vector pools into, concatenated.
-            total: ``(n_targets, width)`` float32 running sums (or maxima) on the CPU, updated in
-                place.
-            hits: ``(n_targets,)`` float32 vectors pooled per target, updated in place.
-            mode: ``max`` for max pooling; anything else sums.
-        """
-        import torch  # loaded with the model already: this only binds the name
-
-        if not rows:
-            return
-        row_index = torch.from_numpy(np.concatenate(rows).astype(np.int64))
-        if not len(row_index):
-            return
-        col_index = torch.from_numpy(np.concatenate(cols).astype(np.int64))
-        target_index = torch.from_numpy(np.concatenate(targets).astype(np.int64))
-        if hidden.device.type != "cpu":  # gather on the device, bring back only the vectors pooled
-            vectors = hidden[row_index.to(hidden.device), col_index.to(hidden.device)].float().cpu()
-        else:
-            vectors = hidden[row_index, col_index].float()
-        if mode == "max":
-            total.index_reduce_(0, target_index, vectors, "amax")
-        else:
-            total.index_add_(0, target_index, vectors)
-        hits.index_add_(0, target_index, torch.ones(len(target_index)))
 
 
 _CACHE: dict[EncoderSettings, Encoder] = {}

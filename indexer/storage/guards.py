@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from senseindex.errors import IndexBusy, IndexCorrupted, QueryError, SenseIndexError, StorageError
+from senseindex.errors import DiskFull, IndexBusy, IndexCorrupted, QueryError, SenseIndexError, StorageError
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 _SQLITE_INTEGERS = range(-(2**63), 2**63)
@@ -93,7 +93,7 @@ def sqlite_failure(error: sqlite3.DatabaseError, folder: Path) -> Exception:
     if code in _DAMAGED or detail.startswith(("no such table", "no such column")):
         return IndexCorrupted(f"the index in {folder} is damaged ({detail[:200]}); rebuild it")
     if code == "SQLITE_FULL" or (code == "SQLITE_IOERR" and out_of_space(folder)):
-        return StorageError(
+        return DiskFull(
             f"no space left on device writing the index in {folder} ({detail[:200]}): free space and "
             "run the command again; the index keeps every committed document"
         )

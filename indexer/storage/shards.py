@@ -12,6 +12,7 @@ lists once per search, not once per shard.
 from __future__ import annotations
 
 import hashlib
+import os
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ IVF_PROBE_FRACTION = 16
 # Which training each opened IVF shard has (see `_coarse_key`; faiss objects take no new attributes)
 _TRAININGS: weakref.WeakKeyDictionary[faiss.Index, str] = weakref.WeakKeyDictionary()
 HNSW_EF_SEARCH = 128
+# The file each opened shard was read from, as (device, inode, size): a memory-mapped file cut short
+# under a reader would kill the process (SIGBUS) at the first touch of a page that is gone
+_OPENED_FROM: weakref.WeakKeyDictionary[faiss.Index, tuple[int, int, int]] = weakref.WeakKeyDictionary()
 
 # A shard's live vectors: (bitmap of those kept, little-endian bit order; its FAISS selector; number
 # left out). The bitmap must stay referenced while the selector is used.
@@ -167,6 +171,8 @@ class ShardSet:
         if index is None:
             index = open_shard(self.folder / shard.file, shard, self.dimension)
             self._indexes[shard.file] = index
+        else:
+            _check_still_whole(self.folder / shard.file, index)
         return index
 
     def search(
@@ -468,6 +474,10 @@ def open_shard(path: Path, shard: Shard, dimension: int) -> faiss.Index:
     Raises:
         IndexCorrupted: the file is missing, unreadable or holds other vectors than its record says.
     """
+    try:
+        read_from = os.stat(path)
+    except FileNotFoundError:
+        raise IndexCorrupted(f"{path} is missing; rebuild the index") from None
     if not path.is_file():
         raise IndexCorrupted(f"{path} is missing; rebuild the index")
     try:
@@ -492,4 +502,28 @@ def open_shard(path: Path, shard: Shard, dimension: int) -> faiss.Index:
             _TRAININGS[index] = key
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = HNSW_EF_SEARCH
+    _OPENED_FROM[index] = (read_from.st_dev, read_from.st_ino, read_from.st_size)
     return index
+
+
+def _check_still_whole(path: Path, index: faiss.Index) -> None:
+    """Refuse to use an opened shard whose file was cut short since (one ``stat``, no read).
+
+    Shard files are written whole under new names and never changed in place; a file that is gone or
+    replaced leaves the reader the one it opened. Only the same file grown shorter is damage.
+
+    Raises:
+        IndexCorrupted: the file is shorter than when it was opened.
+    """
+    opened = _OPENED_FROM.get(index)
+    if opened is None:
+        return
+    try:
+        now = os.stat(path)
+    except OSError:  # retired by a writer (or unreadable now): the reader keeps the file it opened
+        return
+    if (now.st_dev, now.st_ino) == opened[:2] and now.st_size < opened[2]:
+        raise IndexCorrupted(
+            f"{path} was cut short while the index was open ({now.st_size:,} bytes of {opened[2]:,}); "
+            "the index is damaged: rebuild it"
+        )

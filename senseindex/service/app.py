@@ -30,6 +30,7 @@ from starlette.types import Scope
 
 from senseindex._version import __version__
 from senseindex.errors import (
+    DiskFull,
     DocumentNotFound,
     IndexBusy,
     ModelLoadError,
@@ -37,6 +38,7 @@ from senseindex.errors import (
     SenseIndexError,
     SettingsError,
     SourceError,
+    StorageError,
     WordNotFound,
 )
 from senseindex.search import SenseIndex
@@ -79,12 +81,34 @@ _STATUS_OF_ERROR: list[tuple[type[SenseIndexError], int]] = [
     (SettingsError, 400),
     (ModelLoadError, 500),
     (IndexBusy, 409),
+    (DiskFull, 507),  # Insufficient Storage: the server's disk, not the request, is at fault
+    (StorageError, 503),  # refused or failing storage: the request may succeed once it is fixed
 ]
 
 
 def status_of(error: SenseIndexError) -> int:
     """The HTTP status that answers a library error (500: the index or the model is at fault)."""
     return next((status for kind, status in _STATUS_OF_ERROR if isinstance(error, kind)), 500)
+
+
+def storage_message(error: StorageError, method: str, detail: str) -> str:
+    """What a client is told of a storage fault: what failed, what was kept, what to do; then the cause.
+
+    Args:
+        error: the fault.
+        method: the request's HTTP method (a GET only read the index).
+        detail: the library's message, with the index folder's path taken out.
+
+    Returns:
+        One line.
+    """
+    if method in ("GET", "HEAD"):
+        return f"the server cannot read the index just now; ask again once its storage is fixed ({detail})"
+    fault = "the server's disk is full" if isinstance(error, DiskFull) else "the server's storage failed"
+    return (
+        f"{fault}, so the request was not completed; documents stored before it are kept: send it again "
+        f"once that is fixed ({detail})"
+    )
 
 
 # ------------------------------------------------------------------------------------ request bodies
@@ -272,7 +296,10 @@ def create_app(
 
     @app.exception_handler(SenseIndexError)
     async def _library_error(request: Request, error: SenseIndexError) -> JSONResponse:
-        return error_response(status_of(error), hide_path(str(error)))
+        message = hide_path(str(error))
+        if isinstance(error, StorageError):
+            message = storage_message(error, request.method, message)
+        return error_response(status_of(error), message)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -422,10 +449,21 @@ def create_app(
         return await run_query(lambda: index.get_document(doc_id))
 
     @app.delete("/documents/{doc_id:path}", dependencies=guarded, summary="Delete a document")
-    async def delete_document(doc_id: str) -> dict[str, Any]:
+    async def delete_document(
+        doc_id: str,
+        missing_ok: Annotated[
+            bool,
+            Query(
+                description="true: a document that is not in the index is passed over (answered 200, "
+                "listed under `missing`) instead of answered 404, so a retried delete succeeds."
+            ),
+        ] = False,
+    ) -> dict[str, Any]:
         writing["count"] += 1
         try:
-            summary = await anyio.to_thread.run_sync(index.delete_documents, [doc_id], limiter=writes)
+            summary = await anyio.to_thread.run_sync(
+                index.delete_documents, [doc_id], missing_ok, limiter=writes
+            )
         finally:
             writing["count"] -= 1
         return summary.to_dict()

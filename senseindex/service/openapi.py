@@ -36,13 +36,15 @@ _MEANING = {
     "409": "Another process is writing to the index",
     "413": "Over one of the server's limits (text length, list size, body size)",
     "500": "The index or the model failed (the message says what to do)",
-    "503": "Starting or stopping, or too many connections",
+    "503": "Starting or stopping, too many connections, or the index's storage failed (read-only, no "
+    "permission, an I/O error): ask again later",
+    "507": "The server's disk is full: the write was not completed; send it again later",
 }
 
 
 def _statuses(path: str, method: str, token: bool) -> list[str]:
     """The error statuses an operation can answer with."""
-    statuses = {"400", "500"}
+    statuses = {"400", "500", "503"}  # 503: any request that reads the index may meet a storage fault
     if token and path not in ("/health", "/ready"):
         statuses.add("401")
     if method in ("post", "put"):
@@ -52,7 +54,7 @@ def _statuses(path: str, method: str, token: bool) -> list[str]:
     if path.startswith("/senses/"):
         statuses.add("413")
     if path.startswith("/documents") and method in ("post", "delete"):
-        statuses.add("409")
+        statuses |= {"409", "507"}
     if path == "/ready":
         statuses.add("503")
     return sorted(statuses)
