@@ -189,10 +189,14 @@ def exact_tenth(vectors: np.ndarray, queries: np.ndarray, copies: int) -> np.nda
 
 
 def measure(
-    folder: Path, queries: dict[str, list[tuple[str, str]]], vectors: np.ndarray, copies: int
+    folder: Path,
+    queries: dict[str, list[tuple[str, str]]],
+    vectors: np.ndarray,
+    copies: int,
+    backend: str = "auto",
 ) -> dict:
     result: dict = {}
-    with senseindex.open_index(folder) as index:
+    with senseindex.open_index(folder, backend=backend) as index:
         reader = IndexReader.open(folder)
         try:
             for name, items in queries.items():
@@ -277,6 +281,11 @@ def main() -> None:
         type=int,
         help="cap on an auto word table's IVF lists instead of the library's (to compare list counts)",
     )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="what encodes the queries (any backend queries any index; the indexes stay as written)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/senseindex-any-word"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -296,6 +305,7 @@ def main() -> None:
         "sts": sts_queries(args.text.resolve().parent.parent, args.queries),
     }
     print(f"Date: {time.strftime('%Y-%m-%d')}. Machine: {platform.machine()}, {os.cpu_count()} cores.")
+    print(f"query backend: {args.backend}")
     print(
         f"queries: {len(queries['prince'])} prince (from the novel), {len(queries['sts'])} STS-B test words"
     )
@@ -318,7 +328,7 @@ def main() -> None:
             log(f"writing {copies} cop{'y' if copies == 1 else 'ies'} as {index_type}")
             seconds = write_copies(novel, folder, index_type, copies)
         log(f"measuring {folder}")
-        result = measure(folder, queries, vectors, copies)
+        result = measure(folder, queries, vectors, copies, args.backend)
         rss = serve_memory(folder, queries["prince"])
         prince, sts = result["prince"], result["sts"]
         print(
