@@ -7,10 +7,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import run_command
 
 import senseindex
 
@@ -104,3 +106,25 @@ def altered_model(tmp_path_factory):
     model.save_pretrained(str(folder))
     AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
     return folder
+
+
+# Room for a small index, not for the word vectors of the sample documents (~1.5 kB per word)
+SMALL_DISK_SIZE = "2m"
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A small tmpfs mounted on a fresh folder, unmounted afterwards (skipped where it cannot be)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    try:
+        mounted = run_command("mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_SIZE}", "tmpfs", str(folder))
+    except FileNotFoundError:
+        pytest.skip("no mount command here: cannot make a small disk to fill")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        if run_command("umount", str(folder)).returncode != 0:
+            run_command("umount", "-l", str(folder))

@@ -59,3 +59,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self._reader.join(timeout=30)  # the whole log is read once the process has ended
+
+
+def run_command(*command: str) -> subprocess.CompletedProcess[str]:
+    """Run a command, its output captured, whatever its exit status."""
+    return subprocess.run(list(command), capture_output=True, text=True, check=False)

@@ -6,42 +6,17 @@ The index on it must keep every committed document and pass `check` afterwards.
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import run_command
 
 import senseindex
 from senseindex.cli import main
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 TINY = "A heron stood in the shallow water.\n"
-# Room for a small index, not for the word vectors of the large corpus (~1.5 kB per word)
-TMPFS_SIZE = "2m"
-
-
-def _run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(command), capture_output=True, text=True, check=False)
-
-
-@pytest.fixture
-def small_disk(tmp_path) -> Iterator[Path]:
-    """A small tmpfs mounted on a fresh folder, unmounted afterwards."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    try:
-        mounted = _run("mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(folder))
-    except FileNotFoundError:
-        pytest.skip("no mount command here: cannot make a small disk to fill")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        if _run("umount", str(folder)).returncode != 0:
-            _run("umount", "-l", str(folder))
 
 
 def _large_corpus(folder: Path) -> Path:
@@ -109,7 +84,7 @@ def test_a_read_only_file_system_is_a_one_line_error_that_says_what_to_do(small_
         main, ["build-index", str(tmp_path / "heron.txt"), "--index", str(index), "-q", "--backend", "torch"]
     )
     assert built.exit_code == 0, built.output
-    remounted = _run("mount", "-o", "remount,ro", str(small_disk))
+    remounted = run_command("mount", "-o", "remount,ro", str(small_disk))
     if remounted.returncode != 0:
         pytest.skip(f"cannot remount the tmpfs read-only: {remounted.stderr.strip()}")
     for arguments in (

@@ -8,43 +8,18 @@ the disk (mounting needs root, or the test is skipped with the reason).
 from __future__ import annotations
 
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from helpers import Server
+from helpers import Server, run_command
 
 import senseindex
 from senseindex.cli import main
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 TINY = "A heron stood in the shallow water.\n"
-TMPFS_SIZE = "2m"  # room for a small index, not for the word vectors of six sample documents
-
-
-def _run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(command), capture_output=True, text=True, check=False)
-
-
-@pytest.fixture
-def small_disk(tmp_path) -> Iterator[Path]:
-    """A small tmpfs mounted on a fresh folder, unmounted afterwards."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    try:
-        mounted = _run("mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(folder))
-    except FileNotFoundError:
-        pytest.skip("no mount command here: cannot make a small disk to fill")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        if _run("umount", str(folder)).returncode != 0:
-            _run("umount", "-l", str(folder))
 
 
 def _tiny_index(folder: Path, tmp_path: Path) -> Path:
@@ -96,7 +71,7 @@ def test_a_full_disk_answers_507_and_the_index_keeps_its_documents(small_disk, t
 @pytest.mark.slow  # builds an index and starts a server
 def test_a_read_only_index_answers_503_to_writes_and_still_to_queries(small_disk, tmp_path):
     index = _tiny_index(small_disk, tmp_path)
-    remounted = _run("mount", "-o", "remount,ro", str(small_disk))
+    remounted = run_command("mount", "-o", "remount,ro", str(small_disk))
     if remounted.returncode != 0:
         pytest.skip(f"cannot remount the tmpfs read-only: {remounted.stderr.strip()}")
     server = Server(index)
