@@ -15,6 +15,7 @@ from senseindex.cli_options import (
     DEVICE_OPTION,
     INDEX_OPTION,
     JSON_OPTION,
+    MODEL_OPTION,
     QUIET_OPTION,
     SKIP_BAD_OPTION,
     THREADS_OPTION,
@@ -198,7 +199,7 @@ def build_index_command(
 @click.argument("sources", nargs=-1, required=True)
 @INDEX_OPTION
 @click.option("--dry-run", is_flag=True, help="Only report which documents are new, changed or unchanged.")
-@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@MODEL_OPTION
 @BACKEND_OPTION
 @DEVICE_OPTION
 @THREADS_OPTION

@@ -45,6 +45,7 @@ DEVICE_OPTION = click.option(
     help="Where the model runs: cpu, cuda (a CUDA GPU through torch) or auto (cuda when torch sees "
     "a GPU). The onnx backends run on the CPU.",
 )
+MODEL_OPTION = click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line).")
 QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 SKIP_BAD_OPTION = click.option(

@@ -16,6 +16,7 @@ from senseindex.cli_options import (
     DEVICE_OPTION,
     INDEX_OPTION,
     JSON_OPTION,
+    MODEL_OPTION,
     THREADS_OPTION,
     one_line_errors,
 )
@@ -43,7 +44,7 @@ from senseindex.terminal import format_hit, print_sense_groups, print_senses
     help="With --documents: score a document by its best sentence, best passage, or both.",
 )
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
-@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@MODEL_OPTION
 @BACKEND_OPTION
 @DEVICE_OPTION
 @THREADS_OPTION
@@ -135,7 +136,7 @@ def query_command(
     default=None,
     help="Also draw a map of the occurrences coloured by sense: FILE.png, .svg, .pdf or .html.",
 )
-@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@MODEL_OPTION
 @BACKEND_OPTION
 @DEVICE_OPTION
 @THREADS_OPTION

@@ -13,6 +13,7 @@ from senseindex.cli_options import (
     BACKEND_OPTION,
     DEVICE_OPTION,
     INDEX_OPTION,
+    MODEL_OPTION,
     THREADS_OPTION,
     one_line_errors,
 )
@@ -107,7 +108,7 @@ _DEFAULT_LIMITS = ServiceLimits()
     help="A web origin (https://app.example) whose pages may call the service from a browser; "
     "repeatable; '*' allows any. None by default.",
 )
-@click.option("--model", default=None, help="Model folder to use if the stored one has moved.")
+@MODEL_OPTION
 @BACKEND_OPTION
 @DEVICE_OPTION
 @THREADS_OPTION
