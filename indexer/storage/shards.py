@@ -249,12 +249,15 @@ class ShardSet:
         cached = self._standing.get(key)
         if cached is not None and cached[0] is excluded_rows:
             return cached[1]
-        mask = self.live_mask(shard)
-        if excluded_rows is not None:
+        live = self._live.get(shard.file)
+        if excluded_rows is None:  # deleted rows only: the selection made when the set was opened
+            standing = (self.live_mask(shard), live) if live is not None else None
+        else:
+            mask = self.live_mask(shard)
             part = excluded_rows[shard.first_id : shard.first_id + shard.count]
             mask[: len(part)] &= ~part
-        left_out = int(shard.count - np.count_nonzero(mask))
-        standing = (mask, _selected(shard, mask, left_out)) if left_out else None
+            left_out = int(shard.count - np.count_nonzero(mask))
+            standing = (mask, _selected(shard, mask, left_out)) if left_out else None
         self._standing[key] = (excluded_rows, standing)
         return standing
 
