@@ -408,8 +408,8 @@ def write_documents(
 
     The shared core of `build_index`, `add_documents` and `add_document_list`.
 
-    A commit follows the first document end after `COMMIT_CHARACTERS` of text or
-    `COMMIT_SECONDS` of work since the last one. Stored documents are compared by content hash
+    A commit follows the first document end after `COMMIT_CHARACTERS` of text, or the document end
+    nearest `COMMIT_SECONDS` of work since the last one. Stored documents are compared by content hash
     unless this is a new build (neither resumed nor an add).
 
     Args:
@@ -467,7 +467,7 @@ def write_documents(
                     and chunk.at_document_end
                     and (
                         characters_since >= COMMIT_CHARACTERS
-                        or time.monotonic() - last_commit >= COMMIT_SECONDS
+                        or pacer.commit_due(time.monotonic() - last_commit)
                     )
                 ):
                     store.commit()

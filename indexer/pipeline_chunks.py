@@ -41,6 +41,7 @@ class ChunkPacer:
     """
 
     def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
         self.target = seconds / 3
         self._rate: float | None = None  # characters per second
 
@@ -49,6 +50,10 @@ class ChunkPacer:
         if self._rate is None:
             return FIRST_CHUNK_CHARACTERS
         return int(min(CHUNK_CHARACTERS, max(MIN_CHUNK_CHARACTERS, self._rate * self.target)))
+
+    def commit_due(self, seconds_since_commit: float) -> bool:
+        """Whether a commit now lands nearer the interval than one after the next chunk would."""
+        return seconds_since_commit + self.target / 2 >= self.seconds
 
     def measured(self, characters: int, seconds: float) -> None:
         """Record that a chunk of ``characters`` took ``seconds`` of work."""
