@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sqlite3
@@ -78,6 +79,36 @@ def test_adding_documents_answers_like_building_them_together(tmp_path, sample_i
     _check(tmp_path / "idx")
     with senseindex.open_index(tmp_path / "idx", backend="torch") as index:
         _same_results(index, sample_index)
+
+
+def test_deep_searches_over_many_shards_answer_like_one_index(tmp_path, sample_index):
+    # one document per add: each add's vectors land in shards of their own (merged into a few), and
+    # the nearest vectors of a query crowd into the shards of the documents on its topic
+    parts = []
+    for number, path in enumerate(sorted(SAMPLE.iterdir())):
+        part = tmp_path / f"part-{number}"
+        part.mkdir()
+        shutil.copy(path, part / path.name)
+        parts.append(part)
+    senseindex.build_index([str(parts[0])], tmp_path / "idx", FLOAT32)
+    for part in parts[1:]:
+        senseindex.add_documents([str(part)], tmp_path / "idx", backend="torch")
+    with senseindex.open_index(tmp_path / "idx", backend="torch") as index:
+        files = index.info()["vector_files"]
+        assert min(sum(f["table"] == table for f in files) for table in ("sentences", "words")) >= 2
+        for query, k in itertools.product(SENTENCE_QUERIES, (5, 40, 60, 120)):
+            hits, oracle = index.search_sentences(query, k=k), sample_index.search_sentences(query, k=k)
+            assert [(h.doc_id, h.start) for h in hits] == [(h.doc_id, h.start) for h in oracle]
+            assert [h.score for h in hits] == pytest.approx([h.score for h in oracle], abs=1e-4)
+        for query, k in itertools.product(WORD_QUERIES, (5, 20)):
+            similar, oracle = (
+                index.search_similar_words(query, k=k),
+                sample_index.search_similar_words(query, k=k),
+            )
+            assert [(h.lemma, h.best.doc_id, h.best.start, h.occurrences) for h in similar] == [
+                (h.lemma, h.best.doc_id, h.best.start, h.occurrences) for h in oracle
+            ]
+            assert [h.score for h in similar] == pytest.approx([h.score for h in oracle], abs=1e-4)
 
 
 @pytest.mark.parametrize("commits", ["one", "after every document"])

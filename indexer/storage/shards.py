@@ -30,6 +30,8 @@ IVF_PROBE_FRACTION = 16
 # Which training each opened IVF shard has (see `_coarse_key`; faiss objects take no new attributes)
 _TRAININGS: weakref.WeakKeyDictionary[faiss.Index, str] = weakref.WeakKeyDictionary()
 HNSW_EF_SEARCH = 128
+SHALLOW_DEPTH = 32
+"""Hits a deep search over many shards first asks of each shard at least (see `ShardSet.search`)."""
 # The file each opened shard was read from, as (device, inode, size): a memory-mapped file cut short
 # under a reader would kill the process (SIGBUS) at the first touch of a page that is gone
 _OPENED_FROM: weakref.WeakKeyDictionary[faiss.Index, tuple[int, int, int]] = weakref.WeakKeyDictionary()
@@ -131,6 +133,7 @@ class ShardSet:
         # per shard and kind of standing exclusion (none, or the function-word bitmap given): the
         # array it was built from, and the mask and selection of the vectors it keeps (None: all)
         self._standing: dict[tuple[str, bool], tuple[np.ndarray | None, Standing | None]] = {}
+        self._trainings: dict[str, int] | None = None  # `_trained_together`, once every shard is open
 
     def open_all(self) -> dict[str, faiss.Index]:
         """Open every shard now (a reader then keeps its files even if a writer retires them).
@@ -211,10 +214,16 @@ class ShardSet:
         excluded: np.ndarray | None,
         excluded_rows: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`search`, with FAISS's threads already set."""
+        """`search`, with FAISS's threads already set.
+
+        A deep search over many shards first asks each shard for its share of ``k`` (twice over, at
+        least `SHALLOW_DEPTH`), then searches deeper only the shards whose last hit could still be among
+        the ``k`` best: the hits are those of searching every shard ``k`` deep, at a fraction of the cost
+        of filling ``k``-long result heaps in every shard.
+        """
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
-        all_ids, all_scores = [], []
         coarse = _Coarse(query, k, self._trained_together())
+        plans: list[tuple[Shard, Selection | None, int]] = []
         for shard in self.shards:
             standing = self._standing_selection(shard, excluded_rows)
             dropped = _local_ids(shard, excluded) if excluded is not None else None
@@ -225,16 +234,31 @@ class ShardSet:
                 if selection is None:
                     continue
             depth = min(k, shard.count - (selection[2] if selection is not None else 0))
-            if depth <= 0:
-                continue
-            scores, local = self._search_shard(shard, query, depth, selection, coarse)
-            all_ids.append(local + shard.first_id)
-            all_scores.append(scores)
-        if not all_ids:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        ids, scores = np.concatenate(all_ids), np.concatenate(all_scores)
-        order = np.argsort(-scores, kind="stable")[:k]
-        return ids[order], scores[order]
+            if depth > 0:
+                plans.append((shard, selection, depth))
+        searched = sum(shard.count for shard, _, _ in plans)
+        results: list[tuple[np.ndarray, np.ndarray]] = []
+        shallow: list[int] = []  # plans searched less deep than they may be
+        for number, (shard, selection, depth) in enumerate(plans):
+            share = max(SHALLOW_DEPTH, -(-2 * k * shard.count // max(1, searched)))
+            asked = depth if len(plans) == 1 else min(depth, share)
+            scores, local = self._search_shard(shard, query, asked, selection, coarse)
+            results.append((local + shard.first_id, scores))
+            if asked < depth and len(local) == asked:
+                shallow.append(number)
+        ids, scores = _best(results, k)
+        if shallow:
+            # a shard's unseen hits score at most its last one: only where that reaches the k-th best
+            # can they count (ties included)
+            bar = scores[-1] if len(scores) == k else -np.inf
+            deeper = [n for n in shallow if results[n][1][-1] >= bar]
+            for number in deeper:
+                shard, selection, depth = plans[number]
+                found, local = self._search_shard(shard, query, depth, selection, coarse)
+                results[number] = (local + shard.first_id, found)
+            if deeper:
+                ids, scores = _best(results, k)
+        return ids, scores
 
     def _standing_selection(self, shard: Shard, excluded_rows: np.ndarray | None) -> Standing | None:
         """The mask and selection of a shard's vectors that are neither deleted nor in ``excluded_rows``.
@@ -332,12 +356,14 @@ class ShardSet:
 
     def _trained_together(self) -> dict[str, int]:
         """Vectors per IVF training (the key `open_shard` gives), over every shard of the table."""
-        totals: dict[str, int] = {}
-        for shard in self.shards:
-            key = _TRAININGS.get(self.shard_index(shard))
-            if key is not None:
-                totals[key] = totals.get(key, 0) + shard.count
-        return totals
+        if self._trainings is None:
+            totals: dict[str, int] = {}
+            for shard in self.shards:
+                key = _TRAININGS.get(self.shard_index(shard))
+                if key is not None:
+                    totals[key] = totals.get(key, 0) + shard.count
+            self._trainings = totals  # a set's shards never change: a new snapshot is a new set
+        return self._trainings
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors read by rowid (decoded from a compressed shard), without a scan.
@@ -418,6 +444,16 @@ class _Coarse:
         )
         keep = local[0] >= 0
         return found[0][keep], local[0][keep]
+
+
+def _best(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of some shards' ``(rowids, scores)`` hits, best first (the earlier shard on ties)."""
+    if not results:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    ids = np.concatenate([found for found, _ in results])
+    scores = np.concatenate([found for _, found in results])
+    order = np.argsort(-scores, kind="stable")[:k]
+    return ids[order], scores[order]
 
 
 def _selected(shard: Shard, mask: np.ndarray, left_out: int) -> Selection:
