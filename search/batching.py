@@ -130,6 +130,7 @@ class QueryBatcher:
         with self._condition:
             self._served = True
             try:
+                self.encoder.trace_for_queries()  # a server answers many queries: pay for it up front
                 while not stop.is_set():
                     if not (self._waiting or self._long) or self._running:
                         self._condition.wait(timeout=0.2)
@@ -197,6 +198,8 @@ class QueryBatcher:
         return batch
 
     def _run(self, batch: list[_PendingEncode]) -> None:
+        if self.calls_run >= TRACE_AFTER_CALLS:
+            self.encoder.trace_for_queries()  # once: a process that answered this many will answer more
         try:
             encoded = self.encoder.encode(
                 [text for call in batch for text in call.texts],
@@ -222,6 +225,9 @@ class QueryBatcher:
             word += n_words
 
 
+TRACE_AFTER_CALLS = 50
+"""Calls a process runs before its forward passes are traced (`Encoder.trace_for_queries`): tracing
+costs about half a second and saves a few milliseconds per query, so a one-off command never pays."""
 _FIRST_STEP_TOKENS = 512.0
 _MIN_STEP_TOKENS = 128
 _MAX_STEP_TOKENS = 16_384

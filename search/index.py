@@ -138,12 +138,18 @@ class SenseIndex:
         self._state.queries.serve(stop)
 
     def query_batching(self) -> dict[str, int]:
-        """How concurrent queries shared the model: ``{"max_texts", "calls", "runs"}``.
+        """How concurrent queries shared the model: ``{"max_texts", "calls", "runs", "traced"}``.
 
-        Each run of the model served one or more calls.
+        Each run of the model served one or more calls; ``traced`` is 1 once forward passes run
+        traced (see `QueryBatcher`), else 0.
         """
         queries = self._state.queries
-        return {"max_texts": queries.max_texts, "calls": queries.calls_run, "runs": queries.batches_run}
+        return {
+            "max_texts": queries.max_texts,
+            "calls": queries.calls_run,
+            "runs": queries.batches_run,
+            "traced": int(queries.encoder.traced),
+        }
 
     def close(self) -> None:
         """Release the database connection."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -204,3 +208,52 @@ def test_an_index_rebuilt_with_other_settings_is_refused_not_misread(index_copy,
         with pytest.raises(senseindex.ModelMismatch):
             query()
     assert senseindex.index_info(index_copy.path)["counts"]["documents"] == 1
+
+
+TRACED_QUERIES = """
+import json, sys
+import numpy as np
+import senseindex
+
+sentences = ["a heron in the shallows", "the bank raised interest rates again this spring", "zoo"]
+words = [senseindex.parse_word_query(q) for q in ("I sat on the [bank] of the river", "a [crane] lifted it")]
+with senseindex.open_index(sys.argv[1], backend=sys.argv[2]) as index:
+    def vectors():
+        return (
+            [index.embed_query_sentence(s) for s in sentences],  # one sequence per pass
+            index.embed_sentences(sentences),  # one padded pass
+            index.embed_query_words(words),
+        )
+
+    eager, traced_before = vectors(), index.query_batching()["traced"]
+    while index.query_batching()["traced"] == 0 and index.query_batching()["calls"] < 200:
+        index.embed_query_sentence("a query among many")
+    traced = vectors()
+    difference = max(
+        float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(eager, traced, strict=True)
+    )
+    print(json.dumps({
+        "traced_before": traced_before,
+        "traced": index.query_batching()["traced"],
+        "calls": index.query_batching()["calls"],
+        "difference": difference,
+    }))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_many_queries_run_traced_with_the_same_vectors(sample_index_dir, backend):
+    # a fresh process: the encoder (and its trace) is shared by every index opened in a process
+    result = subprocess.run(
+        [sys.executable, "-c", TRACED_QUERIES, str(sample_index_dir), backend],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["traced_before"] == 0  # a few queries are not worth tracing for
+    assert report["traced"] == 1 and report["calls"] <= 60
+    assert report["difference"] <= 1e-5
