@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
@@ -39,7 +40,7 @@ class QueryBatcher:
         step_seconds: the time one forward pass of long work should take.
     """
 
-    def __init__(self, encoder: Encoder, max_texts: int = 64, step_seconds: float = 0.04) -> None:
+    def __init__(self, encoder: Encoder, max_texts: int = 64, step_seconds: float = 0.025) -> None:
         if max_texts < 1:
             raise SettingsError(f"max_texts must be at least 1, not {max_texts}")
         if not step_seconds > 0:
@@ -57,6 +58,10 @@ class QueryBatcher:
         self.batches_run = 0
         self.calls_run = 0
         self.steps_run = 0
+        self._in_flight = 0  # queries in progress (see `querying`)
+        self._in_flight_lock = threading.Lock()
+        self._python_turns = _Turns()  # long Python work beside queries (`give_way`)
+        self._pass_turns = _Turns()  # passes of long work beside queries in progress
 
     def encode(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]) -> EncodedBatch:
         """`Encoder.encode`, run together with the calls other threads make meanwhile.
@@ -71,7 +76,7 @@ class QueryBatcher:
         if len(texts) != len(word_spans):
             raise ValueError("texts and word_spans differ in length")
         call = _PendingEncode(list(texts), [list(spans) for spans in word_spans])
-        with self._condition:
+        with self.querying(), self._condition:
             self._waiting.append(call)
             self._condition.notify_all()
             while not call.done:
@@ -82,6 +87,32 @@ class QueryBatcher:
         if call.error is not None:
             raise call.error
         return cast(EncodedBatch, call.result)
+
+    @contextmanager
+    def querying(self) -> Iterator[None]:
+        """Mark a query in progress for the block: long work on other threads gives way to it."""
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def give_way(self) -> None:
+        """A pause point for long Python work beside queries (the sentences of ``/embed`` after the model).
+
+        The interpreter lets one thread run Python at a time, taking turns every few hundred
+        microseconds, so a query beside long work runs at a fraction of its speed. Here the long
+        work waits while queries are in progress, for at most `GIVE_WAY_SECONDS`, and only once it
+        has worked `WORK_BEFORE_GIVING_WAY_SECONDS` since it last waited, so a steady stream of
+        queries slows it down but never stops it.
+        """
+        if not self._python_turns.hold(self._in_flight > 0):
+            time.sleep(0)  # let a waiting thread run
+            return
+        while self._python_turns.hold(self._in_flight > 0):
+            time.sleep(0.001)
 
     def encode_long(
         self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]]
@@ -107,6 +138,9 @@ class QueryBatcher:
             while not job.done:
                 if self._running or self._served:
                     self._condition.wait()
+                    continue
+                if not self._waiting and self._pass_turns.hold(self._in_flight > 0):
+                    self._condition.wait(timeout=0.001)  # a query elsewhere runs without it
                     continue
                 self._run_next()
         if job.error is not None:
@@ -134,6 +168,9 @@ class QueryBatcher:
                 while not stop.is_set():
                     if not (self._waiting or self._long) or self._running:
                         self._condition.wait(timeout=0.2)
+                        continue
+                    if not self._waiting and self._pass_turns.hold(self._in_flight > 0):
+                        self._condition.wait(timeout=0.001)  # a query elsewhere runs without it
                         continue
                     self._run_next()
             finally:
@@ -225,12 +262,44 @@ class QueryBatcher:
             word += n_words
 
 
+GIVE_WAY_SECONDS = 0.03
+"""The longest long work waits for queries in progress at one pause point (`QueryBatcher.give_way`)."""
+WORK_BEFORE_GIVING_WAY_SECONDS = 0.01
+"""Long work gives way again only after this much work: at least a quarter of the time is its own."""
 TRACE_AFTER_CALLS = 50
 """Calls a process runs before its forward passes are traced (`Encoder.trace_for_queries`): tracing
 costs about half a second and saves a few milliseconds per query, so a one-off command never pays."""
 _FIRST_STEP_TOKENS = 512.0
 _MIN_STEP_TOKENS = 128
 _MAX_STEP_TOKENS = 16_384
+
+
+class _Turns:
+    """When long work holds back for queries in progress.
+
+    At most `GIVE_WAY_SECONDS` at a time, and only after `WORK_BEFORE_GIVING_WAY_SECONDS` of work
+    since it last held back.
+    """
+
+    def __init__(self) -> None:
+        self._worked_since = time.perf_counter()
+        self._held_since: float | None = None
+
+    def hold(self, queries_in_progress: bool) -> bool:
+        """Whether the long work should wait now (asked again and again while it waits)."""
+        now = time.perf_counter()
+        if not queries_in_progress:
+            if self._held_since is not None:
+                self._held_since, self._worked_since = None, now
+            return False
+        if self._held_since is None:
+            if now - self._worked_since < WORK_BEFORE_GIVING_WAY_SECONDS:
+                return False
+            self._held_since = now
+        if now - self._held_since < GIVE_WAY_SECONDS:
+            return True
+        self._held_since, self._worked_since = None, now
+        return False
 
 
 @dataclass

@@ -31,13 +31,12 @@ def embed_texts(state: IndexState, texts: Sequence[str]) -> list[list[EmbeddedSe
     skip_stopwords = settings.skip_stopwords
     split = []  # per text: its sentences, and per sentence its words relative to the sentence
     for text in texts:
-        sentences = split_text(text, settings.sentence_splitting)
-        split.append(
-            [
-                (s, [(w, w.start - s.start, w.end - s.start) for w in split_words(text, s, skip_stopwords)])
-                for s in sentences
-            ]
-        )
+        sentences = []
+        for s in split_text(text, settings.sentence_splitting):
+            state.queries.give_way()
+            found = split_words(text, s, skip_stopwords)
+            sentences.append((s, [(w, w.start - s.start, w.end - s.start) for w in found]))
+        split.append(sentences)
     flat = [(text, s, ws) for text, sentences in zip(texts, split, strict=True) for s, ws in sentences]
     # a pass at a time, waiting queries going first: they wait for one short pass, not for all the text
     encoded = state.queries.encode_long(
@@ -46,6 +45,7 @@ def embed_texts(state: IndexState, texts: Sequence[str]) -> list[list[EmbeddedSe
     )
     embedded, word_index = [], 0
     for i, (text, sentence, words) in enumerate(flat):
+        state.queries.give_way()  # queries in progress go ahead of the Python work of each sentence
         sentence_text = text[sentence.start : sentence.end]
         pieces = state.encoder.word_pieces(sentence_text, [(start, end) for _, start, end in words])
         embedded_words = []

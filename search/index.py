@@ -151,6 +151,26 @@ class SenseIndex:
             "traced": int(queries.encoder.traced),
         }
 
+    def speed_up_queries(self) -> bool:
+        """Trace the model's forward pass now, as a process does after 50 queries (about 0.6 s, once).
+
+        For servers, before they take requests; `serve_model` does it too. The trace is kept only if
+        it gives the same vectors as the model itself (see the design notes on query encoding).
+
+        Returns:
+            Whether forward passes now run traced (never for ONNX backends or GPUs).
+        """
+        return self._state.encoder.trace_for_queries()
+
+    def give_way_to_queries(self) -> None:
+        """A pause point for long Python work on a thread beside queries (e.g. encoding a large answer).
+
+        Returns at once unless queries are in progress on other threads; then waits for them a
+        little (at most 30 ms, and only after 10 ms of work since it last waited), so they are not
+        slowed by taking turns with the long work. `embed_texts` pauses here between sentences.
+        """
+        self._state.queries.give_way()
+
     def close(self) -> None:
         """Release the database connection."""
         self._state.close()

@@ -97,7 +97,7 @@ class IndexState:
         Raises:
             ModelMismatch: ``require_current`` and the index no longer matches the encoder.
         """
-        with self.lock, as_storage_error(self.store.folder, "reading"):
+        with self.queries.querying(), self.lock, as_storage_error(self.store.folder, "reading"):
             if require_current:
                 self.check_current()
             yield self.store
