@@ -277,6 +277,7 @@ def embed_model_seconds(index_dir: Path, backend: str, characters: int, rounds: 
 def python_api_baseline(index_dir: Path, backend: str, requests: int) -> dict:
     """The same queries through the Python API in this process, one after another."""
     with senseindex.open_index(index_dir, backend=backend) as index:
+        index.speed_up_queries()  # traced, as `senseindex serve` runs it from its start
         plan = request_plan(requests, 0)
         for path, body in request_plan(30, 100):  # warm-up, as the servers get
             call(index, path, body)
