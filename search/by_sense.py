@@ -7,8 +7,9 @@ against the state's generation afterwards and run again if the index moved under
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from senseindex.indexer.text import Span, lemmatize, split_words
 from senseindex.search.embedding import embed_query_words
 from senseindex.search.hits import LemmaHit, WordHit
 from senseindex.search.ranking import check_k, word_hits
+from senseindex.search.sense_slices import check_slicing, field_values, parse_ranges, slice_senses
 from senseindex.search.senses import (
     MAX_FORCED_SENSES,
     Clustering,
@@ -44,7 +46,14 @@ class _Occurrences(Generic[T]):
 
 
 def induce_senses(
-    state: IndexState, word: str, senses: int | None, typical: int, related_words: int
+    state: IndexState,
+    word: str,
+    senses: int | None,
+    typical: int,
+    related_words: int,
+    by: str | None = None,
+    bins: int | None = None,
+    slices: str | Sequence[tuple[float, float]] | None = None,
 ) -> WordSenses:
     """The senses a word is used in across the index (see `SenseIndex.induce_senses`).
 
@@ -54,17 +63,40 @@ def induce_senses(
         senses: force this many senses instead of choosing.
         typical: occurrences shown per sense.
         related_words: other words listed per sense.
+        by: a metadata field: also the share of each sense per slice of it.
+        bins: slice a numeric field into this many equal-width bins.
+        slices: slice a numeric field into these ranges (``"1810-1860,1960-2010"`` or pairs).
 
     Returns:
         The senses, most frequent first.
 
     Raises:
         WordNotFound: the index does not hold the word.
-        QueryError: not one word, or a bad number.
+        QueryError: not one word, a bad number, or a slicing that cannot be made.
     """
     form = _check_request(word, senses, typical, related_words)
-    word_senses, _ = _induce(state, form, senses, typical, related_words, lambda store: None)
-    return word_senses
+    check_slicing(by, bins, slices)
+    ranges = parse_ranges(slices) if slices is not None else None
+    lemma = lemmatize(form)
+
+    def values(store: ReadableIndex) -> dict[int, Any] | None:
+        if by is None:
+            return None
+        return field_values(store, store.word_ids_for_lemma(lemma)[0], by.strip())
+
+    word_senses, found = _induce(state, form, senses, typical, related_words, values)
+    if by is None or found is None:
+        return word_senses
+    sliced = slice_senses(
+        by.strip(),
+        word_senses.occurrence_ids,
+        word_senses.assignments,
+        len(word_senses.senses),
+        found,
+        bins,
+        ranges,
+    )
+    return replace(word_senses, by=sliced)
 
 
 def search_word_by_sense(

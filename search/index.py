@@ -449,27 +449,40 @@ class SenseIndex:
         return words.search_other_words(self._state, parse_word_query(text, target, span), k)
 
     def induce_senses(
-        self, word: str, senses: int | None = None, typical: int = 5, related_words: int = 8
+        self,
+        word: str,
+        senses: int | None = None,
+        typical: int = 5,
+        related_words: int = 8,
+        by: str | None = None,
+        bins: int | None = None,
+        slices: str | Sequence[tuple[float, float]] | None = None,
     ) -> WordSenses:
         """The senses a word is used in across the index, induced from its occurrences' vectors.
 
         Every occurrence of the word's lemma is clustered (see `senses`); each
         sense is named by its most typical occurrences and by the other words nearest to its centre.
+        With ``by``, the result also holds the share of each sense per slice of a metadata field
+        (``WordSenses.by``): per distinct value, or per numeric bin or range.
 
         Args:
             word: one word (every form of its lemma counts).
             senses: force this many senses instead of choosing (1 to the number of occurrences).
             typical: occurrences shown per sense.
             related_words: other words listed per sense.
+            by: a top-level metadata field of the documents, e.g. ``"year"``.
+            bins: with ``by``: cut a numeric field into this many equal-width bins.
+            slices: with ``by``: numeric ranges, both ends included, e.g. ``"1810-1860,1960-2010"``.
 
         Returns:
             The senses, most frequent first, with each occurrence's sense and a 2-D map.
 
         Raises:
             WordNotFound: the index does not hold the word.
-            QueryError: not one word, or a bad number.
+            QueryError: not one word, a bad number, or a slicing that cannot be made (no occurrence
+                with the field, bins over values that are not numbers).
         """
-        return by_sense.induce_senses(self._state, word, senses, typical, related_words)
+        return by_sense.induce_senses(self._state, word, senses, typical, related_words, by, bins, slices)
 
     def search_word_by_sense(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from senseindex.search.hits import LemmaHit, WordHit
+from senseindex.search.sense_slices import SensesBy
 
 MAX_SENSES = 8
 MAX_FORCED_SENSES = 50
@@ -90,6 +91,7 @@ class WordSenses:
         assignments: ``(occurrences,)`` int64, the sense number (1-based) of each occurrence.
         coordinates: ``(occurrences, 2)`` float32, the occurrences' vectors on the first two
             principal axes of the clustered ones (for a map).
+        by: the share of each sense per slice of a metadata field, when asked for.
     """
 
     word: str
@@ -103,6 +105,7 @@ class WordSenses:
     occurrence_ids: np.ndarray = field(repr=False, compare=False)
     assignments: np.ndarray = field(repr=False, compare=False)
     coordinates: np.ndarray = field(repr=False, compare=False)
+    by: SensesBy | None = None
 
     def sense_of(self, word_id: int) -> int | None:
         """The sense number of an occurrence, by its word rowid (None: not an occurrence of this lemma)."""
@@ -124,6 +127,8 @@ class WordSenses:
             "baseline_silhouettes": {str(k): v for k, v in self.baseline_silhouettes.items()},
             "senses": [sense.to_dict() for sense in self.senses],
         }
+        if self.by is not None:
+            described["by"] = self.by.to_dict()
         if assignments:
             pairs = zip(self.occurrence_ids.tolist(), self.assignments.tolist(), strict=True)
             described["assignments"] = {str(word_id): int(sense) for word_id, sense in pairs}

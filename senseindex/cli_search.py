@@ -20,7 +20,7 @@ from senseindex.cli_options import (
     THREADS_OPTION,
     one_line_errors,
 )
-from senseindex.terminal import format_hit, print_sense_groups, print_senses
+from senseindex.terminal import format_hit, print_sense_groups, print_senses, print_senses_by
 
 
 @click.command("query")
@@ -136,6 +136,25 @@ def query_command(
     default=None,
     help="Also draw a map of the occurrences coloured by sense: FILE.png, .svg, .pdf or .html.",
 )
+@click.option(
+    "--by",
+    "by_field",
+    default=None,
+    metavar="FIELD",
+    help="Also show the share of each sense per value of this metadata field (e.g. year, source).",
+)
+@click.option(
+    "--bins",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="With --by: cut a numeric field into this many equal-width bins.",
+)
+@click.option(
+    "--slices",
+    default=None,
+    metavar="RANGES",
+    help="With --by: numeric ranges, both ends included, e.g. 1810-1860,1960-2010.",
+)
 @MODEL_OPTION
 @BACKEND_OPTION
 @DEVICE_OPTION
@@ -149,6 +168,9 @@ def senses_command(
     examples: int,
     related: int,
     plot: str | None,
+    by_field: str | None,
+    bins: int | None,
+    slices: str | None,
     model: str | None,
     backend: str,
     device: str,
@@ -167,18 +189,29 @@ def senses_command(
       senseindex senses bank --index sample.idx
       senseindex senses crane --index sample.idx --plot crane.png
       senseindex senses bank --senses 3 --json --index sample.idx
+      senseindex senses bank --by year --bins 4 --index news.idx
     """
     if plot:
         senseindex.check_plot_path(plot)  # before the work, not after
     with senseindex.open_index(
         index_dir, model=model, backend=backend, threads=threads, device=device
     ) as index:
-        word_senses = index.induce_senses(word, senses=forced, typical=examples, related_words=related)
+        word_senses = index.induce_senses(
+            word,
+            senses=forced,
+            typical=examples,
+            related_words=related,
+            by=by_field,
+            bins=bins,
+            slices=slices,
+        )
     if plot:
         senseindex.plot_senses(word_senses, plot)
     if as_json:
         click.echo(json.dumps(word_senses.to_dict(), ensure_ascii=False))
         return
     print_senses(word_senses)
+    if word_senses.by is not None:
+        print_senses_by(word_senses)
     if plot:
         click.echo(f"\nMap written to {plot}")

@@ -204,3 +204,30 @@ def print_senses(word_senses: senseindex.WordSenses) -> None:
             click.echo("  other words used this way: " + ", ".join(hit.lemma for hit in sense.related_words))
         for hit in sense.typical:
             click.echo(f"  {hit.score:.3f}  {hit.doc_id}  {highlight(hit, 60)}")
+
+
+def print_senses_by(word_senses: senseindex.WordSenses) -> None:
+    """Print the share of each sense per slice of a metadata field, a row per slice."""
+    by = word_senses.by
+    if by is None:
+        return
+    click.echo(f"\n{click.style(f'Senses by {by.field}', bold=True)}")
+    labels = [f"{sense.number}: {sense.label(2)}" for sense in word_senses.senses]
+    width = max(len(by.field), *(len(s.label) for s in by.slices))
+    columns = [max(6, len(label)) for label in labels]
+    click.echo(
+        f"  {by.field:<{width}}  {'occurrences':>11}  "
+        + "  ".join(f"{label:>{column}}" for label, column in zip(labels, columns, strict=True))
+    )
+    for part in by.slices:
+        shares = "  ".join(
+            f"{share:>{column}.0%}" for share, column in zip(part.shares, columns, strict=True)
+        )
+        click.echo(f"  {part.label:<{width}}  {part.occurrences:>11,}  {shares}")
+    notes = []
+    if by.without_value:
+        notes.append(f"{by.without_value:,} occurrences have no {by.field}")
+    if by.outside:
+        notes.append(f"{by.outside:,} fall outside the slices")
+    if notes:
+        click.echo("  (" + "; ".join(notes) + ")")

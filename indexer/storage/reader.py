@@ -435,8 +435,8 @@ class IndexReader:
 
     @reading
     def documents_of(self, table: str, ids: Iterable[int]) -> dict[int, int]:
-        """Document rowid of each sentence or passage id."""
-        if table not in ("sentences", "passages"):
+        """Document rowid of each sentence, word or passage id."""
+        if table not in ("sentences", "words", "passages"):
             raise ValueError(table)
         return dict(self._select_in(f"select id, document from {table} where id in ({{}})", ids))
 

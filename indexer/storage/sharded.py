@@ -257,7 +257,7 @@ class ShardedReader:
         return found
 
     def documents_of(self, table: str, ids: Iterable[int]) -> dict[int, int]:
-        """Index-wide document id of each index-wide sentence or passage id."""
+        """Index-wide document id of each index-wide sentence, word or passage id."""
         found: dict[int, int] = {}
         for shard, _, local in self._split(ids):
             for row, document in self.shards[shard].documents_of(table, local.tolist()).items():

@@ -409,12 +409,33 @@ def create_app(
         examples: Annotated[int, Query(ge=0, le=50, description="Typical occurrences per sense.")] = 5,
         related: Annotated[int, Query(ge=0, le=50, description="Related words per sense.")] = 8,
         assignments: bool = False,
+        by: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=256,
+                description="A metadata field: the share of each sense per value.",
+            ),
+        ] = None,
+        bins: Annotated[
+            int | None, Query(ge=1, le=100, description="With `by`: equal-width bins of a numeric field.")
+        ] = None,
+        slices: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=2000,
+                description="With `by`: numeric ranges, both ends included, e.g. `1810-1860,1960-2010`.",
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         check_text(word, "word")  # the number of senses is checked by induce_senses (400 as well)
         for name, value in (("examples", examples), ("related", related)):
             if not 0 <= value <= 50:
                 raise Refused(400, f"{name} must be from 0 to 50, not {value}")
-        found = await run_query(lambda: index.induce_senses(word, senses, examples, related))
+        found = await run_query(
+            lambda: index.induce_senses(word, senses, examples, related, by=by, bins=bins, slices=slices)
+        )
         return found.to_dict(assignments=assignments)
 
     @app.post("/embed", dependencies=guarded, summary="Word and sentence vectors of texts")
