@@ -17,7 +17,7 @@ import click
 import senseindex
 from senseindex.cli_build import add_command, build_index_command, delete_command
 from senseindex.cli_maintenance import check_command, compact_command, info_command
-from senseindex.cli_search import query_command, senses_command
+from senseindex.cli_search import change_command, query_command, senses_command
 from senseindex.cli_serve import serve_command
 
 
@@ -71,6 +71,7 @@ for _command in (
     query_command,
     info_command,
     senses_command,
+    change_command,
     serve_command,
 ):
     main.add_command(_command)

@@ -99,6 +99,23 @@ def induce_senses(
     return replace(word_senses, by=sliced)
 
 
+def induce_and_read(
+    state: IndexState,
+    word: str,
+    typical: int,
+    related_words: int,
+    read_also: Callable[[ReadableIndex], T],
+) -> tuple[WordSenses, T]:
+    """`induce_senses` (the number chosen), with what ``read_also`` reads under the same snapshot.
+
+    Raises:
+        WordNotFound: the index does not hold the word.
+        QueryError: not one word.
+    """
+    form = _check_request(word, None, typical, related_words)
+    return _induce(state, form, None, typical, related_words, read_also)
+
+
 def search_word_by_sense(
     state: IndexState, query: WordQuery, k: int, senses: int | None
 ) -> tuple[WordSenses, int, list[SenseGroup]]:

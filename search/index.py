@@ -22,6 +22,8 @@ from senseindex.indexer.pipeline import BuildSummary, DeleteSummary
 from senseindex.indexer.sources import Document
 from senseindex.indexer.storage import ReadableIndex, open_for_reading
 from senseindex.search import by_sense, embedding, sentences, words, writes
+from senseindex.search import change as change_module
+from senseindex.search.change import ChangeReport
 from senseindex.search.hits import DocumentHit, EmbeddedSentence, LemmaHit, SentenceHit, WordHit
 from senseindex.search.ranking import MAX_K
 from senseindex.search.senses import SenseGroup, WordSenses
@@ -483,6 +485,29 @@ class SenseIndex:
                 with the field, bins over values that are not numbers).
         """
         return by_sense.induce_senses(self._state, word, senses, typical, related_words, by, bins, slices)
+
+    def change(
+        self,
+        by: str,
+        slice_from: str,
+        slice_to: str,
+        words: Sequence[str],
+        measure: str = "jsd",
+        top: int | None = None,
+        min_count: int = change_module.MIN_COUNT,
+    ) -> ChangeReport:
+        """Words ranked by how much their use changed between two slices (see `search.change`).
+
+        A slice is the documents whose metadata field ``by`` has a value (``"news"``) or a number in
+        a range (``"1810-1860"``). ``measure`` is ``jsd``, ``apd`` or ``centroid``; ``top`` keeps the
+        most changed; words with fewer than ``min_count`` occurrences in a slice are skipped.
+
+        Raises:
+            QueryError: a bad field, slice, measure or number, or no words.
+            WordNotFound: no word has enough occurrences in both slices.
+        """
+        changes = change_module.word_changes
+        return changes(self._state, by, slice_from, slice_to, words, measure, top, min_count)
 
     def search_word_by_sense(
         self,

@@ -22,7 +22,7 @@ from senseindex.indexer.storage import ReadableIndex
 
 MAX_BINS = 100
 MAX_SLICES = 100
-_RANGE = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*(?:-|–|\.\.)\s*(-?\d+(?:\.\d+)?)\s*")
+RANGE_PATTERN = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*(?:-|–|\.\.)\s*(-?\d+(?:\.\d+)?)\s*")
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def parse_ranges(text: str | Sequence[tuple[float, float]]) -> list[tuple[float,
     if isinstance(text, str):
         pairs = []
         for part in text.split(","):
-            match = _RANGE.fullmatch(part)
+            match = RANGE_PATTERN.fullmatch(part)
             if match is None:
                 raise QueryError(f"slices are ranges such as 1810-1860,1960-2010, not {part.strip()!r}")
             pairs.append((float(match.group(1)), float(match.group(2))))
@@ -184,6 +184,9 @@ def slice_senses(
     numbers = [(_as_number(value, field), sense) for value, sense in pairs]
     if ranges is not None:
         members = [[sense for number, sense in numbers if low <= number <= high] for low, high in ranges]
+        for (low, high), group in zip(ranges, members, strict=True):
+            if not group:
+                raise QueryError(f"no occurrence falls in the slice {_range_label(low, high)} of {field!r}")
         outside = sum(1 for number, _ in numbers if not any(low <= number <= high for low, high in ranges))
         return SensesBy(field, _ranged(ranges, members, senses), without, outside)
     low, high = min(n for n, _ in numbers), max(n for n, _ in numbers)

@@ -70,11 +70,15 @@ from senseindex.search import (
     open_index,
     parse_word_query,
 )
+from senseindex.search.change import MEASURES as CHANGE_MEASURES
+from senseindex.search.change import ChangeReport, SenseShift, WordChange
 from senseindex.search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
+from senseindex.search.sense_slices import SensesBy, SenseSlice
 from senseindex.search.senses import InducedSense, SenseGroup, WordSenses
 
 __all__ = [
     "BACKENDS",
+    "CHANGE_MEASURES",
     "DEFAULT_DOCUMENT_SCORING",
     "DEFAULT_MODEL",
     "DEVICES",
@@ -86,6 +90,7 @@ __all__ = [
     "BuildProgress",
     "BuildSummary",
     "ChangePlan",
+    "ChangeReport",
     "CheckReport",
     "DeleteSummary",
     "DiskFull",
@@ -109,11 +114,15 @@ __all__ = [
     "SenseGroup",
     "SenseIndex",
     "SenseIndexError",
+    "SenseShift",
+    "SenseSlice",
+    "SensesBy",
     "SentenceHit",
     "ServiceError",
     "SettingsError",
     "SourceError",
     "StorageError",
+    "WordChange",
     "WordHit",
     "WordNotFound",
     "WordQuery",

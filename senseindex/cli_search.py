@@ -20,7 +20,7 @@ from senseindex.cli_options import (
     THREADS_OPTION,
     one_line_errors,
 )
-from senseindex.terminal import format_hit, print_sense_groups, print_senses, print_senses_by
+from senseindex.terminal import format_hit, print_change, print_sense_groups, print_senses, print_senses_by
 
 
 @click.command("query")
@@ -215,3 +215,76 @@ def senses_command(
         print_senses_by(word_senses)
     if plot:
         click.echo(f"\nMap written to {plot}")
+
+
+@click.command("change")
+@click.argument("words", nargs=-1, required=True)
+@INDEX_OPTION
+@click.option(
+    "--by", "by_field", required=True, metavar="FIELD", help="The metadata field the slices are of."
+)
+@click.option(
+    "--from",
+    "slice_from",
+    required=True,
+    metavar="SLICE",
+    help="The earlier slice: a value or a range (1810-1860).",
+)
+@click.option("--to", "slice_to", required=True, metavar="SLICE", help="The later slice: a value or a range.")
+@click.option(
+    "--measure",
+    type=click.Choice(senseindex.CHANGE_MEASURES),
+    default="jsd",
+    show_default=True,
+    help="Rank by the Jensen-Shannon divergence of the sense distributions, the average cosine "
+    "distance across the slices (apd), or the distance of the mean vectors (centroid).",
+)
+@click.option("--top", type=click.IntRange(1, 10_000), default=None, help="Show the most changed N words.")
+@click.option(
+    "--min-count",
+    type=click.IntRange(1, 1_000_000),
+    default=5,
+    show_default=True,
+    help="Occurrences a word needs in each slice.",
+)
+@MODEL_OPTION
+@BACKEND_OPTION
+@DEVICE_OPTION
+@THREADS_OPTION
+@JSON_OPTION
+@one_line_errors
+def change_command(
+    words: tuple[str, ...],
+    index_dir: str,
+    by_field: str,
+    slice_from: str,
+    slice_to: str,
+    measure: str,
+    top: int | None,
+    min_count: int,
+    model: str | None,
+    backend: str,
+    device: str,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Rank WORDS by how much their use changed between two slices of the corpus.
+
+    The slices are the documents whose metadata field --by has the value (or a number in the range)
+    --from, and --to. Each word's senses are induced over all its occurrences; its occurrences in the
+    two slices are compared by three measures, shown side by side, and the senses it gained or lost
+    are listed with typical uses from both slices.
+
+    \b
+    Example:
+      senseindex change bank cell mouse --by year --from 1810-1860 --to 1960-2010 --index news.idx
+      senseindex change bank --by source --from novel --to news --json --index news.idx
+    """
+    with senseindex.open_index(
+        index_dir, model=model, backend=backend, threads=threads, device=device
+    ) as index:
+        report = index.change(by_field, slice_from, slice_to, list(words), measure, top, min_count)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    print_change(report)

@@ -231,3 +231,30 @@ def print_senses_by(word_senses: senseindex.WordSenses) -> None:
         notes.append(f"{by.outside:,} fall outside the slices")
     if notes:
         click.echo("  (" + "; ".join(notes) + ")")
+
+
+def print_change(report: senseindex.ChangeReport) -> None:
+    """Print words ranked by change between two slices, with the senses they gained or lost."""
+    click.echo(
+        f"Change in use between {report.field} {report.slice_from} and {report.slice_to} "
+        f"(ranked by {report.measure})"
+    )
+    if report.words:
+        width = max(4, *(len(change.word) for change in report.words))
+        click.echo(f"\n  {'word':<{width}}  {'jsd':>6}  {'apd':>6}  {'centroid':>8}  {'from':>6}  {'to':>6}")
+    for change in report.words:
+        click.echo(
+            f"  {change.word:<{width}}  {change.jsd:>6.3f}  {change.apd:>6.3f}  {change.centroid:>8.3f}  "
+            f"{change.occurrences_from:>6,}  {change.occurrences_to:>6,}"
+        )
+    for change in report.words:
+        moved = [sense for sense in change.senses if sense.status != "kept"]
+        for sense in moved:
+            click.echo(
+                f"\n{change.word}: sense {sense.number} ({sense.label}) {sense.status}: "
+                f"{sense.share_from:.0%} -> {sense.share_to:.0%}"
+            )
+            for hit in (*sense.typical_from, *sense.typical_to):
+                click.echo(f"  {hit.doc_id}  {highlight(hit, 60)}")
+    for word, reason in report.skipped.items():
+        click.echo(f"\nNot compared: {word} ({reason})")

@@ -95,6 +95,7 @@ def test_values_and_bins_make_the_slices(sliced_index):
         ({"by": "year", "slices": "1900 to 1950"}, "ranges such as"),
         ({"by": "year", "slices": "1950-1900"}, "from a low number to a high one"),
         ({"by": "year", "bins": 0}, "bins must be"),
+        ({"by": "year", "slices": "1700-1750,1810-1860"}, "no occurrence falls in the slice 1700–1750"),
     ],
 )
 def test_a_slicing_that_cannot_be_made_is_a_one_line_error(sliced_index, options, message):

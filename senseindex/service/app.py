@@ -185,6 +185,22 @@ class Embed(_Body):
     granularity: Literal["words", "sentences", "both"] = "both"
 
 
+class Change(_Body):
+    """``POST /change``."""
+
+    by: str = Field(..., min_length=1, max_length=256, description="The metadata field of the slices.")
+    from_: str = Field(
+        ..., alias="from", min_length=1, max_length=256, description="The earlier slice: a value or a range."
+    )
+    to: str = Field(..., min_length=1, max_length=256, description="The later slice: a value or a range.")
+    words: list[str] = Field(..., min_length=1, examples=[["bank", "cell"]])
+    measure: Literal["jsd", "apd", "centroid"] = "jsd"
+    top: Annotated[WholeNumber, Field(ge=1, le=10_000)] | None = Field(
+        None, description="Keep the most changed N words."
+    )
+    min_count: WholeNumber = Field(5, ge=1, le=1_000_000, description="Occurrences needed in each slice.")
+
+
 class DocumentIn(_Body):
     """A document to add or replace."""
 
@@ -437,6 +453,18 @@ def create_app(
             lambda: index.induce_senses(word, senses, examples, related, by=by, bins=bins, slices=slices)
         )
         return found.to_dict(assignments=assignments)
+
+    @app.post("/change", dependencies=guarded, summary="Words ranked by how much their use changed")
+    async def change(body: Change) -> dict[str, Any]:
+        check_batch(len(body.words), "words")
+        for word in body.words:
+            check_text(word, "word")
+        report = await run_query(
+            lambda: index.change(
+                body.by, body.from_, body.to, body.words, body.measure, body.top, body.min_count
+            )
+        )
+        return report.to_dict()
 
     @app.post("/embed", dependencies=guarded, summary="Word and sentence vectors of texts")
     async def embed(body: Embed) -> Response:

@@ -49,7 +49,7 @@ def _statuses(path: str, method: str, token: bool) -> list[str]:
         statuses.add("401")
     if method in ("post", "put"):
         statuses |= {"408", "413"}
-    if path.startswith(("/documents/", "/senses/", "/search/words")):
+    if path.startswith(("/documents/", "/senses/", "/search/words", "/change")):
         statuses.add("404")
     if path.startswith("/senses/"):
         statuses.add("413")
@@ -73,7 +73,7 @@ def _bound(schema: dict[str, Any], limits: ServiceLimits) -> None:
         properties["id"].update(minLength=1, pattern=r"\S")
         for bound in ("minLength", "maxLength", "pattern"):  # bounded by the body size; blank ones are stored
             text.pop(bound, None)
-    for name in ("texts", "documents", "doc_ids"):
+    for name in ("texts", "documents", "doc_ids", "words"):
         listed = properties.get(name)
         if listed is None:
             continue
@@ -84,6 +84,8 @@ def _bound(schema: dict[str, Any], limits: ServiceLimits) -> None:
             target["maxItems"] = limits.max_batch
     if schema.get("title") == "Embed":
         properties["texts"]["items"].update(maxLength=limits.max_text_characters)
+    if schema.get("title") == "Change":
+        properties["words"]["items"].update(minLength=1, maxLength=limits.max_text_characters)
 
 
 def service_openapi(generated: dict[str, Any], limits: ServiceLimits, token: bool) -> dict[str, Any]:
