@@ -64,3 +64,21 @@ class Server:
 def run_command(*command: str) -> subprocess.CompletedProcess[str]:
     """Run a command, its output captured, whatever its exit status."""
     return subprocess.run(list(command), capture_output=True, text=True, check=False)
+
+
+# 'bank' by a river and 'bank' for money: the two-sense word of the corpora written by the tests of
+# senses across slices (test_senses_by, test_change)
+RIVER_BANK = [
+    "We walked along the bank of the river at dusk.",
+    "The boat was tied to the muddy bank of the stream.",
+    "Reeds grew thick on the river bank.",
+    "Children fished from the grassy bank of the brook.",
+    "The flood washed away part of the river bank near the mill.",
+]
+MONEY_BANK = [
+    "She opened an account at the bank on Monday.",
+    "The bank raised its interest rates again.",
+    "He asked the bank for a loan to buy a house.",
+    "The bank lent the farmers money for seed.",
+    "Customers queued outside the bank to withdraw cash.",
+]

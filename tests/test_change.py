@@ -5,25 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import Server
+from helpers import MONEY_BANK, RIVER_BANK, Server
 
 import senseindex
 from senseindex.cli import main
 
-RIVER = [
-    "We walked along the bank of the river at dusk.",
-    "The boat was tied to the muddy bank of the stream.",
-    "Reeds grew thick on the river bank.",
-    "Children fished from the grassy bank of the brook.",
-    "The flood washed away part of the river bank near the mill.",
-]
-MONEY = [
-    "She opened an account at the bank on Monday.",
-    "The bank raised its interest rates again.",
-    "He asked the bank for a loan to buy a house.",
-    "The bank lent the farmers money for seed.",
-    "Customers queued outside the bank to withdraw cash.",
-]
+RIVER, MONEY = RIVER_BANK, MONEY_BANK
 # 'lantern' is used the same way in both slices
 STEADY = ["The lantern hung by the door.", "She lit the lantern at dusk.", "A lantern glowed in the window."]
 
