@@ -492,7 +492,7 @@ class SenseIndex:
         slice_from: str,
         slice_to: str,
         words: Sequence[str],
-        measure: str = "jsd",
+        measure: str = change_module.DEFAULT_MEASURE,
         top: int | None = None,
         min_count: int = change_module.MIN_COUNT,
     ) -> ChangeReport:

@@ -234,7 +234,7 @@ def senses_command(
 @click.option(
     "--measure",
     type=click.Choice(senseindex.CHANGE_MEASURES),
-    default="jsd",
+    default="apd",
     show_default=True,
     help="Rank by the Jensen-Shannon divergence of the sense distributions, the average cosine "
     "distance across the slices (apd), or the distance of the mean vectors (centroid).",

@@ -194,7 +194,7 @@ class Change(_Body):
     )
     to: str = Field(..., min_length=1, max_length=256, description="The later slice: a value or a range.")
     words: list[str] = Field(..., min_length=1, examples=[["bank", "cell"]])
-    measure: Literal["jsd", "apd", "centroid"] = "jsd"
+    measure: Literal["apd", "jsd", "centroid"] = "apd"
     top: Annotated[WholeNumber, Field(ge=1, le=10_000)] | None = Field(
         None, description="Keep the most changed N words."
     )
