@@ -74,8 +74,13 @@ def _draw(word_senses: WordSenses, labelled: int) -> Any:
     # backend (a notebook keeps showing its figures).
     Figure = import_extra("matplotlib.figure", "plot").Figure  # noqa: N806 (a class)
 
-    figure = Figure(figsize=(9, 6.5))
-    axes = figure.subplots()
+    by = word_senses.by
+    figure = Figure(figsize=(9, 6.5) if by is None else (15, 6.5))
+    if by is None:
+        axes = figure.subplots()
+    else:
+        axes, shares_axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+        _draw_shares(word_senses, shares_axes)
     points = word_senses.coordinates
     positions = {int(i): n for n, i in enumerate(word_senses.occurrence_ids.tolist())}
     for sense in word_senses.senses:
@@ -119,6 +124,27 @@ def _draw(word_senses: WordSenses, labelled: int) -> Any:
     return figure
 
 
+def _draw_shares(word_senses: WordSenses, axes: Any) -> None:
+    """The share of each sense per slice of a metadata field, as stacked horizontal bars."""
+    by = word_senses.by
+    if by is None:
+        return
+    labels = [f"{part.label} ({part.occurrences:,})" for part in by.slices]
+    rows = np.arange(len(by.slices))
+    left = np.zeros(len(by.slices))
+    for sense in word_senses.senses:
+        shares = np.asarray([part.shares[sense.number - 1] for part in by.slices])
+        colour = _COLOURS[(sense.number - 1) % len(_COLOURS)]
+        axes.barh(rows, shares, left=left, color=colour, alpha=0.8, label=f"{sense.number}: {sense.label(2)}")
+        left += shares
+    axes.set_yticks(rows, labels, fontsize=8)
+    axes.invert_yaxis()  # the first slice on top
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("share of the slice's occurrences")
+    axes.set_title(f"senses by {by.field}")
+    axes.grid(alpha=0.2, axis="x")
+
+
 def _page(word_senses: WordSenses, image: str) -> str:
     """A self-contained HTML page: the map, then each sense with its words and occurrences."""
     parts = [
@@ -145,5 +171,16 @@ def _page(word_senses: WordSenses, image: str) -> str:
             source = html.escape(hit.doc_id)
             parts.append(f"<li>{left}<mark>{word}</mark>{right} <span class='meta'>{source}</span></li>")
         parts.append("</ul>")
+    if word_senses.by is not None:
+        by = word_senses.by
+        head = "".join(
+            f"<th>{sense.number}: {html.escape(sense.label(2))}</th>" for sense in word_senses.senses
+        )
+        parts.append(f"<h2>Senses by {html.escape(by.field)}</h2>")
+        parts.append(f"<table><tr><th>slice</th><th>occurrences</th>{head}</tr>")
+        for part in by.slices:
+            cells = "".join(f"<td>{share:.0%}</td>" for share in part.shares)
+            parts.append(f"<tr><td>{html.escape(part.label)}</td><td>{part.occurrences:,}</td>{cells}</tr>")
+        parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -109,6 +109,25 @@ def test_the_senses_command_shows_a_row_per_slice(runner, sliced_index):
     ]
 
 
+def test_the_plot_shows_the_share_of_each_sense_per_slice(runner, sliced_index, tmp_path):
+    base = ["senses", "bank", "--index", str(sliced_index), "--backend", "torch", "--senses", "2"]
+    plain, sliced, page = tmp_path / "plain.png", tmp_path / "sliced.png", tmp_path / "sliced.html"
+    for arguments in (["--plot", str(plain)], ["--by", "year", "--bins", "2", "--plot", str(sliced)]):
+        result = runner.invoke(main, [*base, *arguments])
+        assert result.exit_code == 0, result.output
+    assert _png_width(sliced.read_bytes()) > 1.4 * _png_width(plain.read_bytes())  # the panel beside the map
+    result = runner.invoke(main, [*base, "--by", "source", "--plot", str(page)])
+    assert result.exit_code == 0, result.output
+    html = page.read_text(encoding="utf-8")
+    assert "<h2>Senses by source</h2>" in html
+    assert all(f"<td>{label}</td>" in html for label in ("letter", "news", "novel"))
+
+
+def _png_width(data: bytes) -> int:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big")
+
+
 def test_the_service_answers_senses_by_a_field(sliced_index):
     server = Server(sliced_index)
     try:
