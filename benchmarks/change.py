@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from metrics import spearman  # noqa: E402
 from senses import WSD_WORDS, log, read_train  # noqa: E402
 
 import senseindex  # noqa: E402
@@ -48,26 +49,6 @@ def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
         keep = x > 0
         total += float(np.sum(x[keep] * np.log2(x[keep] / m[keep]))) / 2
     return total
-
-
-def ranks(values: list[float]) -> np.ndarray:
-    """Ranks with ties averaged (1-based)."""
-    order = np.argsort(values, kind="stable")
-    ranked = np.empty(len(values))
-    sorted_values = np.asarray(values)[order]
-    start = 0
-    while start < len(values):
-        end = start
-        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranked[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranked
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    rx, ry = ranks(x), ranks(y)
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def draw_slices(

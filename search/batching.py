@@ -139,8 +139,7 @@ class QueryBatcher:
                 if self._running or self._served:
                     self._condition.wait()
                     continue
-                if not self._waiting and self._pass_turns.hold(self._in_flight > 0):
-                    self._condition.wait(timeout=0.001)  # a query elsewhere runs without it
+                if self._long_work_held():
                     continue
                 self._run_next()
         if job.error is not None:
@@ -169,13 +168,22 @@ class QueryBatcher:
                     if not (self._waiting or self._long) or self._running:
                         self._condition.wait(timeout=0.2)
                         continue
-                    if not self._waiting and self._pass_turns.hold(self._in_flight > 0):
-                        self._condition.wait(timeout=0.001)  # a query elsewhere runs without it
+                    if self._long_work_held():
                         continue
                     self._run_next()
             finally:
                 self._served = False
                 self._condition.notify_all()
+
+    def _long_work_held(self) -> bool:
+        """Hold the next pass of long work a moment for queries in progress elsewhere (see `_Turns`).
+
+        Called with the condition held; waits on it (about a millisecond) when it holds.
+        """
+        if self._waiting or not self._pass_turns.hold(self._in_flight > 0):
+            return False
+        self._condition.wait(timeout=0.001)  # a query elsewhere runs without the pass beside it
+        return True
 
     def _run_next(self) -> None:
         """Run the waiting queries or a step of long work; called and returns with the condition held.

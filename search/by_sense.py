@@ -77,14 +77,12 @@ def induce_senses(
     form = _check_request(word, senses, typical, related_words)
     check_slicing(by, bins, slices)
     ranges = parse_ranges(slices) if slices is not None else None
-    lemma = lemmatize(form)
 
-    def values(store: ReadableIndex) -> dict[int, Any] | None:
-        if by is None:
-            return None
-        return field_values(store, store.word_ids_for_lemma(lemma)[0], by.strip())
+    def values(store: ReadableIndex, ids: np.ndarray) -> dict[int, Any] | None:
+        return field_values(store, ids, by.strip()) if by is not None else None
 
-    word_senses, found = _induce(state, form, senses, typical, related_words, values)
+    word_senses, occurrences = _induce(state, form, senses, typical, related_words, values)
+    found = occurrences.also
     if by is None or found is None:
         return word_senses
     sliced = slice_senses(
@@ -104,16 +102,21 @@ def induce_and_read(
     word: str,
     typical: int,
     related_words: int,
-    read_also: Callable[[ReadableIndex], T],
-) -> tuple[WordSenses, T]:
+    read_also: Callable[[ReadableIndex, np.ndarray], T],
+) -> tuple[WordSenses, np.ndarray, T]:
     """`induce_senses` (the number chosen), with what ``read_also`` reads under the same snapshot.
+
+    Returns:
+        ``(senses, vectors, also)``: the occurrences' ``(n, word_dimension)`` float32 vectors in the
+        order of ``senses.occurrence_ids``, and what ``read_also(store, those ids)`` returned.
 
     Raises:
         WordNotFound: the index does not hold the word.
         QueryError: not one word.
     """
     form = _check_request(word, None, typical, related_words)
-    return _induce(state, form, None, typical, related_words, read_also)
+    word_senses, occurrences = _induce(state, form, None, typical, related_words, read_also)
+    return word_senses, occurrences.vectors, occurrences.also
 
 
 def search_word_by_sense(
@@ -138,11 +141,12 @@ def search_word_by_sense(
     form = _check_request(query.form, senses, 0, 8)  # before the model pass: bad input costs none
     vectors = embed_query_words(state, [query])  # the model pass, outside the lock
 
-    def same_word_hits(store: ReadableIndex) -> list[WordHit]:
+    def same_word_hits(store: ReadableIndex, _: np.ndarray) -> list[WordHit]:
         return rank_occurrences(store, [query], vectors, k, exact_form=False)[0]
 
     # the hits and the senses from one state of the index
-    word_senses, hits = _induce(state, form, senses, 0, 8, same_word_hits)
+    word_senses, occurrences = _induce(state, form, senses, 0, 8, same_word_hits)
+    hits = occurrences.also
     sense_of = dict(zip(word_senses.occurrence_ids.tolist(), word_senses.assignments.tolist(), strict=True))
     query_sense = sense_of.get(hits[0].word_id, 1) if hits else 1
     grouped: dict[int, list[WordHit]] = {}
@@ -176,12 +180,13 @@ def _induce(
     senses: int | None,
     typical: int,
     related_words: int,
-    read_also: Callable[[ReadableIndex], T],
-) -> tuple[WordSenses, T]:
+    read_also: Callable[[ReadableIndex, np.ndarray], T],
+) -> tuple[WordSenses, _Occurrences[T]]:
     """Read the occurrences under a snapshot, cluster them outside it, and name the senses.
 
-    The occurrences (and ``read_also``) are read under a snapshot and the senses named under a snapshot of the
-    same state; all again if the index moved meanwhile.
+    The occurrences (and ``read_also``, given the store and the occurrences' ids) are read under a
+    snapshot and the senses named under a snapshot of the same state; all again if the index moved
+    meanwhile. The occurrences come back with the senses (their ids are ``occurrence_ids``).
     """
     lemma = lemmatize(form)
     for _ in range(_ATTEMPTS):
@@ -193,20 +198,23 @@ def _induce(
         with state.snapshot() as store:
             if state.generation == generation:
                 named = _name_senses(store, form, lemma, occurrences, clustering, typical, related_words)
-                return named, occurrences.also
+                return named, occurrences
     raise QueryError(f"the index kept changing while the senses of {form!r} were induced; try again")
 
 
 def _read_occurrences(
-    store: ReadableIndex, form: str, lemma: str, senses: int | None, read_also: Callable[[ReadableIndex], T]
+    store: ReadableIndex,
+    form: str,
+    lemma: str,
+    senses: int | None,
+    read_also: Callable[[ReadableIndex, np.ndarray], T],
 ) -> _Occurrences[T]:
-    also = read_also(store)
     ids, _ = store.word_ids_for_lemma(lemma)
     if not len(ids):
         raise WordNotFound(f"{form!r} does not occur in the index")
     if senses is not None and senses > len(ids):
         raise QueryError(f"{form!r} occurs {len(ids)} times: it cannot have {senses} senses")
-    return _Occurrences(ids, store.word_vectors(ids), also)
+    return _Occurrences(ids, store.word_vectors(ids), read_also(store, ids))
 
 
 def _name_senses(

@@ -24,7 +24,6 @@ import numpy as np
 
 from senseindex.errors import QueryError, WordNotFound
 from senseindex.indexer.storage import ReadableIndex
-from senseindex.indexer.text import lemmatize
 from senseindex.search.by_sense import induce_and_read
 from senseindex.search.hits import WordHit
 from senseindex.search.ranking import word_hits
@@ -224,17 +223,13 @@ def _word_change(
 ) -> WordChange | str:
     """One word's change, or why it is not compared."""
 
-    def read(store: ReadableIndex) -> tuple[dict[int, Any], np.ndarray, np.ndarray]:
-        ids, _ = store.word_ids_for_lemma(lemmatize(word.strip()))
-        return field_values(store, ids, field), ids, store.word_vectors(ids)
+    def read(store: ReadableIndex, ids: np.ndarray) -> dict[int, Any]:
+        return field_values(store, ids, field)
 
-    senses, (values, ids, vectors) = induce_and_read(state, word, 0, 3, read)
-    # the senses were induced on the same snapshot's occurrences: align by word rowid
-    position = {int(word_id): n for n, word_id in enumerate(ids.tolist())}
-    order = np.asarray([position[int(i)] for i in senses.occurrence_ids.tolist()], dtype=np.int64)
-    vectors = vectors[order]
-    in_first = np.asarray([first.holds(values.get(int(i))) for i in senses.occurrence_ids.tolist()])
-    in_second = np.asarray([second.holds(values.get(int(i))) for i in senses.occurrence_ids.tolist()])
+    senses, vectors, values = induce_and_read(state, word, 0, 3, read)
+    occurrence_values = [values.get(word_id) for word_id in senses.occurrence_ids.tolist()]
+    in_first = np.asarray([first.holds(value) for value in occurrence_values])
+    in_second = np.asarray([second.holds(value) for value in occurrence_values])
     counts = (int(in_first.sum()), int(in_second.sum()))
     if min(counts) < min_count:
         return f"{counts[0]} and {counts[1]} occurrences in the slices (at least {min_count} each are needed)"
