@@ -11,6 +11,9 @@ three ways, side by side:
 
 A sense is *gained* when it holds at least `PRESENT_SHARE` of the later slice's occurrences and under
 `ABSENT_SHARE` of the earlier one's, *lost* the other way round.
+
+Without words, every word with enough occurrences in both slices is measured at once
+(`change_candidates`) and only the most changed are compared in full.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from senseindex.errors import QueryError, WordNotFound
 from senseindex.indexer.storage import ReadableIndex
 from senseindex.search.by_sense import induce_and_read
+from senseindex.search.change_candidates import measure_candidates, slice_measures
 from senseindex.search.hits import WordHit
 from senseindex.search.ranking import word_hits
 from senseindex.search.sense_slices import RANGE_PATTERN, field_values
@@ -39,6 +43,11 @@ ABSENT_SHARE = 0.02
 MIN_COUNT = 5
 """Occurrences a word needs in each slice to be compared (fewer say little about its use there)."""
 EXAMPLES = 2
+CANDIDATE_TOP = 20
+"""Words shown when none are given and ``top`` is not."""
+JSD_SHORTLIST = 5
+"""Without words, ranking by `jsd` induces the senses of this many times ``top`` words (those of highest
+`apd`): inducing them for every candidate would take minutes."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class ChangeReport:
         measure: the measure the words are ranked by.
         words: the words, most changed first.
         skipped: words not compared, with the reason (too few occurrences in a slice).
+        candidates: when no words were given, how many had enough occurrences in both slices.
     """
 
     field: str
@@ -137,6 +147,7 @@ class ChangeReport:
     measure: str
     words: tuple[WordChange, ...]
     skipped: dict[str, str]
+    candidates: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -147,6 +158,7 @@ class ChangeReport:
             "measure": self.measure,
             "words": [word.to_dict() for word in self.words],
             "skipped": dict(self.skipped),
+            "candidates": self.candidates,
         }
 
 
@@ -179,15 +191,20 @@ def word_changes(
     field: str,
     slice_from: str,
     slice_to: str,
-    words: Sequence[str],
+    words: Sequence[str] | None,
     measure: str = DEFAULT_MEASURE,
     top: int | None = None,
     min_count: int = MIN_COUNT,
 ) -> ChangeReport:
     """Rank words by how much their use changed between two slices (see `SenseIndex.change`).
 
+    Without ``words``, every word with ``min_count`` occurrences in both slices is a candidate
+    (`change_candidates`): all are measured by `apd` and `centroid` at once, and the full comparison
+    (senses gained and lost) is run for the ``top`` (`CANDIDATE_TOP`) most changed; by `jsd`, for
+    the `JSD_SHORTLIST` times ``top`` words of highest `apd`, then ranked by their JSD.
+
     Raises:
-        QueryError: a bad field, slice, measure or number.
+        QueryError: a bad field, slice, measure or number, or an empty list of words.
         WordNotFound: no word has enough occurrences in both slices.
     """
     if measure not in MEASURES:
@@ -197,9 +214,13 @@ def word_changes(
     for name, value, least in (("min_count", min_count, 1), ("top", top, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise QueryError(f"{name} must be a whole number of at least {least}, not {value!r}")
-    if not words:
-        raise QueryError("give the words to compare")
+    if words is not None and not words:
+        raise QueryError("give the words to compare, or none (None) to compare every word")
     first, second = SliceTest(slice_from), SliceTest(slice_to)
+    if words is None:
+        return _candidate_changes(
+            state, field.strip(), first, second, measure, top or CANDIDATE_TOP, min_count
+        )
     found, skipped = [], {}
     for word in dict.fromkeys(words):
         try:
@@ -216,6 +237,30 @@ def word_changes(
         raise WordNotFound(f"no word could be compared ({reasons})")
     found.sort(key=lambda change: -change.score(measure))
     return ChangeReport(field.strip(), first.text, second.text, measure, tuple(found[:top]), skipped)
+
+
+def _candidate_changes(
+    state: IndexState, field: str, first: SliceTest, second: SliceTest, measure: str, top: int, min_count: int
+) -> ChangeReport:
+    """The most changed of every word with ``min_count`` occurrences in both slices."""
+    candidates = measure_candidates(state, field, (first, second), min_count)
+    ranked = candidates.ranked("apd" if measure == "jsd" else measure)
+    wanted = min(len(ranked), top * JSD_SHORTLIST if measure == "jsd" else top)
+    found: list[WordChange] = []
+    for lemma in ranked:
+        if len(found) == wanted:
+            break
+        try:
+            change = _word_change(state, field, first, second, lemma, min_count)
+        except WordNotFound:  # deleted since it was counted
+            continue
+        if not isinstance(change, str):
+            found.append(change)
+    if not found:
+        raise WordNotFound("no word could be compared: the index changed while they were; try again")
+    found.sort(key=lambda change: -change.score(measure))
+    shown = tuple(found[:top])
+    return ChangeReport(field, first.text, second.text, measure, shown, {}, len(candidates.lemmas))
 
 
 def _word_change(
@@ -238,12 +283,8 @@ def _word_change(
         np.bincount(senses.assignments[mask] - 1, minlength=number_of_senses) / int(mask.sum())
         for mask in (in_first, in_second)
     ]
-    a, b = vectors[in_first], vectors[in_second]
-    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
-    cross = 1.0 - float(mean_a @ mean_b)
-    within = 1.0 - (_mean_pairwise_similarity(a) + _mean_pairwise_similarity(b)) / 2
-    norms = float(np.linalg.norm(mean_a) * np.linalg.norm(mean_b))
-    centroid = 1.0 - float(mean_a @ mean_b) / max(norms, 1e-12)
+    sum_a, sum_b = (vectors[mask].sum(axis=0, dtype=np.float64)[None] for mask in (in_first, in_second))
+    apd, centroid = slice_measures(sum_a, np.asarray(counts[:1]), sum_b, np.asarray(counts[1:]))
     masks = (in_first, in_second)
     with state.snapshot() as store:
         shifts = tuple(
@@ -256,8 +297,8 @@ def _word_change(
         occurrences_from=counts[0],
         occurrences_to=counts[1],
         jsd=round(_jensen_shannon(shares[0], shares[1]), 4),
-        apd=round(max(0.0, cross - within), 4),
-        centroid=round(centroid, 4),
+        apd=round(float(apd[0]), 4),
+        centroid=round(float(centroid[0]), 4),
         senses=shifts,
     )
 
@@ -286,15 +327,6 @@ def _shift(
     return SenseShift(
         sense.number, sense.label(), round(share_from, 4), round(share_to, 4), status, typical[0], typical[1]
     )
-
-
-def _mean_pairwise_similarity(vectors: np.ndarray) -> float:
-    """Mean cosine between two different unit vectors of a set (1 for fewer than two)."""
-    n = len(vectors)
-    if n < 2:
-        return 1.0
-    total = vectors.sum(axis=0)
-    return float((total @ total - n) / (n * (n - 1)))
 
 
 def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:

@@ -491,19 +491,19 @@ class SenseIndex:
         by: str,
         slice_from: str,
         slice_to: str,
-        words: Sequence[str],
+        words: Sequence[str] | None = None,
         measure: str = change_module.DEFAULT_MEASURE,
         top: int | None = None,
         min_count: int = change_module.MIN_COUNT,
     ) -> ChangeReport:
         """Words ranked by how much their use changed between two slices (see `search.change`).
 
-        A slice is the documents whose metadata field ``by`` has a value (``"news"``) or a number in
-        a range (``"1810-1860"``). ``measure`` is ``jsd``, ``apd`` or ``centroid``; ``top`` keeps the
-        most changed; words with fewer than ``min_count`` occurrences in a slice are skipped.
+        A slice: the documents whose field ``by`` has a value (``"news"``) or a number in a range
+        (``"1810-1860"``). No ``words``: every word with ``min_count`` occurrences in both slices is
+        compared, the ``top`` (20) most changed shown. ``measure``: ``apd``, ``jsd`` or ``centroid``.
 
         Raises:
-            QueryError: a bad field, slice, measure or number, or no words.
+            QueryError: a bad field, slice, measure or number, or an empty list of words.
             WordNotFound: no word has enough occurrences in both slices.
         """
         changes = change_module.word_changes

@@ -218,7 +218,7 @@ def senses_command(
 
 
 @click.command("change")
-@click.argument("words", nargs=-1, required=True)
+@click.argument("words", nargs=-1)
 @INDEX_OPTION
 @click.option(
     "--by", "by_field", required=True, metavar="FIELD", help="The metadata field the slices are of."
@@ -239,7 +239,12 @@ def senses_command(
     help="Rank by the Jensen-Shannon divergence of the sense distributions, the average cosine "
     "distance across the slices (apd), or the distance of the mean vectors (centroid).",
 )
-@click.option("--top", type=click.IntRange(1, 10_000), default=None, help="Show the most changed N words.")
+@click.option(
+    "--top",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Show the most changed N words (all WORDS; without WORDS, 20).",
+)
 @click.option(
     "--min-count",
     type=click.IntRange(1, 1_000_000),
@@ -275,15 +280,20 @@ def change_command(
     two slices are compared by three measures, shown side by side, and the senses it gained or lost
     are listed with typical uses from both slices.
 
+    Without WORDS, every word with --min-count occurrences in both slices is measured (function
+    words, numbers and other tokens that are not made of letters left out) and the --top most changed
+    are shown; with --measure jsd, the 5 x --top words of highest apd are ranked by their JSD.
+
     \b
     Example:
       senseindex change bank cell mouse --by year --from 1810-1860 --to 1960-2010 --index news.idx
       senseindex change bank --by source --from novel --to news --json --index news.idx
+      senseindex change --by year --from 1810-1860 --to 1960-2010 --top 30 --index news.idx
     """
     with senseindex.open_index(
         index_dir, model=model, backend=backend, threads=threads, device=device
     ) as index:
-        report = index.change(by_field, slice_from, slice_to, list(words), measure, top, min_count)
+        report = index.change(by_field, slice_from, slice_to, list(words) or None, measure, top, min_count)
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
         return

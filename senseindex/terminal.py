@@ -239,6 +239,11 @@ def print_change(report: senseindex.ChangeReport) -> None:
         f"Change in use between {report.field} {report.slice_from} and {report.slice_to} "
         f"(ranked by {report.measure})"
     )
+    if report.candidates is not None:
+        click.echo(
+            f"{report.candidates:,} words occur often enough in both slices; the {len(report.words):,} "
+            "most changed:"
+        )
     if report.words:
         width = max(4, *(len(change.word) for change in report.words))
         click.echo(f"\n  {'word':<{width}}  {'jsd':>6}  {'apd':>6}  {'centroid':>8}  {'from':>6}  {'to':>6}")

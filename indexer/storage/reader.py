@@ -519,6 +519,14 @@ class IndexReader:
         parts = [np.fromstring(row[0], dtype=np.int64, sep=",") for row in rows if row[0]]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def lemma_ids_of_documents(self, documents: Sequence[int]) -> dict[str, np.ndarray]:
+        """Ids of some documents' word occurrences by lemma, ``{lemma: (n,) int64}``; cheap for millions."""
+        sql = "select lemma, group_concat(id) from words where document in ({}) group by lemma"
+        parts: dict[str, list[np.ndarray]] = {}
+        for lemma, ids in self._select_in(sql, documents):
+            parts.setdefault(lemma, []).append(np.fromstring(ids, dtype=np.int64, sep=","))
+        return {lemma: np.concatenate(found) for lemma, found in parts.items()}
+
     def document_rows(self, rowids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Document rows (without their text), keyed by document rowid."""
         return self._rows("select id, doc_id, source, metadata from documents where id in ({})", rowids)

@@ -312,6 +312,14 @@ class ShardedReader:
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    def lemma_ids_of_documents(self, documents: Sequence[int]) -> dict[str, np.ndarray]:
+        """Index-wide ids of the word occurrences of some documents, by lemma: ``{lemma: (n,) int64}``."""
+        parts: dict[str, list[np.ndarray]] = {}
+        for shard, _, local in self._split(documents):
+            for lemma, ids in self.shards[shard].lemma_ids_of_documents(local.tolist()).items():
+                parts.setdefault(lemma, []).append(self._global(shard, ids))
+        return {lemma: np.concatenate(found) for lemma, found in parts.items()}
+
     def word_lemmas(self, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
         """The lemma and form of word occurrences, by index-wide id."""
         found: dict[int, tuple[str, str]] = {}

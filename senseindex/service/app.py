@@ -193,7 +193,9 @@ class Change(_Body):
         ..., alias="from", min_length=1, max_length=256, description="The earlier slice: a value or a range."
     )
     to: str = Field(..., min_length=1, max_length=256, description="The later slice: a value or a range.")
-    words: list[str] = Field(..., min_length=1, examples=[["bank", "cell"]])
+    words: list[str] | None = Field(
+        None, min_length=1, examples=[["bank", "cell"]], description="None: every word (top 20 kept)."
+    )
     measure: Literal["apd", "jsd", "centroid"] = "apd"
     top: Annotated[WholeNumber, Field(ge=1, le=10_000)] | None = Field(
         None, description="Keep the most changed N words."
@@ -456,8 +458,9 @@ def create_app(
 
     @app.post("/change", dependencies=guarded, summary="Words ranked by how much their use changed")
     async def change(body: Change) -> dict[str, Any]:
-        check_batch(len(body.words), "words")
-        for word in body.words:
+        if body.words is not None:
+            check_batch(len(body.words), "words")
+        for word in body.words or ():
             check_text(word, "word")
         report = await run_query(
             lambda: index.change(

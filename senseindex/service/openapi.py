@@ -85,7 +85,10 @@ def _bound(schema: dict[str, Any], limits: ServiceLimits) -> None:
     if schema.get("title") == "Embed":
         properties["texts"]["items"].update(maxLength=limits.max_text_characters)
     if schema.get("title") == "Change":
-        properties["words"]["items"].update(minLength=1, maxLength=limits.max_text_characters)
+        listed = properties["words"]
+        for option in listed.get("anyOf", [listed]):
+            if option.get("type") == "array":
+                option["items"].update(minLength=1, maxLength=limits.max_text_characters)
 
 
 def service_openapi(generated: dict[str, Any], limits: ServiceLimits, token: bool) -> dict[str, Any]:
