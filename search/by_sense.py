@@ -39,9 +39,10 @@ T = TypeVar("T")
 class _Occurrences(Generic[T]):
     """A word's occurrences read under one snapshot, with what else the caller read under it."""
 
-    def __init__(self, ids: np.ndarray, vectors: np.ndarray, also: T) -> None:
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray, sentence_vectors: np.ndarray, also: T) -> None:
         self.ids = ids
         self.vectors = vectors
+        self.sentence_vectors = sentence_vectors
         self.also = also
 
 
@@ -194,7 +195,9 @@ def _induce(
             generation = state.generation
             occurrences = _read_occurrences(store, form, lemma, senses, read_also)
         # the clustering needs no index: other queries go on meanwhile
-        clustering = cluster_senses(occurrences.vectors, senses)
+        clustering = cluster_senses(
+            occurrences.vectors, senses, sentence_vectors=occurrences.sentence_vectors
+        )
         with state.snapshot() as store:
             if state.generation == generation:
                 named = _name_senses(store, form, lemma, occurrences, clustering, typical, related_words)
@@ -214,7 +217,8 @@ def _read_occurrences(
         raise WordNotFound(f"{form!r} does not occur in the index")
     if senses is not None and senses > len(ids):
         raise QueryError(f"{form!r} occurs {len(ids)} times: it cannot have {senses} senses")
-    return _Occurrences(ids, store.word_vectors(ids), read_also(store, ids))
+    vectors, sentence_vectors = store.word_vectors(ids), store.sentence_vectors_of_words(ids)
+    return _Occurrences(ids, vectors, sentence_vectors, read_also(store, ids))
 
 
 def _name_senses(

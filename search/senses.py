@@ -1,13 +1,16 @@
 """Word-sense induction: cluster a word's contextual vectors into the senses its corpus uses.
 
-No sense inventory: the senses are groups of occurrences whose vectors lie together. A word's
-occurrences are projected on their first ten principal axes (where the differences between uses
-are; the other few hundred dimensions mostly carry each sentence's own context) and clustered with
-spherical k-means for k = 2…8; the k with the best silhouette (cosine) wins, and it must beat the
-same clustering of a featureless cloud — a Gaussian with the occurrences' spread along each axis
-(five draws: their mean silhouette plus two standard deviations) — or the word keeps one sense. So
-one sense is an answer, and the bar adapts to each word's spread and number of occurrences instead
-of being one fixed silhouette for every word, corpus and model.
+No sense inventory: the senses are groups of occurrences used alike. Each occurrence is described by
+its word vector and its sentence's vector side by side; the occurrences are linked to their nearest
+others and the graph is cut into communities (`sense_graph`), which finds the number of senses and
+keeps a small sense whose uses lie close together. The communities, and the coarser partitions made
+by joining the closest of them, must then part the occurrences better than k-means parts a
+featureless cloud — a Gaussian with the occurrences' spread along their first ten principal axes
+(five draws: the mean silhouette plus 1.5 standard deviations; silhouettes averaged per cluster, so a
+small tight sense counts as much as a large spread one). The partition that beats its bar by most
+is kept; when none does, the word keeps one sense. So one sense is an answer, and the bar adapts to
+each word's spread and number of occurrences instead of being one fixed score for every word,
+corpus and model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from senseindex.search.hits import LemmaHit, WordHit
+from senseindex.search.sense_graph import coarser_partitions, neighbour_communities, occurrence_features
 from senseindex.search.sense_slices import SensesBy
 
 MAX_SENSES = 8
@@ -26,12 +30,13 @@ CLUSTER_SAMPLE = 2_000
 """Occurrences clustered at most: a frequent word's sample (seeded), the rest joins the nearest
 sense afterwards, so the cost stays that of 2,000 occurrences however frequent the word."""
 REDUCED_DIMENSIONS = 10
-"""Principal axes the occurrences are clustered on (chosen on the sample corpus; see docs/decisions.md,
-"Clustering for word senses")."""
+"""Principal axes the communities are scored on against the featureless cloud, and the map drawn on."""
 MIN_OCCURRENCES = 6
 """Fewer occurrences than this are one sense: too few to tell groups from noise."""
 BASELINE_DRAWS = 5
-"""Featureless clouds drawn: the bar is their silhouettes' mean plus two standard deviations."""
+BASELINE_DEVIATIONS = 1.5
+"""Featureless clouds drawn; the bar is their silhouettes' mean plus 1.5 standard deviations."""
+CLOUD_POINTS = 500
 _RESTARTS = 4
 _ITERATIONS = 60
 
@@ -81,16 +86,18 @@ class WordSenses:
         lemma: its lemma (every form of it was clustered).
         occurrences: its occurrences in the index.
         clustered: occurrences the clustering was fitted on (a sample above 2,000).
-        chosen_by: how the number of senses was decided: ``silhouette``, ``forced`` (asked for),
+        chosen_by: how the number of senses was decided: ``graph``, ``forced`` (asked for),
             ``too few occurrences`` or ``no spread`` (every occurrence has the same vector).
-        silhouettes: mean silhouette of the clustering per number of senses tried (2…8).
-        baseline_silhouettes: the bar the best number had to pass: the featureless clouds' mean
-            silhouette plus two standard deviations.
+        silhouettes: the silhouette (averaged per cluster) of the communities found and of the
+            coarser partitions made by joining the closest ones, keyed by their number of senses
+            (empty when one community was found).
+        baseline_silhouettes: the bar each had to pass: the featureless clouds' mean silhouette
+            plus 1.5 standard deviations. The partition that beats its bar by most is kept.
         senses: the senses, most frequent first.
         occurrence_ids: ``(occurrences,)`` int64 word rowids.
         assignments: ``(occurrences,)`` int64, the sense number (1-based) of each occurrence.
-        coordinates: ``(occurrences, 2)`` float32, the occurrences' vectors on the first two
-            principal axes of the clustered ones (for a map).
+        coordinates: ``(occurrences, 2)`` float32, what was clustered of each occurrence (word and
+            sentence vector) on the first two principal axes of the clustered sample (for a map).
         by: the share of each sense per slice of a metadata field, when asked for.
     """
 
@@ -160,9 +167,9 @@ class Clustering:
     Attributes:
         labels: ``(n,)`` int64 cluster of each vector, 0 = largest.
         centres: ``(k, d)`` float32, L2-normalised, largest cluster first.
-        chosen_by: ``silhouette``, ``forced``, ``too few occurrences`` or ``no spread``.
-        silhouettes: per k tried, the silhouette of the fitted sample.
-        baseline_silhouettes: per k compared, the bar from the featureless clouds.
+        chosen_by: ``graph``, ``forced``, ``too few occurrences`` or ``no spread``.
+        silhouettes: per partition tried (by its number of clusters), its silhouette on the sample.
+        baseline_silhouettes: per partition tried, the bar from the featureless clouds.
         clustered: how many vectors the clustering was fitted on.
         coordinates: ``(n, 2)`` float32, each vector on the first two principal axes of the sample.
     """
@@ -182,15 +189,18 @@ def cluster_senses(
     max_senses: int = MAX_SENSES,
     sample: int = CLUSTER_SAMPLE,
     seed: int = 0,
+    sentence_vectors: np.ndarray | None = None,
 ) -> Clustering:
-    """Cluster a word's occurrence vectors into senses, choosing their number unless given.
+    """Cluster a word's occurrences into senses, choosing their number unless given.
 
     Args:
         vectors: ``(n, d)`` float32, L2-normalised: the word's contextual vectors.
         senses: force this many senses (1…n).
-        max_senses: most senses tried when choosing.
-        sample: most vectors the clustering is fitted on; the others join their nearest centre.
-        seed: seed of the sample, the k-means starts and the baseline cloud.
+        max_senses: most senses kept when choosing.
+        sample: most occurrences the clustering is fitted on; the others join their nearest sense.
+        seed: seed of the sample, the graph communities, the k-means starts and the baseline cloud.
+        sentence_vectors: ``(n, e)`` float32, the vector of each occurrence's sentence; clustered
+            beside the word vectors when given (see `sense_graph.occurrence_features`).
 
     Returns:
         The clustering; clusters are numbered by size, largest first.
@@ -198,41 +208,40 @@ def cluster_senses(
     n = len(vectors)
     rng = np.random.default_rng(seed)
     fit_rows = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
-    mean, components = _principal_axes(vectors[fit_rows], REDUCED_DIMENSIONS)
-    projected = (vectors - mean) @ components.T
-    reduced = _normalise(projected)
-    fit = reduced[fit_rows]
+    features = occurrence_features(vectors, sentence_vectors)
+    fit = features[fit_rows]
+    mean, components = _principal_axes(fit, REDUCED_DIMENSIONS)
+    projected = (features - mean) @ components.T
     silhouettes: dict[int, float] = {}
     baseline: dict[int, float] = {}
-    fitted: dict[int, np.ndarray] = {}  # centres in the reduced space, per k
+    fitted = np.zeros(len(fit), dtype=np.int64)
     if senses is not None:
-        k, chosen_by = senses, "forced"
-        if k > 1 and len(components):
-            fitted[k] = spherical_kmeans(fit, min(k, len(fit)), rng)[1]
+        chosen_by = "forced"
+        if senses > 1 and len(components):
+            fitted = spherical_kmeans(fit, min(senses, len(fit)), rng)[0]
     elif len(fit) < MIN_OCCURRENCES:
-        k, chosen_by = 1, "too few occurrences"
+        chosen_by = "too few occurrences"
     elif not len(components):
-        k, chosen_by = 1, "no spread"  # every occurrence has the same vector
+        chosen_by = "no spread"  # every occurrence has the same vector
     else:
-        similarity = fit @ fit.T
-        for k in range(2, min(max_senses, len(fit) - 1) + 1):
-            labels, fitted[k] = spherical_kmeans(fit, k, rng)
-            silhouettes[k] = round(silhouette(similarity, labels), 4)
-        best = max(silhouettes, key=lambda key: (silhouettes[key], -key))
-        spread = projected[fit_rows].std(axis=0, ddof=1)
-        clouds = []
-        for _ in range(BASELINE_DRAWS):
-            cloud = featureless_cloud(spread, len(fit), rng)
-            labels, _ = spherical_kmeans(cloud, best, rng)
-            clouds.append(silhouette(cloud @ cloud.T, labels))
-        baseline[best] = round(float(np.mean(clouds) + 2 * np.std(clouds, ddof=1)), 4)
-        k = best if silhouettes[best] > baseline[best] else 1
-        chosen_by = "silhouette"
-    if k == 1 or k not in fitted:
-        labels = np.zeros(n, dtype=np.int64)
-    else:
-        # the clustering that was scored, extended to every occurrence
-        labels = np.argmax(reduced @ fitted[k].T, axis=1)
+        chosen_by = "graph"
+        found = neighbour_communities(fit, max_senses, seed)
+        if found.max() > 0:
+            # the communities, or coarser ones, must part the occurrences better than k-means parts
+            # a cloud without groups; the partition that beats its cloud by most is kept
+            reduced = _normalise(projected[fit_rows])
+            similarity = reduced @ reduced.T
+            spread = projected[fit_rows].std(axis=0, ddof=1)
+            margins = {}
+            for partition in coarser_partitions(fit, found):
+                k = int(partition.max()) + 1
+                silhouettes[k] = round(silhouette(similarity, partition, by_cluster=True), 4)
+                baseline[k] = _cloud_bar(spread, len(fit), k, rng)
+                if silhouettes[k] > baseline[k]:
+                    margins[k] = (silhouettes[k] - baseline[k], partition)
+            if margins:
+                fitted = max(margins.values(), key=lambda margin: margin[0])[1]
+    labels = _extend(features, fit_rows, fitted)
     present = np.unique(labels)
     labels = np.searchsorted(present, labels)  # no empty cluster keeps a number
     centres = np.stack(
@@ -254,6 +263,35 @@ def cluster_senses(
     )
 
 
+def _cloud_bar(spread: np.ndarray, count: int, k: int, rng: np.random.Generator) -> float:
+    """The bar a k-way partition must pass: k-means silhouettes of featureless clouds (by cluster).
+
+    Their mean plus `BASELINE_DEVIATIONS` standard deviations. A cloud has at most `CLOUD_POINTS`
+    points: beyond a few hundred its silhouettes hardly change with its size, and the bar is drawn
+    for every partition tried.
+    """
+    clouds = []
+    for _ in range(BASELINE_DRAWS):
+        cloud = featureless_cloud(spread, min(count, CLOUD_POINTS), rng)
+        labels, _ = spherical_kmeans(cloud, k, rng)
+        clouds.append(silhouette(cloud @ cloud.T, labels, by_cluster=True))
+    return round(float(np.mean(clouds) + BASELINE_DEVIATIONS * np.std(clouds, ddof=1)), 4)
+
+
+def _extend(features: np.ndarray, fit_rows: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """The clusters of the fitted sample extended to every occurrence: each joins the nearest centre."""
+    if len(fit_rows) == len(features) or not fitted.max(initial=0):
+        labels = np.zeros(len(features), dtype=np.int64)
+        labels[fit_rows] = fitted
+        return labels
+    centres = _normalise(
+        np.stack([features[fit_rows][fitted == c].mean(axis=0) for c in range(int(fitted.max()) + 1)])
+    )
+    labels = np.argmax(features @ centres.T, axis=1).astype(np.int64)
+    labels[fit_rows] = fitted  # the fitted occurrences keep the clusters that were scored
+    return labels
+
+
 def _principal_axes(vectors: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The mean ``(d,)`` and up to ``count`` principal axes ``(m, d)`` of some vectors.
 
@@ -262,10 +300,18 @@ def _principal_axes(vectors: np.ndarray, count: int) -> tuple[np.ndarray, np.nda
     mean = vectors.mean(axis=0)
     if len(vectors) < 2:
         return mean, np.zeros((0, vectors.shape[1]), dtype=np.float32)
-    _, strengths, axes = np.linalg.svd(vectors - mean, full_matrices=False)
+    centred = (vectors - mean).astype(np.float64)
+    if len(vectors) > vectors.shape[1]:
+        # many occurrences: the covariance's eigenvectors cost far less than the SVD of all of them
+        values, vectors_by_value = np.linalg.eigh(centred.T @ centred)
+        order = np.argsort(values)[::-1]
+        strengths = np.sqrt(np.clip(values[order], 0.0, None))
+        axes = vectors_by_value[:, order].T
+    else:
+        _, strengths, axes = np.linalg.svd(centred, full_matrices=False)
     # float rounding leaves tiny axes even in identical vectors; normalised, they would look real
     real = strengths > max(strengths[0] * 1e-5, 1e-6) if len(strengths) else strengths > 0
-    return mean, axes[: min(count, int(real.sum()))]
+    return mean, axes[: min(count, int(real.sum()))].astype(np.float32)
 
 
 def spherical_kmeans(vectors: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -319,15 +365,17 @@ def _plus_plus_starts(vectors: np.ndarray, k: int, rng: np.random.Generator) -> 
     return np.stack(centres).astype(np.float32)
 
 
-def silhouette(similarity: np.ndarray, labels: np.ndarray) -> float:
+def silhouette(similarity: np.ndarray, labels: np.ndarray, by_cluster: bool = False) -> float:
     """Mean silhouette with cosine distance (``1 - similarity``).
 
     Args:
         similarity: ``(n, n)`` cosine similarities of the clustered vectors.
         labels: ``(n,)`` int cluster of each.
+        by_cluster: average each cluster's mean instead of every point, so that a small tight
+            cluster weighs as much as a large spread one.
 
     Returns:
-        The mean over all points, in [-1, 1]; a point alone in its cluster counts 0.
+        The mean, in [-1, 1]; a point alone in its cluster counts 0.
     """
     clusters = np.unique(labels)
     if len(clusters) < 2:
@@ -343,6 +391,8 @@ def silhouette(similarity: np.ndarray, labels: np.ndarray) -> float:
     means[rows, own] = np.inf
     nearest = means.min(axis=1)
     score = np.where(own_size > 1, (nearest - inside) / np.maximum(np.maximum(nearest, inside), 1e-12), 0.0)
+    if by_cluster:
+        return float(np.mean([score[own == c].mean() for c in range(len(clusters))]))
     return float(score.mean())
 
 

@@ -180,8 +180,9 @@ def senses_command(
     """Show the senses WORD is used in across the index, induced from its contextual vectors.
 
     Every occurrence of the word (any form of its lemma) is clustered; the number of senses is
-    chosen from the data (2 to 8 by silhouette, against a featureless cloud; one sense when no
-    split stands out) unless --senses forces it. Each sense is shown with its size, its most typical
+    chosen from the data (communities of the occurrences' nearest-neighbour graph, which must part
+    them better than a featureless cloud is parted; one sense when they do not) unless --senses
+    forces it. Each sense is shown with its size, its most typical
     occurrences, and the other words used most like it.
 
     \b

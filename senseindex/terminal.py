@@ -144,13 +144,21 @@ def highlight(hit: senseindex.WordHit, width: int) -> str:
     return before + click.style(f"[{word}]", bold=True, fg="yellow") + after
 
 
-def silhouette_reason(word_senses: senseindex.WordSenses) -> str:
-    """Why that many senses: the best split's silhouette against a featureless cloud's."""
-    best = max(word_senses.silhouettes, key=lambda k: word_senses.silhouettes[k])
-    cloud = word_senses.baseline_silhouettes.get(best)
+def graph_reason(word_senses: senseindex.WordSenses) -> str:
+    """Why that many senses: the communities kept, or the best one tried, against a featureless cloud."""
+    scores, bars = word_senses.silhouettes, word_senses.baseline_silhouettes
+    if not scores:
+        return "its uses form one community"
+    count = len(word_senses.senses)
+    if count == 1:
+        best = max(scores, key=lambda k: scores[k] - bars.get(k, 0.0))
+        return (
+            f"its uses part into {best} communities no better than a featureless cloud: "
+            f"silhouette {scores[best]:.3f} against {bars.get(best, float('nan')):.3f}"
+        )
     return (
-        f"best split into {best}: silhouette {word_senses.silhouettes[best]:.3f}, "
-        f"a featureless cloud {cloud:.3f}"
+        f"{count} communities of uses: silhouette {scores[count]:.3f} "
+        f"against a featureless cloud's {bars.get(count, float('nan')):.3f}"
     )
 
 
@@ -180,8 +188,8 @@ def print_info(info: dict[str, Any]) -> None:
 def print_senses(word_senses: senseindex.WordSenses) -> None:
     """Print a word's induced senses: how many and why, then each sense with its typical uses."""
     count = len(word_senses.senses)
-    if word_senses.chosen_by == "silhouette":
-        how = silhouette_reason(word_senses)
+    if word_senses.chosen_by == "graph":
+        how = graph_reason(word_senses)
     else:
         how = {"forced": "as asked", "no spread": "all its vectors are the same"}.get(
             word_senses.chosen_by, "too few occurrences to split"

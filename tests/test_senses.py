@@ -40,7 +40,7 @@ def test_separated_groups_are_found_and_a_featureless_cloud_is_one_sense(seed):
     truth = np.repeat([0, 1, 2], [150, 90, 60])
     groups = _unit(centres[truth] + rng.standard_normal((300, dimension)))
     found = cluster_senses(groups, seed=seed)
-    assert len(found.centres) == 3 and found.chosen_by == "silhouette"
+    assert len(found.centres) == 3 and found.chosen_by == "graph"
     assert adjusted_rand_index(truth.tolist(), found.labels.tolist()) == pytest.approx(1.0)
     assert np.bincount(found.labels).tolist() == [150, 90, 60]  # numbered by size
     # one Gaussian with a long axis and many short ones: spread, but no groups
@@ -48,6 +48,21 @@ def test_separated_groups_are_found_and_a_featureless_cloud_is_one_sense(seed):
         np.full(dimension, 3.0) + rng.standard_normal((300, dimension)) * np.linspace(2, 0.2, dimension)
     )
     assert len(cluster_senses(cloud, seed=seed).centres) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_small_tight_sense_beside_a_large_spread_one_gets_its_own(seed):
+    # a rare sense (24 of 424 uses, under 6 %) whose uses lie close together, beside a common
+    # sense spread all over: centres-based clustering splits the common one instead
+    rng = np.random.default_rng(seed)
+    dimension = 48
+    spread = _unit(rng.standard_normal((400, dimension)))
+    tight = _unit(_unit(rng.standard_normal((1, dimension))) * 3 + rng.standard_normal((24, dimension)) * 0.2)
+    found = cluster_senses(np.vstack([spread, tight]), seed=seed)
+    assert len(found.centres) == 2 and found.chosen_by == "graph"
+    rare = found.labels[400:]
+    assert (rare == 1).all()  # every rare use in the smaller sense
+    assert (found.labels == 1).sum() <= 2 * len(rare)  # which is mostly them
 
 
 def test_silhouette_equals_its_definition():
@@ -81,7 +96,7 @@ def test_clustering_metrics_on_known_cases():
 
 def test_a_word_with_two_senses_gets_two_that_match_the_labels(sample_index, sense_of):
     found = sample_index.induce_senses("apple")
-    assert len(found.senses) == 2 and found.chosen_by == "silhouette"
+    assert len(found.senses) == 2 and found.chosen_by == "graph"
     rows = {hit.word_id: hit for hit in sample_index.search_word("the [apple]", k=1000)}
     gold = [sense_of[(rows[i].doc_id, rows[i].start)] for i in found.occurrence_ids.tolist()]
     assert set(gold) == {"fruit", "company"}
@@ -121,7 +136,7 @@ def test_typical_occurrences_are_the_closest_to_the_centre(sample_index, sample_
 @pytest.mark.parametrize("word", ["street", "river", "water"])
 def test_a_word_with_one_sense_gets_one(sample_index, word):
     found = sample_index.induce_senses(word)
-    assert found.occurrences >= 6 and found.chosen_by == "silhouette"
+    assert found.occurrences >= 6 and found.chosen_by == "graph"
     assert len(found.senses) == 1 and found.senses[0].size == found.occurrences
 
 
@@ -157,7 +172,7 @@ def test_senses_command_text_and_json(runner, sample_index_dir, sample_index):
     for word, options, said in [
         ("bank", ["--senses", "3"], "3 senses (as asked)"),
         ("garden", [], "1 sense (too few occurrences to split)"),
-        ("street", [], "1 sense (best split into"),
+        ("street", [], "1 sense (its uses part into 2 communities no better than a featureless cloud"),
     ]:
         result = runner.invoke(
             main, ["senses", word, "--index", str(sample_index_dir), "--backend", "torch", *options]

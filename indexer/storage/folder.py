@@ -319,3 +319,15 @@ def read_status(database_path: Path) -> str | None:
     except (TypeError, ValueError) as error:
         raise IndexCorrupted(f"{database_path} has a damaged status setting; rebuild it") from error
     return str(status) if status is not None else None
+
+
+def file_size(path: Path) -> int | None:
+    """A vector file's size in bytes; None when it is not there.
+
+    A writer may remove a file a reader's snapshot names (it retired it in a later commit) at any
+    moment, between the two looks included.
+    """
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except FileNotFoundError:
+        return None

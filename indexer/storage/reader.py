@@ -31,18 +31,6 @@ from senseindex.indexer.storage.vectors import FLAT_INDEX_TYPE
 _MOVED_ON_RETRIES = 1000
 
 
-def _file_size(path: Path) -> int | None:
-    """A vector file's size in bytes; None when it is not there.
-
-    A writer may remove a file this snapshot names (it retired it in a later commit) at any moment,
-    between the two looks included.
-    """
-    try:
-        return path.stat().st_size if path.is_file() else None
-    except FileNotFoundError:
-        return None
-
-
 class IndexReader:
     """An index folder opened for reading: the SQLite database and the FAISS shards of each table.
 
@@ -328,6 +316,17 @@ class IndexReader:
         return self.shard_set("words").reconstruct(ids)
 
     @reading
+    def sentence_vectors_of_words(self, ids: np.ndarray) -> np.ndarray:
+        """``(n, sentence_dimension)`` float32: the stored vector of each word occurrence's sentence."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        sentence_of = dict(self._select_in("select id, sentence from words where id in ({})", ids.tolist()))
+        # a sentence holding the word twice is read once
+        unique, inverse = np.unique([sentence_of[i] for i in ids.tolist()], return_inverse=True)
+        if not len(unique):
+            return np.zeros((0, self.dimension("sentences")), dtype=np.float32)
+        return self.shard_set("sentences").reconstruct(unique.astype(np.int64))[inverse]
+
+    @reading
     def vectors_of_documents(
         self, table: str, documents: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -386,7 +385,7 @@ class IndexReader:
                     "first_id": first,
                     "count": count,
                     "index_type": kind,
-                    "bytes": _file_size(path),
+                    "bytes": folder_files.file_size(path),
                 }
             )
         return result

@@ -190,6 +190,13 @@ class ShardedReader:
             result[positions] = self.shards[shard].word_vectors(local)
         return result
 
+    def sentence_vectors_of_words(self, ids: np.ndarray) -> np.ndarray:
+        """The vector of each word occurrence's sentence (see `IndexReader.sentence_vectors_of_words`)."""
+        result = np.zeros((len(ids), self.dimension("sentences")), dtype=np.float32)
+        for shard, positions, local in self._split(np.asarray(ids, dtype=np.int64)):
+            result[positions] = self.shards[shard].sentence_vectors_of_words(local)
+        return result
+
     def vectors_of_documents(
         self, table: str, documents: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
