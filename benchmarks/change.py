@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from metrics import spearman  # noqa: E402
-from senses import WSD_WORDS, log, read_train  # noqa: E402
+from senses import WSD_WORDS, log, read_split  # noqa: E402
 
 import senseindex  # noqa: E402
 
@@ -97,7 +97,7 @@ def main() -> None:
     records, truth = [], {}
     for word in WSD_WORDS:
         for draw, slices in enumerate(
-            draw_slices(read_train(folder, word), arguments.draws, arguments.size, rng)
+            draw_slices(read_split(folder, word, "train"), arguments.draws, arguments.size, rng)
         ):
             senses = sorted({sense for chosen in slices.values() for _, sense in chosen})
             counts = {
