@@ -36,7 +36,7 @@ from senseindex.search.senses import InducedSense, WordSenses
 from senseindex.search.state import IndexState
 
 MEASURES = ("apd", "jsd", "centroid")
-DEFAULT_MEASURE = "apd"
+DEFAULT_MEASURE = "jsd"
 """Chosen by `benchmarks/change.py` (Spearman with the true JSD on half of CoarseWSD-20's words)."""
 PRESENT_SHARE = 0.10
 ABSENT_SHARE = 0.02

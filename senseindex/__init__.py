@@ -70,6 +70,7 @@ from senseindex.search import (
     open_index,
     parse_word_query,
 )
+from senseindex.search.change import DEFAULT_MEASURE as DEFAULT_CHANGE_MEASURE
 from senseindex.search.change import MEASURES as CHANGE_MEASURES
 from senseindex.search.change import ChangeReport, SenseShift, WordChange
 from senseindex.search.index import DEFAULT_DOCUMENT_SCORING, DOCUMENT_SCORINGS
@@ -79,6 +80,7 @@ from senseindex.search.senses import InducedSense, SenseGroup, WordSenses
 __all__ = [
     "BACKENDS",
     "CHANGE_MEASURES",
+    "DEFAULT_CHANGE_MEASURE",
     "DEFAULT_DOCUMENT_SCORING",
     "DEFAULT_MODEL",
     "DEVICES",

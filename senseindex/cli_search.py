@@ -235,9 +235,9 @@ def senses_command(
 @click.option(
     "--measure",
     type=click.Choice(senseindex.CHANGE_MEASURES),
-    default="apd",
+    default=senseindex.DEFAULT_CHANGE_MEASURE,
     show_default=True,
-    help="Rank by the Jensen-Shannon divergence of the sense distributions, the average cosine "
+    help="Rank by the Jensen-Shannon divergence of the sense distributions (jsd), the average cosine "
     "distance across the slices (apd), or the distance of the mean vectors (centroid).",
 )
 @click.option(

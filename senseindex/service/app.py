@@ -196,7 +196,7 @@ class Change(_Body):
     words: list[str] | None = Field(
         None, min_length=1, examples=[["bank", "cell"]], description="None: every word (top 20 kept)."
     )
-    measure: Literal["apd", "jsd", "centroid"] = "apd"
+    measure: Literal["apd", "jsd", "centroid"] = "jsd"
     top: Annotated[WholeNumber, Field(ge=1, le=10_000)] | None = Field(
         None, description="Keep the most changed N words."
     )
