@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from senseindex.search.senses import InducedSense, WordSenses
 from senseindex.search.state import IndexState
 
 MEASURES = ("apd", "jsd", "centroid")
-DEFAULT_MEASURE = "jsd"
+DEFAULT_MEASURE: Final = "jsd"
 """Chosen by `benchmarks/change.py` (Spearman with the true JSD on half of CoarseWSD-20's words)."""
 PRESENT_SHARE = 0.10
 ABSENT_SHARE = 0.02
