@@ -111,10 +111,23 @@ def embed_query_sentence(state: IndexState, text: str) -> np.ndarray:
     Raises:
         QueryError: the text is empty or not valid Unicode.
     """
-    check_query_text(text)
-    if not text or not text.strip():
-        raise QueryError("the query text is empty")
-    return state.queries.encode([text], [[]]).sentence_vectors[0]
+    return embed_query_sentences(state, [text])[0]
+
+
+def embed_query_sentences(state: IndexState, texts: Sequence[str]) -> np.ndarray:
+    """The vectors of several sentence queries, in one model pass.
+
+    Returns:
+        ``(len(texts), sentence_dimension)`` float32, L2-normalised.
+
+    Raises:
+        QueryError: a text is empty or not valid Unicode.
+    """
+    for text in texts:
+        check_query_text(text)
+        if not text or not text.strip():
+            raise QueryError("the query text is empty")
+    return state.queries.encode(list(texts), [[] for _ in texts]).sentence_vectors
 
 
 def embed_query_words(state: IndexState, queries: Sequence[WordQuery]) -> np.ndarray:

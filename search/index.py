@@ -3,7 +3,7 @@
 `SenseIndex` is the front door; the work is done by the modules beside this one: the state
 it answers from and its lock (`state`), embedding (`embedding`), sentence and document
 search (`sentences`), word queries and word search (`word_query`, `words`), sense
-induction (`by_sense`) and writes (`writes`).
+induction (`by_sense`) and writes (`writes`). `opening` opens one (`open_index`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from senseindex.errors import DocumentNotFound
-from senseindex.indexer.encoder import EncoderSettings, check_device, load_index_encoder
-from senseindex.indexer.faults import storage_faults
 from senseindex.indexer.pipeline import BuildSummary, DeleteSummary
 from senseindex.indexer.sources import Document
-from senseindex.indexer.storage import ReadableIndex, open_for_reading
+from senseindex.indexer.storage import ReadableIndex
 from senseindex.search import by_sense, embedding, sentences, words, writes
 from senseindex.search import change as change_module
 from senseindex.search.change import ChangeReport
@@ -41,8 +39,6 @@ __all__ = [
     "MAX_K",
     "SenseIndex",
     "WordQuery",
-    "index_info",
-    "open_index",
     "parse_word_query",
 ]
 
@@ -355,7 +351,21 @@ class SenseIndex:
         Raises:
             QueryError: an empty text, a bad ``k`` or a malformed filter.
         """
-        return sentences.search_sentences(self._state, text, k, doc_ids, metadata)
+        return sentences.search_sentences(self._state, [text], k, doc_ids, metadata)[0]
+
+    def search_sentences_many(
+        self,
+        texts: Sequence[str],
+        k: int = 10,
+        doc_ids: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[list[SentenceHit]]:
+        """`search_sentences` for many texts at once: one batched forward pass for all of them.
+
+        Returns:
+            Per text, up to ``k`` hits, best first.
+        """
+        return sentences.search_sentences(self._state, texts, k, doc_ids, metadata)
 
     def search_documents(
         self,
@@ -535,73 +545,3 @@ class SenseIndex:
             QueryError: a malformed query or a bad number.
         """
         return by_sense.search_word_by_sense(self._state, parse_word_query(text, target, span), k, senses)
-
-
-@storage_faults("reading", "path")
-def open_index(
-    path: str | Path,
-    model: str | None = None,
-    backend: str = "auto",
-    max_query_batch: int = 64,
-    threads: int | None = None,
-    device: str = "auto",
-) -> SenseIndex:
-    """Open an index for querying, loading the model it was built with.
-
-    Args:
-        path: the index folder: an ordinary index, or a sharded one (all its shards are opened and
-            queried as one index).
-        model: a model folder to use instead of the stored one (e.g. the index was moved to another
-            machine); its weights must have the stored fingerprint.
-        backend: what runs the model for queries: ``auto``, ``torch``, ``torch-bf16`` or ``onnx``
-            (see `EncoderSettings`); any backend queries any index.
-        max_query_batch: most query texts that concurrent calls run through the model together
-            (1: every call on its own).
-        threads: CPU threads of the model (torch's intra-op threads, process-wide, and ONNX
-            Runtime's); None keeps the default (one per core). FAISS searches always run on one
-            thread (see docs/design.md, "Threads").
-        device: where the model runs: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
-
-    Returns:
-        The opened index.
-
-    Raises:
-        SettingsError: a bad thread count, or a device that is not there (before anything is read).
-        IndexNotFound: no index in ``path``.
-        SchemaMismatch: the index was written by another format version.
-        IndexCorrupted: a file of the index cannot be read.
-        ModelMismatch: ``model`` (or the stored model folder) is not the model the index was built
-            with.
-        ModelLoadError: the model cannot be loaded.
-    """
-    EncoderSettings(backend=backend, device=device, threads=threads).validate()
-    check_device(device, backend)
-    store = open_for_reading(Path(path))
-    try:
-        store.open_vectors()
-        encoder = load_index_encoder(store.settings, model, backend, device, threads)
-    except BaseException:
-        store.close()
-        raise
-    return SenseIndex(store, encoder, max_query_batch)
-
-
-@storage_faults("reading", "path")
-def index_info(path: str | Path) -> dict[str, Any]:
-    """An index's settings and row counts, without loading its model.
-
-    Args:
-        path: the index folder.
-
-    Returns:
-        ``{"path", "settings", "counts", "vector_files"}``; each vector file is ``{"table", "file",
-        "first_id", "count", "index_type", "bytes"}``.
-
-    Raises:
-        IndexNotFound, SchemaMismatch, IndexCorrupted: as `open_index`.
-    """
-    store = open_for_reading(Path(path))
-    try:
-        return describe(store)
-    finally:
-        store.close()

@@ -15,7 +15,7 @@ from senseindex.indexer.validation import (
     shown_value,
     unicode_problem,
 )
-from senseindex.search.embedding import embed_query_sentence
+from senseindex.search.embedding import embed_query_sentence, embed_query_sentences
 from senseindex.search.hits import DocumentHit, SentenceHit
 from senseindex.search.ranking import check_k, dot, sentence_hits
 from senseindex.search.state import IndexState
@@ -30,22 +30,22 @@ DEFAULT_PASSAGE_WEIGHTS = {"pooled": 0.25, "encoded": 0.5}
 
 def search_sentences(
     state: IndexState,
-    text: str,
+    texts: Sequence[str],
     k: int,
     doc_ids: Sequence[str] | None,
     metadata: Mapping[str, Any] | None,
-) -> list[SentenceHit]:
-    """The sentences most similar to a text, optionally only those of some documents.
+) -> list[list[SentenceHit]]:
+    """Per text, the sentences most similar to it, optionally only those of some documents.
 
     Args:
         state: the open index.
-        text: the query.
-        k: number of hits.
+        texts: the queries, embedded together in one model pass.
+        k: number of hits per query.
         doc_ids: only sentences of these documents (unknown ids match nothing).
         metadata: only sentences of documents whose metadata has these values (a list: any of them).
 
     Returns:
-        Up to ``k`` hits, best first.
+        Per text, up to ``k`` hits, best first.
 
     Raises:
         QueryError: an empty text, a bad ``k`` or a malformed filter.
@@ -55,17 +55,19 @@ def search_sentences(
     wanted = _metadata_filter(metadata)
     if doc_ids is not None and (isinstance(doc_ids, str) or not all(isinstance(d, str) for d in doc_ids)):
         raise QueryError("doc_ids must be a list of document ids (strings)")
-    vector = embed_query_sentence(state, text)
+    if not len(texts):
+        return []
+    vectors = embed_query_sentences(state, texts)
     with state.snapshot() as store:
-        if doc_ids is None and wanted is None:
-            return sentence_hits(store, *store.search("sentences", vector, k))
-        documents = [
-            found["id"]
-            for found in store.filter_documents(doc_ids, wanted)
-            if all(_matches(found["metadata"].get(key), values) for key, values in (wanted or {}).items())
-        ]
-        allowed = store.rows_of_documents("sentences", documents)
-        return sentence_hits(store, *store.search("sentences", vector, k, allowed))
+        allowed = None
+        if doc_ids is not None or wanted is not None:
+            documents = [
+                found["id"]
+                for found in store.filter_documents(doc_ids, wanted)
+                if all(_matches(found["metadata"].get(key), values) for key, values in (wanted or {}).items())
+            ]
+            allowed = store.rows_of_documents("sentences", documents)
+        return [sentence_hits(store, *store.search("sentences", vector, k, allowed)) for vector in vectors]
 
 
 def _metadata_filter(metadata: Mapping[str, Any] | None) -> dict[str, list[Any]] | None:

@@ -109,6 +109,17 @@ def test_many_queries_at_once_equal_one_by_one(sample_index, labels):
         assert [h.score for h in hits] == pytest.approx([h.score for h in alone], abs=1e-5)
 
 
+def test_many_sentence_queries_at_once_equal_one_by_one(sample_index):
+    texts = ["a heron standing in shallow water", "the bank raised its interest rates", "batting practice"]
+    for options in ({}, {"doc_ids": ["river_walk.md", "town_bank.md"]}):
+        together = sample_index.search_sentences_many(texts, k=5, **options)
+        for text, hits in zip(texts, together, strict=True):
+            alone = sample_index.search_sentences(text, k=5, **options)
+            assert [h.sentence_id for h in hits] == [h.sentence_id for h in alone]
+            assert [h.score for h in hits] == pytest.approx([h.score for h in alone], abs=1e-5)
+    assert sample_index.search_sentences_many([]) == []
+
+
 @pytest.mark.parametrize(
     ("query", "word"), [("The [bat]ter swung hard", "batter"), ("The bat[ter] swung hard", "batter")]
 )
