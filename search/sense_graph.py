@@ -13,6 +13,8 @@ part (see docs/decisions.md, "Clustering for word senses").
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import networkx as nx
 import numpy as np
 
@@ -36,11 +38,11 @@ def occurrence_features(word_vectors: np.ndarray, sentence_vectors: np.ndarray |
         ``(n, d + e)`` float32 (``(n, d)`` without sentence vectors), centred on the occurrences'
         mean and L2-normalised, so that a dot product is a cosine around the word's own centre.
     """
-    parts = [_normalise(word_vectors)]
+    parts = [normalise_rows(word_vectors)]
     if sentence_vectors is not None:
-        parts.append(_normalise(sentence_vectors))
+        parts.append(normalise_rows(sentence_vectors))
     features = np.hstack(parts) if len(parts) > 1 else parts[0]
-    return _normalise(features - features.mean(axis=0))
+    return normalise_rows(features - features.mean(axis=0))
 
 
 def neighbour_communities(
@@ -99,7 +101,7 @@ def join_small_communities(
             kept = kept[np.argsort(-sizes[kept], kind="stable")[:max_communities]]
         if len(kept) == len(sizes) or len(kept) <= 1:
             break
-        centres = _normalise(np.stack([features[labels == c].mean(axis=0) for c in kept]))
+        centres = cluster_centres(features, labels, kept)
         moved = ~np.isin(labels, kept)
         labels[moved] = kept[np.argmax(features[moved] @ centres.T, axis=1)]
         labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
@@ -120,8 +122,7 @@ def coarser_partitions(features: np.ndarray, labels: np.ndarray) -> list[np.ndar
     """
     partitions = [labels]
     while labels.max() > 1:
-        count = int(labels.max()) + 1
-        centres = _normalise(np.stack([features[labels == c].mean(axis=0) for c in range(count)]))
+        centres = cluster_centres(features, labels, range(int(labels.max()) + 1))
         similarity = centres @ centres.T
         np.fill_diagonal(similarity, -np.inf)
         first, second = sorted(np.unravel_index(int(np.argmax(similarity)), similarity.shape))
@@ -132,6 +133,18 @@ def coarser_partitions(features: np.ndarray, labels: np.ndarray) -> list[np.ndar
     return partitions
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
+def cluster_centres(vectors: np.ndarray, labels: np.ndarray, clusters: Iterable[int]) -> np.ndarray:
+    """``(len(clusters), d)`` float32: each cluster's mean vector, L2-normalised.
+
+    Args:
+        vectors: ``(n, d)`` vectors.
+        labels: ``(n,)`` int cluster of each.
+        clusters: the clusters wanted, each with at least one member.
+    """
+    return normalise_rows(np.stack([vectors[labels == c].mean(axis=0) for c in clusters]))
+
+
+def normalise_rows(vectors: np.ndarray) -> np.ndarray:
+    """``(n, d)`` float32 copy with each row scaled to unit length (a zero row stays zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

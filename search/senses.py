@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from senseindex.search.hits import LemmaHit, WordHit
-from senseindex.search.sense_graph import coarser_partitions, neighbour_communities, occurrence_features
+from senseindex.search.sense_graph import (
+    cluster_centres,
+    coarser_partitions,
+    neighbour_communities,
+    normalise_rows,
+    occurrence_features,
+)
 from senseindex.search.sense_slices import SensesBy
 
 MAX_SENSES = 8
@@ -229,7 +235,7 @@ def cluster_senses(
         if found.max() > 0:
             # the communities, or coarser ones, must part the occurrences better than k-means parts
             # a cloud without groups; the partition that beats its cloud by most is kept
-            reduced = _normalise(projected[fit_rows])
+            reduced = normalise_rows(projected[fit_rows])
             similarity = reduced @ reduced.T
             spread = projected[fit_rows].std(axis=0, ddof=1)
             margins = {}
@@ -241,12 +247,10 @@ def cluster_senses(
                     margins[k] = (silhouettes[k] - baseline[k], partition)
             if margins:
                 fitted = max(margins.values(), key=lambda margin: margin[0])[1]
-    labels = _extend(features, fit_rows, fitted)
+    labels = _extend(features, fit_rows, fit, fitted)
     present = np.unique(labels)
     labels = np.searchsorted(present, labels)  # no empty cluster keeps a number
-    centres = np.stack(
-        [_normalise(vectors[labels == c].mean(axis=0, keepdims=True))[0] for c in range(len(present))]
-    )
+    centres = cluster_centres(vectors, labels, range(len(present)))
     order = np.argsort(-np.bincount(labels, minlength=len(centres)), kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -278,15 +282,16 @@ def _cloud_bar(spread: np.ndarray, count: int, k: int, rng: np.random.Generator)
     return round(float(np.mean(clouds) + BASELINE_DEVIATIONS * np.std(clouds, ddof=1)), 4)
 
 
-def _extend(features: np.ndarray, fit_rows: np.ndarray, fitted: np.ndarray) -> np.ndarray:
-    """The clusters of the fitted sample extended to every occurrence: each joins the nearest centre."""
+def _extend(features: np.ndarray, fit_rows: np.ndarray, fit: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """The clusters of the fitted sample extended to every occurrence: each joins the nearest centre.
+
+    ``fit`` holds the features of ``fit_rows``, ``fitted`` their clusters.
+    """
     if len(fit_rows) == len(features) or not fitted.max(initial=0):
         labels = np.zeros(len(features), dtype=np.int64)
         labels[fit_rows] = fitted
         return labels
-    centres = _normalise(
-        np.stack([features[fit_rows][fitted == c].mean(axis=0) for c in range(int(fitted.max()) + 1)])
-    )
+    centres = cluster_centres(fit, fitted, range(int(fitted.max()) + 1))
     labels = np.argmax(features @ centres.T, axis=1).astype(np.int64)
     labels[fit_rows] = fitted  # the fitted occurrences keep the clusters that were scored
     return labels
@@ -346,7 +351,7 @@ def _one_kmeans_run(
             members = vectors[labels == c]
             # an emptied cluster restarts at the vector its centre explains worst
             centres[c] = (
-                _normalise(members.sum(axis=0, keepdims=True))[0]
+                normalise_rows(members.sum(axis=0, keepdims=True))[0]
                 if len(members)
                 else vectors[np.argmin(similarity.max(axis=1))]
             )
@@ -402,9 +407,4 @@ def featureless_cloud(spread: np.ndarray, count: int, rng: np.random.Generator) 
     The Gaussian has no groups. The points are L2-normalised like the occurrences: ``(count, len(spread))``
     float32.
     """
-    return _normalise(rng.standard_normal((count, len(spread))) * spread)
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return normalise_rows(rng.standard_normal((count, len(spread))) * spread)
